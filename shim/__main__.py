@@ -1,0 +1,6 @@
+"""python -m shim."""
+import sys
+
+from .cli import main
+
+sys.exit(main())

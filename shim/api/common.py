@@ -1,0 +1,113 @@
+"""What both blueprints share: the services, reading a JSON body, starting a generation, streaming it out."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import secrets
+
+from flask import Response, current_app, request
+
+from ..errors import InvalidRequest, PayloadTooLarge, ShimError
+from ..generation import Cancel
+from ..streaming import HEARTBEAT
+
+log = logging.getLogger("shim")
+
+STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+def services():
+    """The router and settings create_app built."""
+    return current_app.extensions["shim"]
+
+
+def read_json():
+    """The request body as parsed JSON, or a 4xx naming what is wrong with it."""
+    limit = services().settings.max_body_bytes
+    if request.content_length is not None and request.content_length > limit:
+        raise PayloadTooLarge(f"request body is {request.content_length} bytes; the limit is {limit}")
+    data = request.stream.read(limit + 1)
+    if len(data) > limit:
+        raise PayloadTooLarge(f"request body is larger than the limit of {limit} bytes")
+    if not data.strip():
+        raise InvalidRequest("missing request body")
+    try:
+        return json.loads(data)
+    except UnicodeDecodeError:
+        raise InvalidRequest("request body is not valid UTF-8") from None
+    except ValueError as err:
+        raise InvalidRequest(f"request body is not valid JSON: {err}") from None
+    except RecursionError:
+        raise InvalidRequest("request body is nested too deeply") from None
+
+
+def new_id(prefix):
+    """A fresh response id like chatcmpl-3f9c...."""
+    return f"{prefix}-{secrets.token_hex(12)}"
+
+
+@dataclasses.dataclass
+class Started:
+    """A generation under way: its events (the first already pulled), and the flag that stops it."""
+
+    events: object
+    cancel: Cancel
+    backend: object
+
+
+def start(generation_request):
+    """Route the request to its backend and pull the first event, so early errors get a real status code."""
+    backend, target = services().router.resolve(generation_request.model)
+    cancel = Cancel()
+    events = backend.generate(dataclasses.replace(generation_request, model=target), cancel)
+    try:
+        first = next(events)
+    except StopIteration:
+        first = None
+    except BaseException:
+        cancel.set()
+        raise
+    return Started(_prepend(first, events), cancel, backend)
+
+
+def _prepend(first, events):
+    if first is not None:
+        yield first
+    yield from events
+
+
+def stream_response(started, render_chunks, frame, error_frame, end=(), mimetype="text/event-stream"):
+    """A streaming Response: events rendered to chunks and framed; errors in-band; a hang-up cancels."""
+    def body():
+        try:
+            for event in started.events:
+                if event is HEARTBEAT:
+                    ping = frame(HEARTBEAT)
+                    if ping:
+                        yield ping
+                    continue
+                for chunk in render_chunks(event):
+                    yield frame(chunk)
+            for tail in end():
+                yield tail
+        except ShimError as err:
+            log.warning("stream ended by error: %s", err.message)
+            yield from error_frame(err)
+        except Exception as err:  # a bug must not leave the client with a silently truncated stream
+            log.exception("stream failed")
+            yield from error_frame(ShimError(f"internal error: {type(err).__name__}"))
+        finally:
+            started.cancel.set()
+            close = getattr(started.events, "close", None)
+            if close:
+                close()
+    return Response(body(), mimetype=mimetype, headers=STREAM_HEADERS)
+
+
+def gather(started):
+    """All events of a non-streaming generation, without heartbeats."""
+    try:
+        return [e for e in started.events if e is not HEARTBEAT]
+    finally:
+        started.cancel.set()

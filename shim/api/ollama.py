@@ -1,0 +1,97 @@
+"""The Ollama-protocol blueprint: /api/generate, /api/chat, /api/tags, /api/show, /api/ps, /api/version, /."""
+from flask import Blueprint, Response, jsonify
+
+from .. import __version__
+from .. import generation as g
+from ..errors import ShimError
+from ..protocols import ollama as protocol
+from ..streaming import HEARTBEAT, ndjson_line
+from . import common
+
+bp = Blueprint("ollama", __name__)
+
+OLLAMA_VERSION = "0.13.0"
+"The Ollama release whose API shim speaks; clients gate features on it."
+
+
+def _frame(chunk):
+    # NDJSON has no comment syntax, and a blank line breaks the ollama client: heartbeats are dropped.
+    return b"" if chunk is HEARTBEAT else ndjson_line(chunk)
+
+
+def _error_frames(err):
+    yield ndjson_line(protocol.render_error(err))
+
+
+def _answer(call, renderer):
+    if call.load_only:
+        backend, target = common.services().router.resolve(call.request.model)
+        load = getattr(backend, "load", None)
+        reason = load(target, call.request.keep_alive) if load else "load"
+        return jsonify(renderer.load_reply(reason))
+    started = common.start(call.request)
+    if call.stream:
+        return common.stream_response(started, renderer.chunks, _frame, _error_frames, end=tuple,
+                                      mimetype="application/x-ndjson")
+    choices = g.collect(common.gather(started))
+    return jsonify(renderer.whole(choices[0]))
+
+
+@bp.post("/api/generate")
+def generate():
+    """Completion of a prompt, NDJSON or one object."""
+    call = protocol.parse_generate(common.read_json())
+    return _answer(call, protocol.GenerateStream(call.request.model, raw=call.request.raw))
+
+
+@bp.post("/api/chat")
+def chat():
+    """Chat, NDJSON or one object."""
+    call = protocol.parse_chat(common.read_json())
+    return _answer(call, protocol.ChatStream(call.request.model))
+
+
+@bp.get("/api/tags")
+def tags():
+    """Every model shim serves."""
+    return jsonify(protocol.render_tags(common.services().router.models()))
+
+
+@bp.get("/api/ps")
+def ps():
+    """The models loaded now."""
+    return jsonify(protocol.render_ps(common.services().router.models()))
+
+
+@bp.post("/api/show")
+def show():
+    """Details of one model."""
+    name = protocol.parse_model_name(common.read_json())
+    backend, target = common.services().router.resolve(name)
+    show_model = getattr(backend, "show", None)
+    if show_model:
+        return jsonify(show_model(target))
+    info = next((m for m in backend.models() if m.name == target), None) or g.ModelInfo(name=name, backend=backend.name)
+    return jsonify(protocol.render_show(info))
+
+
+@bp.get("/api/version")
+def version():
+    """The Ollama API version shim speaks."""
+    response = jsonify({"version": OLLAMA_VERSION})
+    response.headers["X-Shim-Version"] = __version__
+    return response
+
+
+@bp.route("/", methods=["GET", "HEAD"])
+def root():
+    """Ollama's liveness answer."""
+    return Response("Ollama is running", mimetype="text/plain")
+
+
+def render_error(err: ShimError):
+    """An error response in Ollama's shape."""
+    response = jsonify(protocol.render_error(err))
+    response.status_code = err.status
+    response.headers.update(err.headers)
+    return response

@@ -1,0 +1,93 @@
+"""The OpenAI-protocol blueprint: /v1/chat/completions, /v1/completions, /v1/models (and the /api/v1 envelope)."""
+import time
+
+from flask import Blueprint, jsonify
+
+from .. import generation as g
+from ..errors import ShimError
+from ..protocols import openai as protocol
+from ..streaming import HEARTBEAT, SSE_DONE, SSE_PING, sse_frame
+from . import common
+
+bp = Blueprint("openai", __name__)
+
+
+def _frame(chunk):
+    return SSE_PING if chunk is HEARTBEAT else sse_frame(chunk)
+
+
+def _error_frames(err):
+    yield sse_frame(protocol.render_error(err))
+    yield SSE_DONE
+
+
+def _sse(started, renderer):
+    def end():
+        yield from (sse_frame(c) for c in renderer.end())
+        yield SSE_DONE
+    return common.stream_response(started, renderer.chunks, _frame, _error_frames, end)
+
+
+def _meta(prefix, model):
+    return dict(id=common.new_id(prefix), created=int(time.time()), model=model)
+
+
+def _chat():
+    call = protocol.parse_chat(common.read_json())
+    started = common.start(call.request)
+    meta = _meta("chatcmpl", call.request.model)
+    if call.stream:
+        return None, _sse(started, protocol.ChatStream(**meta, include_usage=call.include_usage))
+    return protocol.render_chat(g.collect(common.gather(started)), **meta), None
+
+
+@bp.post("/v1/chat/completions")
+def chat_completions():
+    """Chat completions, JSON or SSE."""
+    body, streamed = _chat()
+    return streamed or jsonify(body)
+
+
+@bp.post("/api/v1/chat/completions")
+def chat_completions_envelope():
+    """Chat completions wrapped in a {success, code, message, data} envelope (streams are plain SSE)."""
+    body, streamed = _chat()
+    return streamed or jsonify(protocol.render_envelope(body))
+
+
+@bp.post("/v1/completions")
+def completions():
+    """Legacy text completions, JSON or SSE."""
+    call = protocol.parse_completion(common.read_json())
+    started = common.start(call.request)
+    meta = _meta("cmpl", call.request.model)
+    if call.stream:
+        return _sse(started, protocol.CompletionStream(**meta, include_usage=call.include_usage))
+    prefix = call.request.prompt if call.echo else ""
+    return jsonify(protocol.render_text_completion(g.collect(common.gather(started)), **meta, prefix=prefix))
+
+
+@bp.get("/v1/models")
+def list_models():
+    """Every model shim serves."""
+    return jsonify(protocol.render_models(common.services().router.models()))
+
+
+@bp.get("/v1/models/<path:name>")
+def get_model(name):
+    """One model, by any name it answers to."""
+    router = common.services().router
+    backend, target = router.resolve(name)
+    info = next((m for m in backend.models() if m.name == target), None)
+    if info is None:
+        return jsonify(protocol.render_model(g.ModelInfo(name=name, backend=backend.name)))
+    return jsonify(protocol.render_model(info))
+
+
+def render_error(err: ShimError, envelope=False):
+    """An error response in OpenAI's shape (or the envelope's)."""
+    body = protocol.render_envelope(err=err) if envelope else protocol.render_error(err)
+    response = jsonify(body)
+    response.status_code = err.status
+    response.headers.update(err.headers)
+    return response

@@ -1,0 +1,29 @@
+"""Backends and the router over them, built from the settings."""
+from ..config import EMBEDDED_ALIASES, EMBEDDED_MODEL, ModelConfig
+from ..errors import ConfigError
+from ..router import Route, Router
+
+
+def local_models(settings):
+    """The configured local GGUF models, with the embedded SmolLM2 first when it is enabled."""
+    models = [m for m in settings.models if m.backend == "local"]
+    if settings.embedded_model and not any(m.name == EMBEDDED_MODEL for m in models):
+        from .llamacpp import embedded_model_path
+        models.insert(0, ModelConfig(name=EMBEDDED_MODEL, path=embedded_model_path(), aliases=EMBEDDED_ALIASES))
+    return models
+
+
+def build_router(settings):
+    """A Router over every configured backend."""
+    from .llamacpp import LlamaCppBackend
+
+    local = local_models(settings)
+    backends = {"local": LlamaCppBackend(local, n_threads=settings.n_threads, keep_alive=settings.keep_alive,
+                                         heartbeat=settings.heartbeat_seconds)}
+    routes = []
+    for m in local:
+        routes.append(Route(m.name, "local", m.name))
+        routes.extend(Route(alias, "local", m.name) for alias in m.aliases)
+    for b in settings.backends:
+        raise ConfigError(f"backend {b.name!r}: upstream backends of type {b.type!r} are not available yet")
+    return Router(backends, routes)

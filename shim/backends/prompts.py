@@ -1,0 +1,84 @@
+"""Turn a GenerationRequest into prompt tokens with the model's own chat template."""
+from __future__ import annotations
+
+import jinja2
+
+from ..errors import InvalidRequest
+from . import toolcalls
+
+
+class ChatTemplate:
+    """A model's Jinja chat template, rendered as Hugging Face renders it."""
+
+    def __init__(self, template, bos_token, eos_token):
+        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+        self.source = template
+        self.formatter = Jinja2ChatFormatter(template=template, bos_token=bos_token, eos_token=eos_token)
+        self.handles_tools = "tools" in template
+
+    @classmethod
+    def for_model(cls, llm, override=None):
+        """The template configured for the model, else the one inside its GGUF, else plain ChatML."""
+        template = override or llm.metadata.get("tokenizer.chat_template") or CHATML
+        return cls(template, _token_text(llm, llm.token_bos()), _token_text(llm, llm.token_eos()))
+
+    def render(self, messages, tools=()):
+        """The prompt text for a conversation, ending where the assistant's answer begins."""
+        try:
+            return self.formatter(messages=messages, tools=list(tools) or None).prompt
+        except (jinja2.TemplateError, ValueError) as err:
+            raise InvalidRequest(f"the model's chat template rejected the messages: {err}", param="messages") from err
+
+
+CHATML = ("{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
+          "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+
+
+def _token_text(llm, token):
+    if token < 0:
+        return ""
+    return llm.detokenize([token], special=True).decode("utf-8", errors="replace")
+
+
+def prompt_tokens(llm, template, request):
+    """The token ids the model is to continue from."""
+    if request.messages is not None:
+        return _chat_tokens(llm, template, request.messages, request)
+    if request.raw:
+        return llm.tokenize(request.prompt.encode(), add_bos=True, special=True)
+    messages = [{"role": "system", "content": request.system}] if request.system else []
+    messages.append({"role": "user", "content": request.prompt})
+    context = list(request.context)
+    return context + _tokenize_rendered(llm, template.render(messages), add_bos=not context)
+
+
+def _chat_tokens(llm, template, messages, request):
+    dicts = [_message_dict(m) for m in messages]
+    tools = [toolcalls.tool_dict(t) for t in request.tools] if request.tool_choice != "none" else []
+    if tools and not template.handles_tools:
+        dicts = toolcalls.with_instructions(dicts, request.tools, request.tool_choice)
+        tools = []
+    return _tokenize_rendered(llm, template.render(dicts, tools), add_bos=True)
+
+
+def _tokenize_rendered(llm, text, add_bos):
+    # A Jinja template writes its own BOS where the model wants one; llama.cpp adds another only if it is missing.
+    tokens = llm.tokenize(text.encode(), add_bos=False, special=True)
+    bos = llm.token_bos()
+    if add_bos and llm.metadata.get("tokenizer.ggml.add_bos_token", "true") == "true" and bos >= 0 \
+            and tokens[:1] != [bos]:
+        tokens.insert(0, bos)
+    return tokens
+
+
+def _message_dict(message):
+    rendered = {"role": message.role, "content": message.content}
+    if message.tool_calls:
+        rendered["tool_calls"] = [toolcalls.call_dict(c) for c in message.tool_calls]
+        if not message.content:
+            rendered["content"] = toolcalls.calls_as_text(message.tool_calls)
+    if message.tool_call_id:
+        rendered["tool_call_id"] = message.tool_call_id
+    if message.name:
+        rendered["name"] = message.name
+    return rendered

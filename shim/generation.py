@@ -1,0 +1,257 @@
+"""The internal generation contract: what every protocol parses into and every backend yields. No I/O."""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Iterator, Mapping, Optional, Protocol, Union
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    """One function call the model made."""
+
+    id: str
+    name: str
+    arguments: str
+    "The arguments as a JSON text (OpenAI's shape); Ollama renders it as an object."
+
+
+@dataclass(frozen=True)
+class Message:
+    """One turn of a conversation."""
+
+    role: str
+    "system, user, assistant or tool (OpenAI's developer arrives here as system)."
+    content: str = ""
+    images: tuple[bytes, ...] = ()
+    tool_calls: tuple[ToolCall, ...] = ()
+    tool_call_id: Optional[str] = None
+    name: Optional[str] = None
+    "For a tool message: the name of the tool that answered."
+
+
+@dataclass(frozen=True)
+class Tool:
+    """A function the model may call."""
+
+    name: str
+    description: str = ""
+    parameters: Mapping = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """How the next token is chosen; None means the backend's default."""
+
+    temperature: Optional[float] = None
+    top_p: Optional[float] = None
+    top_k: Optional[int] = None
+    min_p: Optional[float] = None
+    typical_p: Optional[float] = None
+    seed: Optional[int] = None
+    repeat_penalty: Optional[float] = None
+    repeat_last_n: Optional[int] = None
+    presence_penalty: Optional[float] = None
+    frequency_penalty: Optional[float] = None
+    logit_bias: Mapping[int, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ResponseFormat:
+    """A constraint on the output: any JSON object, or JSON valid against a schema."""
+
+    kind: str
+    "json or json_schema"
+    schema: Optional[Mapping] = None
+    name: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """One request for generation, whichever protocol it came in by."""
+
+    model: str
+    messages: Optional[tuple[Message, ...]] = None
+    "A chat; exactly one of messages and prompt is set."
+    prompt: Optional[str] = None
+    raw: bool = False
+    "With prompt: send it as it is, without the chat template."
+    system: Optional[str] = None
+    "With prompt: a system message to put before it."
+    suffix: Optional[str] = None
+    context: tuple[int, ...] = ()
+    "With prompt: the token ids of a previous exchange to continue (Ollama's context)."
+    sampling: Sampling = field(default_factory=Sampling)
+    max_tokens: Optional[int] = None
+    stop: tuple[str, ...] = ()
+    response_format: Optional[ResponseFormat] = None
+    tools: tuple[Tool, ...] = ()
+    tool_choice: Union[str, None] = None
+    "auto, none, required, or the name of the one function that must be called."
+    parallel_tool_calls: bool = True
+    logprobs: bool = False
+    top_logprobs: int = 0
+    n: int = 1
+    num_ctx: Optional[int] = None
+    think: Union[bool, str, None] = None
+    keep_alive: Optional[float] = None
+    "Seconds to keep the model loaded afterwards; negative is forever, 0 unloads."
+    backend_options: Mapping = field(default_factory=dict)
+    "Backend-native options passed through as they are (e.g. Ollama options an OpenAI client sent)."
+
+
+@dataclass(frozen=True)
+class TokenLogprob:
+    """A token's log probability, with the most likely alternatives at its place."""
+
+    token: str
+    logprob: float
+    bytes: tuple[int, ...] = ()
+    top: tuple["TokenLogprob", ...] = ()
+
+
+@dataclass(frozen=True)
+class Accepted:
+    """The backend validated the request and will generate; nothing is sent to the client for it."""
+
+    prompt_tokens: Optional[int] = None
+
+
+@dataclass(frozen=True)
+class TextDelta:
+    """New text for one choice."""
+
+    text: str
+    index: int = 0
+    logprobs: tuple[TokenLogprob, ...] = ()
+
+
+@dataclass(frozen=True)
+class ToolCallDelta:
+    """A complete tool call for one choice."""
+
+    call: ToolCall
+    index: int = 0
+    position: int = 0
+    "The call's place among this choice's calls."
+
+
+@dataclass(frozen=True)
+class Usage:
+    """Token counts of one request (all choices together)."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    @property
+    def total_tokens(self):
+        """Prompt and completion tokens together."""
+        return self.prompt_tokens + self.completion_tokens
+
+
+@dataclass(frozen=True)
+class Timings:
+    """Measured durations in nanoseconds, as Ollama reports them."""
+
+    total_ns: int = 0
+    load_ns: int = 0
+    prompt_eval_ns: int = 0
+    eval_ns: int = 0
+
+
+@dataclass(frozen=True)
+class Finish:
+    """The end of one choice: why it stopped, and (on the last choice) what it cost."""
+
+    reason: str
+    "stop, length or tool_calls"
+    index: int = 0
+    usage: Usage = field(default_factory=Usage)
+    timings: Timings = field(default_factory=Timings)
+    context: tuple[int, ...] = ()
+    "The token ids of prompt and answer, for Ollama's generate context."
+
+
+Event = Union[Accepted, TextDelta, ToolCallDelta, Finish]
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What a backend says of one model it serves."""
+
+    name: str
+    backend: str
+    family: str = ""
+    parameter_size: str = ""
+    quantization: str = ""
+    format: str = "gguf"
+    size: int = 0
+    digest: str = ""
+    context_length: int = 0
+    modified_at: float = 0.0
+    capabilities: tuple[str, ...] = ("completion",)
+    template: str = ""
+    loaded: bool = False
+    expires_at: Optional[float] = None
+    extra: Mapping = field(default_factory=dict)
+
+
+class Cancel:
+    """A flag the front sets when the client goes away; backends check it between tokens."""
+
+    def __init__(self):
+        self._event = threading.Event()
+
+    def set(self):
+        """Ask the generation to stop."""
+        self._event.set()
+
+    def is_set(self):
+        """Whether the generation should stop."""
+        return self._event.is_set()
+
+
+class Backend(Protocol):
+    """What every backend implements."""
+
+    def models(self) -> list[ModelInfo]:
+        """The models this backend serves."""
+
+    def generate(self, request: GenerationRequest, cancel: Cancel) -> Iterator[Event]:
+        """Yield Accepted, then deltas, then one Finish per choice."""
+
+
+@dataclass
+class Choice:
+    """One choice gathered from a stream of events, for non-streaming answers."""
+
+    index: int
+    text: str = ""
+    tool_calls: list = field(default_factory=list)
+    logprobs: list = field(default_factory=list)
+    finish: Optional[Finish] = None
+
+
+def collect(events) -> list[Choice]:
+    """Gather a whole stream of events into its choices, ordered by index."""
+    choices: dict[int, Choice] = {}
+    for event in events:
+        if isinstance(event, Accepted):
+            continue
+        choice = choices.setdefault(event.index, Choice(event.index))
+        if isinstance(event, TextDelta):
+            choice.text += event.text
+            choice.logprobs.extend(event.logprobs)
+        elif isinstance(event, ToolCallDelta):
+            choice.tool_calls.append(event.call)
+        elif isinstance(event, Finish):
+            choice.finish = event
+    return [choices[i] for i in sorted(choices)]
+
+
+def total_usage(choices) -> Usage:
+    """The usage of a request: the prompt once, the completions of all choices added up."""
+    finishes = [c.finish for c in choices if c.finish]
+    if not finishes:
+        return Usage()
+    return Usage(max(f.usage.prompt_tokens for f in finishes), sum(f.usage.completion_tokens for f in finishes))

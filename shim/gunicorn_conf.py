@@ -1,0 +1,19 @@
+"""Gunicorn settings for shim; also usable as `gunicorn -c python:shim.gunicorn_conf wsgi:app`."""
+worker_class = "gevent"
+worker_connections = 2000
+# Streams can be long and silent while a model thinks; gevent workers heartbeat on their own, so the
+# worker timeout only catches a truly stuck worker.
+timeout = 120
+graceful_timeout = 30
+keepalive = 75
+bind = "127.0.0.1:8000"
+workers = 1
+accesslog = "-"
+access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms id=%({x-request-id}o)s'
+
+
+def as_dict():
+    """The settings above, for gunicorn's application API."""
+    names = ("worker_class", "worker_connections", "timeout", "graceful_timeout", "keepalive", "bind", "workers",
+             "accesslog", "access_log_format")
+    return {name: globals()[name] for name in names}

@@ -1,0 +1,89 @@
+"""Typed reads of request fields that name the field when the value is wrong."""
+import math
+
+from ..errors import InvalidRequest
+
+_TYPE_NAMES = {str: "a string", bool: "a boolean", int: "an integer", float: "a number", dict: "an object", list: "an array"}
+
+
+def _describe(types):
+    return " or ".join(_TYPE_NAMES.get(t, t.__name__) for t in types)
+
+
+def _is_type(value, types):
+    for t in types:
+        if t is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+            return math.isfinite(value)
+        if t is int and isinstance(value, float) and not isinstance(value, bool) and value.is_integer():
+            return True
+        if t is int and isinstance(value, bool):
+            continue
+        if isinstance(value, t):
+            return True
+    return False
+
+
+def _coerce(value, types):
+    if int in types and float not in types and isinstance(value, float):
+        return int(value)
+    return value
+
+
+def get(body, name, *types, default=None, required=False, param=None):
+    """The value of body[name] if it has one of types; None/absent gives default; anything else is an error."""
+    param = param or name
+    if name not in body or body[name] is None:
+        if required:
+            raise InvalidRequest(f"'{param}' is required", param=param)
+        return default
+    value = body[name]
+    if not _is_type(value, types):
+        raise InvalidRequest(f"'{param}' must be {_describe(types)}, got {type_name(value)}", param=param)
+    return _coerce(value, types)
+
+
+def in_range(value, name, low=None, high=None):
+    """The value itself, or an error naming the field when it is outside [low, high]."""
+    if value is None:
+        return None
+    if (low is not None and value < low) or (high is not None and value > high):
+        bounds = f"between {low} and {high}" if low is not None and high is not None else (
+            f"at least {low}" if low is not None else f"at most {high}")
+        raise InvalidRequest(f"'{name}' must be {bounds}, got {value}", param=name)
+    return value
+
+
+def one_of(value, name, choices):
+    """The value itself, or an error listing the accepted values."""
+    if value is not None and value not in choices:
+        raise InvalidRequest(f"'{name}' must be one of {', '.join(map(repr, choices))}, got {value!r}", param=name)
+    return value
+
+
+def type_name(value):
+    """The JSON name of a value's type, for error messages."""
+    for t, name in ((bool, "a boolean"), (str, "a string"), (int, "an integer"), (float, "a number"),
+                    (dict, "an object"), (list, "an array")):
+        if isinstance(value, t):
+            return name
+    return "null" if value is None else type(value).__name__
+
+
+def require_object(body, what="request body"):
+    """The body itself if it is a JSON object."""
+    if not isinstance(body, dict):
+        raise InvalidRequest(f"the {what} must be a JSON object, got {type_name(body)}")
+    return body
+
+
+def stop_list(value, name, limit=None):
+    """A stop value (a string or a list of strings) as a tuple."""
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        return (value,) if value else ()
+    if not isinstance(value, list) or not all(isinstance(s, str) for s in value):
+        raise InvalidRequest(f"'{name}' must be a string or an array of strings", param=name)
+    if limit is not None and len(value) > limit:
+        raise InvalidRequest(f"'{name}' may hold at most {limit} sequences, got {len(value)}", param=name)
+    return tuple(s for s in value if s)
