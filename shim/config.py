@@ -23,7 +23,7 @@ class ModelConfig:
     path: Optional[str] = None
     "For the local backend: the GGUF file."
     target: Optional[str] = None
-    "For an upstream backend: the model's name there (default: the same name)."
+    "The model's name at its backend (default: the same name); a local model with a target and no path is an alias."
     aliases: tuple[str, ...] = ()
     n_ctx: int = 4096
     chat_template: Optional[str] = None
@@ -95,8 +95,9 @@ class Settings:
         for m in self.models:
             if m.backend not in names:
                 raise ConfigError(f"model {m.name!r} names backend {m.backend!r}, which is not configured")
-            if m.backend == "local" and not m.path:
-                raise ConfigError(f"local model {m.name!r} needs a 'path' to a GGUF file")
+            if m.backend == "local" and not m.path and not m.target:
+                raise ConfigError(f"local model {m.name!r} needs a 'path' to a GGUF file, or a 'target' "
+                                  "naming another local model it is an alias of")
         for b in self.backends:
             if b.type not in ("ollama", "openai"):
                 raise ConfigError(f"backend {b.name!r} has type {b.type!r}; expected ollama or openai")

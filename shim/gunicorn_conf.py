@@ -8,6 +8,9 @@ graceful_timeout = 30
 keepalive = 75
 bind = "127.0.0.1:8000"
 workers = 1
+# Several shim servers may run on one machine (tests run two at once); gunicorn's control socket has one
+# default path per user, so it is off.
+control_socket_disable = True
 accesslog = "-"
 access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms id=%({x-request-id}o)s'
 
@@ -15,5 +18,5 @@ access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms id=%({x-request-id}o)s'
 def as_dict():
     """The settings above, for gunicorn's application API."""
     names = ("worker_class", "worker_connections", "timeout", "graceful_timeout", "keepalive", "bind", "workers",
-             "accesslog", "access_log_format")
+             "accesslog", "access_log_format", "control_socket_disable")
     return {name: globals()[name] for name in names}

@@ -6,7 +6,7 @@ from ..router import Route, Router
 
 def local_models(settings):
     """The configured local GGUF models, with the embedded SmolLM2 first when it is enabled."""
-    models = [m for m in settings.models if m.backend == "local"]
+    models = [m for m in settings.models if m.backend == "local" and m.path]
     if settings.embedded_model and not any(m.name == EMBEDDED_MODEL for m in models):
         from .llamacpp import embedded_model_path
         models.insert(0, ModelConfig(name=EMBEDDED_MODEL, path=embedded_model_path(), aliases=EMBEDDED_ALIASES))
@@ -24,6 +24,7 @@ def build_router(settings):
     for m in local:
         routes.append(Route(m.name, "local", m.name))
         routes.extend(Route(alias, "local", m.name) for alias in m.aliases)
+    routes.extend(Route(m.name, "local", m.target) for m in settings.models if m.backend == "local" and not m.path)
     for b in settings.backends:
         raise ConfigError(f"backend {b.name!r}: upstream backends of type {b.type!r} are not available yet")
     return Router(backends, routes)

@@ -1,0 +1,27 @@
+"""Fixtures: a Flask app over the fake backend, and a real gunicorn server over the real SmolLM2 model."""
+import pytest
+
+from shim.app import create_app
+from shim.config import Settings
+from shim.router import Route, Router
+from tests.fakes import FakeBackend
+from tests.servers import SEED_CONFIG, running_shim
+
+
+@pytest.fixture
+def fake():
+    return FakeBackend()
+
+
+@pytest.fixture
+def client(fake):
+    router = Router({"fake": fake}, [Route("fake-model", "fake", "fake-model"), Route("alias", "fake", "fake-model")])
+    app = create_app(Settings(embedded_model=False, max_body_bytes=4096), router=router)
+    return app.test_client()
+
+
+@pytest.fixture(scope="session")
+def shim_url():
+    """A real shim (gunicorn, gevent worker, the embedded SmolLM2 model) on a free loopback port."""
+    with running_shim(SEED_CONFIG) as url:
+        yield url

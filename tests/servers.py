@@ -1,0 +1,73 @@
+"""Start real shim servers (gunicorn + gevent) for end-to-end tests."""
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+import requests
+
+
+def free_port():
+    """A TCP port nobody listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def running_shim(config_text=None, env=None, workers=1):
+    """Run `python -m shim serve` on a free port until the block ends; yields its base URL."""
+    port = free_port()
+    environ = {**os.environ, "SHIM_LOG_LEVEL": "warning", **(env or {})}
+    args = [sys.executable, "-m", "shim", "serve", "--port", str(port), "--workers", str(workers)]
+    with tempfile.TemporaryDirectory() as tmp:
+        if config_text:
+            path = os.path.join(tmp, "shim.toml")
+            with open(path, "w") as fh:
+                fh.write(config_text)
+            args += ["--config", path]
+        log = open(os.path.join(tmp, "server.log"), "w+")
+        proc = subprocess.Popen(args, env=environ, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        url = f"http://127.0.0.1:{port}"
+        try:
+            _wait_ready(url, proc, log)
+            yield url
+        finally:
+            stop(proc)
+            log.close()
+
+
+def _wait_ready(url, proc, log, timeout=60):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            log.seek(0)
+            raise RuntimeError(f"shim exited with {proc.returncode}:\n{log.read()}")
+        with contextlib.suppress(requests.RequestException):
+            if requests.get(url + "/api/version", timeout=1).ok:
+                return
+        time.sleep(0.2)
+    log.seek(0)
+    raise RuntimeError(f"shim did not start within {timeout}s:\n{log.read()}")
+
+
+def stop(proc, timeout=30):
+    """SIGTERM the server's process group and wait for it."""
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+SEED_MODEL_NAMES = ("qwen2.5-1.5B-Int4-ax650", "qwen2.5-0.5B-p256-ax630c", "gpt-3.5-turbo", "your-model-id",
+                    "meta/llama-3.1-8b-instruct", "Meta-Llama-3-8B-Instruct")
+"The model names the seed API documents use; the test server answers to each with the embedded model."
+
+SEED_CONFIG = "".join(f'[[models]]\nname = "{name}"\ntarget = "smollm2:135m"\n\n' for name in SEED_MODEL_NAMES)
