@@ -59,7 +59,7 @@ class Settings:
     models: tuple[ModelConfig, ...] = ()
     backends: tuple[BackendConfig, ...] = ()
     n_threads: Optional[int] = None
-    keep_alive: float = -1
+    keep_alive: float = -1.0
     "Seconds a local model stays loaded after its last request; negative keeps it loaded."
     max_body_bytes: int = 8 * 1024 * 1024
     heartbeat_seconds: float = 10.0
@@ -85,6 +85,7 @@ class Settings:
             raise ConfigError(f"unknown settings: {', '.join(sorted(unknown))}")
         values["models"] = tuple(_model(m) for m in values.get("models", ()))
         values["backends"] = tuple(_backend(name, b) for name, b in _named(values.get("backends", {})))
+        _check_types(cls, values)
         settings = cls(**values)
         settings.validate()
         return settings
@@ -103,6 +104,19 @@ class Settings:
                 raise ConfigError(f"backend {b.name!r} has type {b.type!r}; expected ollama or openai")
         if not 1 <= self.port <= 65535:
             raise ConfigError(f"port {self.port} is out of range")
+
+
+def _check_types(kind, values):
+    """Refuse a scalar setting whose value is not of the type its default has."""
+    for f in dataclasses.fields(kind):
+        if f.name not in values or f.default is dataclasses.MISSING or f.default is None:
+            continue
+        value, expected = values[f.name], type(f.default)
+        ok = isinstance(value, expected) and not (expected is not bool and isinstance(value, bool))
+        if expected is float and isinstance(value, int) and not isinstance(value, bool):
+            ok = True
+        if not ok:
+            raise ConfigError(f"setting {f.name!r} must be of type {expected.__name__}, got {value!r}")
 
 
 def _read_toml(path):

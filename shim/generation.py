@@ -79,6 +79,8 @@ class GenerationRequest:
     system: Optional[str] = None
     "With prompt: a system message to put before it."
     suffix: Optional[str] = None
+    images: tuple[bytes, ...] = ()
+    "With prompt: images that go with it."
     context: tuple[int, ...] = ()
     "With prompt: the token ids of a previous exchange to continue (Ollama's context)."
     sampling: Sampling = field(default_factory=Sampling)

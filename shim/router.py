@@ -2,9 +2,12 @@
 from __future__ import annotations
 
 import fnmatch
+import logging
 from dataclasses import dataclass
 
-from .errors import ModelNotFound
+from .errors import ModelNotFound, ShimError
+
+log = logging.getLogger("shim.router")
 
 
 @dataclass(frozen=True)
@@ -37,8 +40,11 @@ class Router:
     def models(self):
         """Every model of every backend (a failing upstream lists nothing rather than failing the list)."""
         infos = []
-        for backend in self.backends.values():
-            infos.extend(backend.models())
+        for name, backend in self.backends.items():
+            try:
+                infos.extend(backend.models())
+            except ShimError as err:
+                log.warning("backend %s cannot list its models: %s", name, err.message)
         return infos
 
     def close(self):

@@ -209,7 +209,6 @@ def test_parse_chat_accepts_text_only_modalities():
     assert chat(modalities=["text"]).request.model == "m"
 
 
-@pytest.mark.xfail(reason="_refuse_unsupported names 'functions' when it is present but null", strict=True)
 def test_parse_chat_refused_function_call_named_when_functions_is_null():
     with pytest.raises(Unsupported) as info:
         chat(functions=None, function_call="auto")
@@ -312,16 +311,12 @@ def test_parse_chat_invalid_message_names_param(message, param):
     assert info.value.param == param
 
 
-@pytest.mark.xfail(reason="fields.require_object raises without a param, so a non-object message names no field",
-                   strict=True)
 def test_parse_chat_non_object_message_names_param():
     with pytest.raises(InvalidRequest) as info:
         chat(messages=["Hi"])
     assert info.value.param == "messages[0]"
 
 
-@pytest.mark.xfail(reason="_parse_response_format reads json_schema.name with param 'name' instead of its full path",
-                   strict=True)
 def test_parse_chat_json_schema_name_wrong_type_names_full_path():
     with pytest.raises(InvalidRequest) as info:
         chat(response_format={"type": "json_schema", "json_schema": {"name": 5, "schema": {}}})

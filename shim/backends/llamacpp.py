@@ -169,7 +169,7 @@ class LlamaCppBackend:
 
 
 def _check_supported(request):
-    if any(m.images for m in request.messages or ()):
+    if request.images or any(m.images for m in request.messages or ()):
         raise Unsupported(f"model '{request.model}' does not support images (it has no vision projector)",
                           param="images")
     if request.think:

@@ -72,7 +72,8 @@ def type_name(value):
 def require_object(body, what="request body"):
     """The body itself if it is a JSON object."""
     if not isinstance(body, dict):
-        raise InvalidRequest(f"the {what} must be a JSON object, got {type_name(body)}")
+        raise InvalidRequest(f"the {what} must be a JSON object, got {type_name(body)}",
+                             param=None if what == "request body" else what)
     return body
 
 

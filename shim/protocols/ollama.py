@@ -305,7 +305,8 @@ def render_tags(infos):
 
 
 def render_ps(infos):
-    """The /api/ps list of loaded models."""
+    """The /api/ps list of loaded models, the one that stays longest first."""
+    infos = sorted(infos, key=lambda i: float("inf") if i.expires_at is None else i.expires_at, reverse=True)
     return {"models": [{"name": i.name, "model": i.name, "size": i.size, "digest": i.digest, "details": _details(i),
                         "expires_at": timestamp(i.expires_at) if i.expires_at else "2318-01-01T00:00:00Z",
                         "size_vram": 0, "context_length": i.context_length} for i in infos if i.loaded]}
@@ -314,7 +315,8 @@ def render_ps(infos):
 def render_show(info):
     """The /api/show answer."""
     model_info = {"general.architecture": info.family, "general.parameter_count": info.extra.get("parameter_count"),
-                  f"{info.family}.context_length": info.context_length, **info.extra.get("model_info", {})}
+                  f"{info.family or 'general'}.context_length": info.context_length,
+                  **info.extra.get("model_info", {})}
     return {"modelfile": f"# Served by shim\nFROM {info.name}\n", "parameters": info.extra.get("parameters", ""),
             "template": info.template, "details": _details(info), "model_info": model_info,
             "capabilities": list(info.capabilities), "modified_at": timestamp(info.modified_at)}

@@ -111,7 +111,7 @@ def _refuse_unsupported(body):
         raise Unsupported("'modalities': only text output is supported", param="modalities")
     if body.get("functions") is not None or body.get("function_call") is not None:
         raise Unsupported("'functions' and 'function_call' are deprecated; use 'tools' and 'tool_choice'",
-                          param="functions" if "functions" in body else "function_call")
+                          param="functions" if body.get("functions") is not None else "function_call")
 
 
 def _common(body, max_names, default_max=None):
@@ -291,7 +291,8 @@ def _parse_response_format(body):
         return g.ResponseFormat("json")
     spec = f.get(fmt, "json_schema", dict, required=True, param="response_format.json_schema")
     schema = f.get(spec, "schema", dict, default={"type": "object"}, param="response_format.json_schema.schema")
-    return g.ResponseFormat("json_schema", schema=schema, name=f.get(spec, "name", str))
+    return g.ResponseFormat("json_schema", schema=schema,
+                            name=f.get(spec, "name", str, param="response_format.json_schema.name"))
 
 
 # ---------------------------------------------------------------- responses
