@@ -178,6 +178,16 @@ Event = Union[Accepted, TextDelta, ToolCallDelta, Finish]
 
 
 @dataclass(frozen=True)
+class Embeddings:
+    """Raw (not normalised) embedding vectors, one per input, and the tokens they took."""
+
+    vectors: tuple[tuple[float, ...], ...]
+    prompt_tokens: int
+    total_ns: int = 0
+    load_ns: int = 0
+
+
+@dataclass(frozen=True)
 class ModelInfo:
     """What a backend says of one model it serves."""
 
@@ -222,6 +232,9 @@ class Backend(Protocol):
     def generate(self, request: GenerationRequest, cancel: Cancel) -> Iterator[Event]:
         """Yield Accepted, then deltas, then one Finish per choice."""
 
+    def embed(self, model: str, inputs: list[str], truncate: bool = True) -> Embeddings:
+        """Embed each input."""
+
 
 @dataclass
 class Choice:
@@ -232,6 +245,13 @@ class Choice:
     tool_calls: list = field(default_factory=list)
     logprobs: list = field(default_factory=list)
     finish: Optional[Finish] = None
+
+
+def normalize(vector, dimensions=None):
+    """The vector cut to `dimensions` (if given), then scaled to unit length."""
+    vector = list(vector[:dimensions] if dimensions else vector)
+    norm = sum(x * x for x in vector) ** 0.5
+    return [x / norm for x in vector] if norm else vector
 
 
 def collect(events) -> list[Choice]:

@@ -81,3 +81,9 @@ def configure_pool(size):
     if gevent_active():
         import gevent
         gevent.get_hub().threadpool.maxsize = size
+
+
+def call_in_thread(fn):
+    """fn() run on an OS thread; its result or its exception, in the caller's context."""
+    results = [item for item in iterate_in_thread(lambda emit: emit(fn())) if item is not HEARTBEAT]
+    return results[0]

@@ -8,7 +8,7 @@ import secrets
 
 from flask import Response, current_app, request
 
-from ..errors import InvalidRequest, PayloadTooLarge, ShimError
+from ..errors import InvalidRequest, PayloadTooLarge, ShimError, Unsupported
 from ..generation import Cancel
 from ..streaming import HEARTBEAT
 
@@ -75,6 +75,14 @@ def _prepend(first, events):
     if first is not None:
         yield first
     yield from events
+
+
+def embed(model, inputs, truncate=True):
+    """Raw embeddings of inputs from the backend that serves model."""
+    backend, target = services().router.resolve(model)
+    if not hasattr(backend, "embed"):
+        raise Unsupported(f"model '{model}' does not support embeddings", param="model")
+    return backend.embed(target, inputs, truncate)
 
 
 def stream_response(started, render_chunks, frame, error_frame, end=(), mimetype="text/event-stream"):

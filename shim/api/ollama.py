@@ -51,6 +51,27 @@ def chat():
     return _answer(call, protocol.ChatStream(call.request.model))
 
 
+@bp.post("/api/embed")
+def embed():
+    """Unit-length embeddings of each input."""
+    model, inputs, truncate, dimensions, _options = protocol.parse_embed(common.read_json())
+    result = common.embed(model, inputs, truncate)
+    return jsonify({"model": model, "embeddings": [g.normalize(v, dimensions) for v in result.vectors],
+                    "total_duration": result.total_ns, "load_duration": result.load_ns,
+                    "prompt_eval_count": result.prompt_tokens})
+
+
+@bp.post("/api/embeddings")
+def embeddings():
+    """The legacy single, raw embedding of a prompt."""
+    body = common.read_json()
+    model, prompt = protocol.parse_embeddings(body)
+    if not prompt:
+        common.services().router.resolve(model)
+        return jsonify({"embedding": []})
+    return jsonify({"embedding": list(common.embed(model, [prompt]).vectors[0])})
+
+
 @bp.get("/api/tags")
 def tags():
     """Every model shim serves."""

@@ -67,6 +67,15 @@ def completions():
     return jsonify(protocol.render_text_completion(g.collect(common.gather(started)), **meta, prefix=prefix))
 
 
+@bp.post("/v1/embeddings")
+def embeddings():
+    """Unit-length embeddings of each input."""
+    model, inputs, dimensions, encoding = protocol.parse_embeddings(common.read_json())
+    result = common.embed(model, inputs)
+    vectors = [g.normalize(v, dimensions) for v in result.vectors]
+    return jsonify(protocol.render_embeddings(model, vectors, result.prompt_tokens, encoding))
+
+
 @bp.get("/v1/models")
 def list_models():
     """Every model shim serves."""

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from .. import generation as g
 from ..errors import BackendUnavailable, ContextLengthExceeded, ModelNotFound, Unsupported
-from ..threads import iterate_in_thread, real_lock
+from ..threads import call_in_thread, iterate_in_thread, real_lock
 from . import gguf, prompts, sampling, toolcalls
 from .stops import StopScanner
 
@@ -36,6 +36,7 @@ class LocalModel:
     "Held while the model decodes: a Llama object is not safe for concurrent calls."
     load_lock: object = field(default_factory=real_lock)
     expires_at: float | None = None
+    embedder: object = None
     _metadata: dict | None = None
     _digest: str | None = None
 
@@ -68,9 +69,21 @@ class LocalModel:
     def unload(self):
         """Free the model's memory."""
         with self.load_lock, self.lock:
-            if self.llm is not None:
-                self.llm.close()
-            self.llm = self.formatter = None
+            for llm in (self.llm, self.embedder):
+                if llm is not None:
+                    llm.close()
+            self.llm = self.formatter = self.embedder = None
+
+    def load_embedder(self):
+        """A second instance of the model in embedding mode (mean pooling), loaded on first use."""
+        with self.load_lock:
+            if self.embedder is None:
+                import llama_cpp
+                n_ctx = self.config.n_ctx
+                self.embedder = llama_cpp.Llama(model_path=self.config.path, embedding=True, n_ctx=n_ctx,
+                                                n_batch=n_ctx, n_ubatch=n_ctx, n_threads=self.n_threads,
+                                                pooling_type=llama_cpp.LLAMA_POOLING_TYPE_MEAN, verbose=False)
+            return self.embedder
 
     def info(self):
         """What /api/tags and /v1/models say of this model."""
@@ -149,6 +162,11 @@ class LlamaCppBackend:
             cancel.set()
             self._touch(model, request.keep_alive)
 
+    def embed(self, name, inputs, truncate=True):
+        """Raw mean-pooled embeddings of each input."""
+        model = self.model(name)
+        return call_in_thread(lambda: _embed(model, inputs, truncate))
+
     def close(self):
         """Unload every model."""
         for model in self._models.values():
@@ -166,6 +184,22 @@ class LlamaCppBackend:
             if model.llm is not None and model.expires_at is not None and model.expires_at < now \
                     and not model.lock.locked():
                 model.unload()
+
+
+def _embed(model, inputs, truncate):
+    started = time.perf_counter_ns()
+    embedder = model.load_embedder()
+    load_ns = time.perf_counter_ns() - started
+    vectors, count = [], 0
+    with model.lock:
+        for text in inputs:
+            n_tokens = len(embedder.tokenize(text.encode(), add_bos=True, special=False))
+            if n_tokens > embedder.n_ctx() and not truncate:
+                raise ContextLengthExceeded(f"the input length ({n_tokens} tokens) exceeds the context length "
+                                            f"({embedder.n_ctx()})", param="input")
+            vectors.append(tuple(embedder.embed(text, truncate=True)))
+            count += min(n_tokens, embedder.n_ctx())
+    return g.Embeddings(tuple(vectors), count, time.perf_counter_ns() - started, load_ns)
 
 
 def _check_supported(request):

@@ -78,6 +78,13 @@ def parse_embed(body):
             opts.parse_options(f.get(body, "options", dict, default={})))
 
 
+def parse_embeddings(body):
+    """Parse a legacy /api/embeddings body into (model, prompt)."""
+    f.require_object(body)
+    opts.parse_options(f.get(body, "options", dict, default={}))
+    return _model(body), f.get(body, "prompt", str, default="")
+
+
 def parse_model_name(body):
     """The model a management request (show, delete, pull...) names, by `model` or the legacy `name`."""
     f.require_object(body)
