@@ -12,6 +12,7 @@ from .. import generation as g
 from ..errors import InvalidRequest, Unsupported
 from . import fields as f
 from . import options as opts
+from . import tools as tool_fields
 
 
 @dataclass(frozen=True)
@@ -57,10 +58,12 @@ def parse_chat(body) -> Call:
     f.require_object(body)
     messages = f.get(body, "messages", list, default=[])
     parsed = tuple(_parse_message(m, i) for i, m in enumerate(messages))
+    tools = tool_fields.parse_tools(body)
     request = g.GenerationRequest(
         messages=parsed,
-        tools=_parse_tools(body),
-        tool_choice="auto" if body.get("tools") else None,
+        tools=tools,
+        # tool_choice is not Ollama's: shim accepts it as OpenAI spells it, so forced calls are reachable here too.
+        tool_choice=tool_fields.parse_tool_choice(body, tools),
         **_common(body),
     )
     return Call(request, stream=f.get(body, "stream", bool, default=True), load_only=not parsed)
@@ -172,21 +175,6 @@ def _parse_tool_call(call, where, position):
     return g.ToolCall(id=f.get(call, "id", str, default=f"call_{position}", param=f"{where}.id"),
                       name=f.get(function, "name", str, required=True, param=f"{where}.function.name"),
                       arguments=json.dumps(arguments))
-
-
-def _parse_tools(body):
-    tools = []
-    for i, tool in enumerate(f.get(body, "tools", list, default=[])):
-        where = f"tools[{i}]"
-        f.require_object(tool, where)
-        function = f.get(tool, "function", dict, required=True, param=f"{where}.function")
-        tools.append(g.Tool(
-            name=f.get(function, "name", str, required=True, param=f"{where}.function.name"),
-            description=f.get(function, "description", str, default="", param=f"{where}.function.description"),
-            parameters=f.get(function, "parameters", dict, default={"type": "object", "properties": {}},
-                             param=f"{where}.function.parameters"),
-        ))
-    return tuple(tools)
 
 
 # ---------------------------------------------------------------- responses

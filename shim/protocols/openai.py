@@ -9,6 +9,7 @@ from .. import generation as g
 from ..errors import InvalidRequest, Unsupported
 from . import fields as f
 from . import options as opts
+from . import tools as tool_fields
 
 FINGERPRINT = "fp_shim"
 
@@ -42,12 +43,12 @@ def parse_chat(body) -> Call:
     messages = f.get(body, "messages", list, required=True)
     if not messages:
         raise InvalidRequest("'messages' must hold at least one message", param="messages")
-    tools = _parse_tools(body)
+    tools = tool_fields.parse_tools(body)
     request = g.GenerationRequest(
         model=_model(body),
         messages=tuple(_parse_message(m, i) for i, m in enumerate(messages)),
         tools=tools,
-        tool_choice=_parse_tool_choice(body, tools),
+        tool_choice=tool_fields.parse_tool_choice(body, tools),
         parallel_tool_calls=f.get(body, "parallel_tool_calls", bool, default=True),
         response_format=_parse_response_format(body),
         logprobs=f.get(body, "logprobs", bool, default=False),
@@ -241,42 +242,6 @@ def _parse_tool_call(call, where):
         name=f.get(function, "name", str, required=True, param=f"{where}.function.name"),
         arguments=arguments,
     )
-
-
-def _parse_tools(body):
-    tools = []
-    for i, tool in enumerate(f.get(body, "tools", list, default=[])):
-        where = f"tools[{i}]"
-        f.require_object(tool, where)
-        f.one_of(f.get(tool, "type", str, default="function", param=f"{where}.type"), f"{where}.type", ("function",))
-        function = f.get(tool, "function", dict, required=True, param=f"{where}.function")
-        tools.append(g.Tool(
-            name=f.get(function, "name", str, required=True, param=f"{where}.function.name"),
-            description=f.get(function, "description", str, default="", param=f"{where}.function.description"),
-            parameters=f.get(function, "parameters", dict, default={"type": "object", "properties": {}},
-                             param=f"{where}.function.parameters"),
-        ))
-    return tuple(tools)
-
-
-def _parse_tool_choice(body, tools):
-    choice = body.get("tool_choice")
-    if choice is None:
-        return None if not tools else "auto"
-    if isinstance(choice, str):
-        f.one_of(choice, "tool_choice", ("none", "auto", "required"))
-        if choice == "required" and not tools:
-            raise InvalidRequest("'tool_choice' is 'required' but no 'tools' were given", param="tool_choice")
-        return choice
-    if isinstance(choice, dict):
-        name = (choice.get("function") or {}).get("name") if isinstance(choice.get("function"), dict) else None
-        if choice.get("type") != "function" or not isinstance(name, str):
-            raise InvalidRequest("'tool_choice' must be none, auto, required or "
-                                 '{"type": "function", "function": {"name": ...}}', param="tool_choice")
-        if name not in {t.name for t in tools}:
-            raise InvalidRequest(f"'tool_choice' names function {name!r}, which is not in 'tools'", param="tool_choice")
-        return name
-    raise InvalidRequest("'tool_choice' must be a string or an object", param="tool_choice")
 
 
 def _parse_response_format(body):
