@@ -126,6 +126,8 @@ class TextDelta:
     text: str
     index: int = 0
     logprobs: tuple[TokenLogprob, ...] = ()
+    thinking: str = ""
+    "Reasoning text of a thinking model, kept apart from the answer."
 
 
 @dataclass(frozen=True)
@@ -242,6 +244,7 @@ class Choice:
 
     index: int
     text: str = ""
+    thinking: str = ""
     tool_calls: list = field(default_factory=list)
     logprobs: list = field(default_factory=list)
     finish: Optional[Finish] = None
@@ -263,6 +266,7 @@ def collect(events) -> list[Choice]:
         choice = choices.setdefault(event.index, Choice(event.index))
         if isinstance(event, TextDelta):
             choice.text += event.text
+            choice.thinking += event.thinking
             choice.logprobs.extend(event.logprobs)
         elif isinstance(event, ToolCallDelta):
             choice.tool_calls.append(event.call)

@@ -1,6 +1,7 @@
 """Which backend serves a client-facing model name, and under which name there."""
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 import logging
 from dataclasses import dataclass
@@ -18,13 +19,17 @@ class Route:
     backend: str
     target: str | None = None
     "The model's name at the backend; None passes the client's name through."
+    listed: bool = True
+    "Whether model lists show this name (implicit spellings such as smollm2:latest are not shown)."
 
 
 class Router:
     """Resolves model names to (backend, name at that backend) and lists every model served."""
 
-    def __init__(self, backends, routes):
+    def __init__(self, backends, routes, dynamic=()):
         self.backends = dict(backends)
+        self.dynamic = tuple(dynamic)
+        "Backends whose own model lists route automatically (asked last, in order)."
         self.exact = {r.pattern: r for r in routes if "*" not in r.pattern}
         self.patterns = [r for r in routes if "*" in r.pattern]
 
@@ -35,17 +40,40 @@ class Router:
                 (r for r in self.patterns if fnmatch.fnmatchcase(candidate, r.pattern)), None)
             if route:
                 return self.backends[route.backend], route.target or candidate
+        for candidate in _spellings(name):
+            for backend_name in self.dynamic:
+                backend = self.backends[backend_name]
+                if backend.has_model(candidate):
+                    return backend, candidate
         raise ModelNotFound(name)
 
     def models(self):
-        """Every model of every backend (a failing upstream lists nothing rather than failing the list)."""
-        infos = []
-        for name, backend in self.backends.items():
-            try:
-                infos.extend(backend.models())
-            except ShimError as err:
-                log.warning("backend %s cannot list its models: %s", name, err.message)
-        return infos
+        """Every name clients can use, once each, with what its backend says of the model behind it."""
+        listed = {name: self._backend_models(name) for name in self.backends}
+        found = {}
+        for route in self.exact.values():
+            infos = listed[route.backend]
+            info = next((i for i in infos if i.name == (route.target or route.pattern)), None)
+            if route.listed and info:
+                found.setdefault(route.pattern, dataclasses.replace(info, name=route.pattern))
+        for backend_name, infos in listed.items():
+            for info in infos:
+                if info.name not in found and self._serves(backend_name, info.name):
+                    found[info.name] = info
+        return list(found.values())
+
+    def _backend_models(self, name):
+        try:
+            return list(self.backends[name].models())
+        except ShimError as err:  # one failing upstream must not fail the whole list
+            log.warning("backend %s cannot list its models: %s", name, err.message)
+            return []
+
+    def _serves(self, backend_name, model):
+        try:
+            return self.resolve(model)[0] is self.backends[backend_name]
+        except ModelNotFound:
+            return False
 
     def close(self):
         """Release every backend's resources."""

@@ -21,3 +21,21 @@ def sse_frame(obj):
 def ndjson_line(obj):
     """One NDJSON line; json.dumps never emits a raw newline, so a line is always exactly one object."""
     return dumps(obj).encode() + b"\n"
+
+
+def parse_sse(lines):
+    """The data payloads of an SSE stream given as text lines: comments skipped, multi-line data joined."""
+    data = []
+    for line in lines:
+        if line == "":
+            if data:
+                yield "\n".join(data)
+                data = []
+            continue
+        if line.startswith(":"):
+            continue
+        field, _, value = line.partition(":")
+        if field == "data":
+            data.append(value[1:] if value.startswith(" ") else value)
+    if data:
+        yield "\n".join(data)

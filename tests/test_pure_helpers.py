@@ -352,12 +352,14 @@ def test_router_resolve_unknown_raises_model_not_found(name):
     assert (info.value.name, info.value.param, info.value.status) == (name, "model", 404)
 
 
-def test_router_models_lists_every_backend():
-    assert [m.name for m in ROUTER.models()] == ["smollm2:135m", "gpt-4o"]
+def test_router_models_lists_each_routable_name_once():
+    # Listed: named routes whose target the backend has, then backend models a pattern routes; not unlisted names.
+    assert [m.name for m in ROUTER.models()] == ["smollm2:135m", "smollm2", "gpt-4o"]
 
 
 def test_router_models_skips_failing_backend():
-    router = Router({"local": FakeBackend(["a"]), "up": FakeBackend(fail=True)}, [])
+    router = Router({"local": FakeBackend(["a"]), "up": FakeBackend(fail=True)},
+                    [Route("a", "local"), Route("*", "up")])
     assert [m.name for m in router.models()] == ["a"]
 
 

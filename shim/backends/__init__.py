@@ -23,8 +23,23 @@ def build_router(settings):
     routes = []
     for m in local:
         routes.append(Route(m.name, "local", m.name))
-        routes.extend(Route(alias, "local", m.name) for alias in m.aliases)
+        implicit = m.name == EMBEDDED_MODEL and m.aliases == EMBEDDED_ALIASES
+        routes.extend(Route(alias, "local", m.name, listed=not implicit) for alias in m.aliases)
     routes.extend(Route(m.name, "local", m.target) for m in settings.models if m.backend == "local" and not m.path)
     for b in settings.backends:
-        raise ConfigError(f"backend {b.name!r}: upstream backends of type {b.type!r} are not available yet")
-    return Router(backends, routes)
+        backends[b.name] = _upstream(b)
+        routes.extend(Route(pattern, b.name) for pattern in b.models)
+    routes.extend(Route(m.name, m.backend, m.target or m.name) for m in settings.models if m.backend != "local")
+    for m in settings.models:
+        routes.extend(Route(alias, m.backend, m.target or m.name) for alias in m.aliases if m.backend != "local")
+    return Router(backends, routes, dynamic=[b.name for b in settings.backends if not b.models])
+
+
+def _upstream(config):
+    if not config.urls:
+        raise ConfigError(f"backend {config.name!r} needs a 'url' (or 'urls')")
+    if config.type == "ollama":
+        from .ollama_upstream import OllamaBackend
+        return OllamaBackend(config)
+    from .openai_compat import OpenAICompatBackend
+    return OpenAICompatBackend(config)

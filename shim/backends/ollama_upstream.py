@@ -1,0 +1,160 @@
+"""An Ollama instance as a backend, through the official ollama client."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+
+import httpx
+import ollama
+
+from .. import generation as g
+from ..errors import ShimError, UpstreamError
+from ..protocols import ollama as protocol
+from . import toolcalls, upstream
+
+_STREAM_ERRORS = (httpx.HTTPError, ollama.ResponseError, ValueError, KeyError, TypeError)
+
+
+class OllamaBackend:
+    """Streams every generation from an Ollama instance, token by token."""
+
+    def __init__(self, config):
+        self.name = config.name
+        self.pool = upstream.EndpointPool(config.urls)
+        headers = dict(config.headers)
+        if config.api_key:
+            headers["Authorization"] = f"Bearer {config.api_key}"
+        timeout = httpx.Timeout(config.read_timeout, connect=config.connect_timeout)
+        self.clients = {e.url: ollama.Client(host=e.url, timeout=timeout, headers=headers)
+                        for e in self.pool.endpoints}
+        self._models = upstream.ModelListCache(self._fetch_models, name=config.name)
+
+    def models(self):
+        """The instance's model list (cached briefly)."""
+        return self._models.get()
+
+    def has_model(self, name):
+        """Whether the instance lists name."""
+        return any(m.name == name for m in self.models())
+
+    def generate(self, request, cancel):
+        """Yield Accepted, then Ollama's parts as events; n choices are n requests."""
+        upstream.refuse(request, self.name, "logit_bias")
+        forced = bool(request.tools) and request.tool_choice not in (None, "auto", "none")
+        if forced:
+            # Ollama cannot be told to call a tool; its own grammar can be: ask for the call's JSON as the format.
+            schema = toolcalls.forced_schema(request.tools, request.tool_choice)
+            request = dataclasses.replace(request, response_format=g.ResponseFormat("json_schema", schema),
+                                          tool_choice="none")
+        yield g.Accepted()
+        for index in range(request.n):
+            if cancel.is_set():
+                return
+            events = self._choice(request, index, cancel)
+            yield from (_as_tool_call(events, request, index) if forced else events)
+
+    def _choice(self, request, index, cancel):
+        method, kwargs = protocol.upstream_call(request, seed_offset=index)
+        endpoint, (first, parts) = upstream.with_failover(self.pool, lambda e: self._open(e, method, kwargs, request))
+        reader = protocol.UpstreamReader(index, toolcalls.new_call_id)
+        with self.pool.use(endpoint):
+            try:
+                for part in _prepend(first, parts):
+                    if cancel.is_set():
+                        return
+                    yield from reader.events(part.model_dump(exclude_none=True))
+            except _STREAM_ERRORS as err:
+                raise UpstreamError(f"{self.name} broke off the stream: {_describe(err)}") from err
+            finally:
+                parts.close()
+
+    def _open(self, endpoint, method, kwargs, request):
+        """Start the streaming call and read its first part, so failures before any output can fail over."""
+        parts = getattr(self.clients[endpoint.url], method)(**kwargs)
+        try:
+            return next(parts, None), parts
+        except ollama.ResponseError as err:
+            raise upstream.error_for_status(err.status_code, err.error, self.name, request.model) from err
+        except (ConnectionError, httpx.TransportError) as err:
+            raise upstream.unreachable(self.name, err) from err
+
+    def load(self, name, keep_alive=None):
+        """Load (or with keep_alive 0 unload) a model on the instance."""
+        reply = self._call("generate", model=name, prompt="", keep_alive=keep_alive)
+        return reply.done_reason or "load"
+
+    def embed(self, model, inputs, truncate=True):
+        """Embeddings from the instance's /api/embed."""
+        reply = self._call("embed", model=model, input=inputs, truncate=truncate)
+        return g.Embeddings(tuple(tuple(v) for v in reply.embeddings), reply.prompt_eval_count or 0,
+                            reply.total_duration or 0, reply.load_duration or 0)
+
+    def show(self, name):
+        """The instance's own /api/show answer."""
+        return self._call("show", model=name).model_dump(mode="json", exclude_none=True)
+
+    def manage(self, action, **kwargs):
+        """pull, push, create, copy or delete on the instance; progress objects as dicts, as they come."""
+        result = self._call(action, **kwargs)
+        if action in ("copy", "delete"):
+            return [{"status": "success"}]
+        parts = result if kwargs.get("stream") else [result]
+        return (p.model_dump(exclude_none=True) for p in parts)
+
+    def check(self):
+        """Whether an endpoint answers now."""
+        try:
+            self._fetch_models()
+            return True
+        except ShimError:
+            return False
+
+    def close(self):
+        """Close pooled connections."""
+        for client in self.clients.values():
+            client._client.close()
+
+    def _call(self, method, **kwargs):
+        def attempt(endpoint):
+            try:
+                return getattr(self.clients[endpoint.url], method)(**kwargs)
+            except ollama.ResponseError as err:
+                raise upstream.error_for_status(err.status_code, err.error, self.name, kwargs.get("model")) from err
+            except (ConnectionError, httpx.TransportError) as err:
+                raise upstream.unreachable(self.name, err) from err
+        return upstream.with_failover(self.pool, attempt)[1]
+
+    def _fetch_models(self):
+        listed = self._call("list")
+        return [g.ModelInfo(name=m.model, backend=self.name, family=m.details.family or "" if m.details else "",
+                            parameter_size=(m.details.parameter_size or "") if m.details else "",
+                            quantization=(m.details.quantization_level or "") if m.details else "",
+                            size=m.size or 0, digest=m.digest or "",
+                            modified_at=m.modified_at.timestamp() if m.modified_at else 0)
+                for m in listed.models]
+
+
+def _prepend(first, rest):
+    if first is not None:
+        yield first
+    yield from rest
+
+
+def _describe(err):
+    return err.error if isinstance(err, ollama.ResponseError) else f"{type(err).__name__}: {err}"
+
+
+def _as_tool_call(events, request, index):
+    """Turn the JSON text of a forced call into a ToolCallDelta, keeping the Finish (with tool_calls)."""
+    text = ""
+    for event in events:
+        if isinstance(event, g.TextDelta):
+            text += event.text
+        elif isinstance(event, g.Finish):
+            calls = toolcalls.parse_calls(text, request.tools) or []
+            if not calls and text:
+                raise UpstreamError(f"the model's forced tool call is not valid JSON: {json.dumps(text[:80])}")
+            for position, call in enumerate(calls):
+                yield g.ToolCallDelta(call, index, position)
+            yield dataclasses.replace(event, reason="tool_calls" if calls else event.reason)

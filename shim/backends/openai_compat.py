@@ -1,0 +1,143 @@
+"""Any OpenAI-compatible server (vLLM, NIM, llama-server, devices) as a backend, through requests."""
+from __future__ import annotations
+
+import json
+import time
+
+import requests
+
+from .. import generation as g
+from ..errors import ShimError, UpstreamError
+from ..protocols import openai as protocol
+from ..streaming import parse_sse
+from . import upstream
+
+
+class OpenAICompatBackend:
+    """Streams every generation from an OpenAI-compatible upstream and reads its SSE into events."""
+
+    def __init__(self, config):
+        self.name = config.name
+        self.config = config
+        self.pool = upstream.EndpointPool(config.urls)
+        self.session = requests.Session()
+        self.session.headers.update({"User-Agent": "shim", **config.headers})
+        if config.api_key:
+            self.session.headers["Authorization"] = f"Bearer {config.api_key}"
+        self.timeout = (config.connect_timeout, config.read_timeout)
+        self._models = upstream.ModelListCache(self._fetch_models, name=config.name)
+
+    def models(self):
+        """The upstream's model list (cached briefly)."""
+        return self._models.get()
+
+    def has_model(self, name):
+        """Whether the upstream lists name."""
+        return any(m.name == name for m in self.models())
+
+    def generate(self, request, cancel):
+        """Yield Accepted, then the upstream's deltas as they arrive, then the Finish events."""
+        upstream.refuse(request, self.name, "context", "think")
+        path, body = protocol.upstream_request(request)
+        started = time.perf_counter_ns()
+        endpoint, response = upstream.with_failover(self.pool, lambda e: self._open(e, path, body, request.model))
+        with self.pool.use(endpoint), response:
+            yield g.Accepted()
+            reader = protocol.UpstreamReader()
+            first = None
+            for data in parse_sse(self._lines(response)):
+                if cancel.is_set():
+                    return
+                if data.strip() == "[DONE]":
+                    break
+                for event in self._read(reader, data):
+                    first = first or time.perf_counter_ns()
+                    yield event
+            now = time.perf_counter_ns()
+            first = first or now
+            yield from reader.end(g.Timings(now - started, 0, first - started, now - first))
+
+    def embed(self, model, inputs, truncate=True):
+        """Embeddings from the upstream's /embeddings."""
+        started = time.perf_counter_ns()
+        body = {"model": model, "input": inputs, "encoding_format": "float"}
+        _, data = upstream.with_failover(self.pool, lambda e: self._post_json(e, "/embeddings", body, model))
+        try:
+            vectors = tuple(tuple(item["embedding"]) for item in sorted(data["data"], key=lambda d: d["index"]))
+            tokens = data.get("usage", {}).get("prompt_tokens", 0)
+        except (KeyError, TypeError) as err:
+            raise UpstreamError(f"{self.name} sent an embeddings answer shim cannot read: {err!r}") from err
+        return g.Embeddings(vectors, tokens, time.perf_counter_ns() - started)
+
+    def check(self):
+        """Whether at least one endpoint answers /models now."""
+        try:
+            self._fetch_models()
+            return True
+        except ShimError:
+            return False
+
+    def close(self):
+        """Close pooled connections."""
+        self.session.close()
+
+    def _open(self, endpoint, path, body, model):
+        try:
+            response = self.session.post(endpoint.url + path, json=body, stream=True, timeout=self.timeout)
+        except requests.RequestException as err:
+            raise upstream.unreachable(self.name, err) from err
+        if response.status_code >= 400:
+            with response:
+                raise upstream.error_for_status(response.status_code, _error_text(response), self.name, model)
+        return response
+
+    def _post_json(self, endpoint, path, body, model):
+        with self._open(endpoint, path, {**body}, model) as response:
+            try:
+                return response.json()
+            except ValueError as err:
+                raise UpstreamError(f"{self.name} sent a body that is not JSON") from err
+
+    def _lines(self, response):
+        try:
+            for line in response.iter_lines(decode_unicode=True):
+                yield line if line is not None else ""
+        except requests.RequestException as err:
+            raise UpstreamError(f"{self.name} broke off the stream: {type(err).__name__}") from err
+
+    def _read(self, reader, data):
+        try:
+            chunk = json.loads(data)
+        except ValueError:
+            raise UpstreamError(f"{self.name} sent a stream event that is not JSON: {data[:80]!r}") from None
+        try:
+            return reader.events(chunk)
+        except (ValueError, KeyError, TypeError, AttributeError) as err:
+            raise UpstreamError(f"{self.name} sent an error or an unreadable event: {err}") from err
+
+    def _fetch_models(self):
+        def attempt(endpoint):
+            try:
+                response = self.session.get(endpoint.url + "/models", timeout=self.timeout)
+            except requests.RequestException as err:
+                raise upstream.unreachable(self.name, err) from err
+            if response.status_code >= 400:
+                raise upstream.error_for_status(response.status_code, _error_text(response), self.name)
+            return response.json()
+        try:
+            _, data = upstream.with_failover(self.pool, attempt)
+            return [g.ModelInfo(name=m["id"], backend=self.name, format="", modified_at=m.get("created") or 0)
+                    for m in data.get("data") or ()]
+        except (ValueError, KeyError, TypeError, AttributeError) as err:
+            raise UpstreamError(f"{self.name} sent a model list shim cannot read") from err
+
+
+def _error_text(response):
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text[:200] or response.reason
+    error = body.get("error") if isinstance(body, dict) else None
+    if isinstance(error, dict):
+        return error.get("message") or json.dumps(error)
+    return str(error or body.get("message") or body)[:200]

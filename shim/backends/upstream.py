@@ -1,0 +1,143 @@
+"""What both upstream backends share: endpoint pools with failover, cached model lists, error mapping."""
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+
+from ..errors import (BackendUnavailable, InvalidRequest, ModelNotFound, ServerBusy, ShimError, Unsupported,
+                      UpstreamError)
+
+log = logging.getLogger("shim.upstream")
+
+DOWN_SECONDS = 10.0
+"How long an endpoint that failed is passed over (unless every endpoint is down)."
+
+
+class Endpoint:
+    """One upstream base URL, with the requests now in flight there and when it last failed."""
+
+    def __init__(self, url):
+        self.url = url.rstrip("/")
+        self.outstanding = 0
+        self.down_until = 0.0
+
+    @property
+    def healthy(self):
+        """Whether the endpoint has not failed recently."""
+        return time.monotonic() >= self.down_until
+
+
+class EndpointPool:
+    """Spreads requests over endpoints (least outstanding first) and tries the next one when one fails."""
+
+    def __init__(self, urls):
+        if not urls:
+            raise ValueError("an upstream backend needs at least one url")
+        self.endpoints = [Endpoint(u) for u in urls]
+        self._lock = threading.Lock()
+
+    def ordered(self):
+        """The endpoints to try, best first: healthy ones by fewest requests in flight, then the rest."""
+        with self._lock:
+            return sorted(self.endpoints, key=lambda e: (not e.healthy, e.outstanding))
+
+    @contextlib.contextmanager
+    def use(self, endpoint):
+        """Count a request as in flight at endpoint while the block runs."""
+        with self._lock:
+            endpoint.outstanding += 1
+        try:
+            yield endpoint
+        finally:
+            with self._lock:
+                endpoint.outstanding -= 1
+
+    def failed(self, endpoint, why):
+        """Take endpoint out of rotation for a while."""
+        log.warning("upstream %s failed: %s", endpoint.url, why)
+        endpoint.down_until = time.monotonic() + DOWN_SECONDS
+
+    def succeeded(self, endpoint):
+        """Put endpoint back into rotation."""
+        endpoint.down_until = 0.0
+
+
+def with_failover(pool, attempt):
+    """attempt(endpoint) on each endpoint in turn until one does not fail with a retryable error."""
+    last = None
+    for endpoint in pool.ordered():
+        try:
+            result = attempt(endpoint)
+        except Retryable as err:
+            pool.failed(endpoint, err.error.message)
+            last = err.error
+            continue
+        pool.succeeded(endpoint)
+        return endpoint, result
+    raise last
+
+
+class Retryable(Exception):
+    """Wraps an error that happened before anything reached the client, so another endpoint may be tried."""
+
+    def __init__(self, error):
+        super().__init__(error.message)
+        self.error = error
+
+
+class ModelListCache:
+    """A backend's model list, fetched live and kept for `ttl` seconds; a failure lists nothing."""
+
+    def __init__(self, fetch, ttl=10.0, name="upstream"):
+        self.fetch, self.ttl, self.name = fetch, ttl, name
+        self._value, self._at = [], float("-inf")
+
+    def get(self):
+        """The cached list, refreshed when stale."""
+        if time.monotonic() - self._at > self.ttl:
+            try:
+                self._value = list(self.fetch())
+            except ShimError as err:
+                log.warning("cannot list the models of %s: %s", self.name, err.message)
+                self._value = []
+            self._at = time.monotonic()
+        return self._value
+
+
+def error_for_status(status, message, backend, model=None):
+    """The shim error an upstream HTTP status stands for; 5xx and 429 are retryable on another endpoint."""
+    text = f"{backend}: {message}"
+    if status == 404 and model and "not found" in message.lower():
+        return ModelNotFound(model)
+    if status in (400, 422):
+        return InvalidRequest(text)
+    if status == 413:
+        return InvalidRequest(text, status=413)
+    if status == 429:
+        return Retryable(ServerBusy(text, headers={"Retry-After": "1"}))
+    if status >= 500:
+        return Retryable(UpstreamError(f"{backend} answered {status}: {message}"))
+    if status in (401, 403):
+        return UpstreamError(f"{backend} refused shim's credentials ({status}): {message}")
+    return UpstreamError(f"{backend} answered {status}: {message}")
+
+
+def unreachable(backend, err):
+    """The error for an endpoint that cannot be connected to (retryable)."""
+    return Retryable(BackendUnavailable(f"{backend} is unreachable: {type(err).__name__}"))
+
+
+def refuse(request, backend, *fields):
+    """Refuse the first of fields the request sets that this backend cannot carry."""
+    checks = {
+        "logit_bias": bool(request.sampling.logit_bias),
+        "context": bool(request.context),
+        "suffix": bool(request.suffix),
+        "think": request.think not in (None, False),
+        "images": bool(request.images) or any(m.images for m in request.messages or ()),
+    }
+    for name in fields:
+        if checks[name]:
+            raise Unsupported(f"'{name}' cannot be carried to the {backend} backend", param=name)
