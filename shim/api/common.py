@@ -52,29 +52,33 @@ class Started:
     """A generation under way: its events (the first already pulled), and the flag that stops it."""
 
     events: object
-    cancel: Cancel
-    backend: object
+    cancel: Cancel = dataclasses.field(default_factory=Cancel)
 
 
 def start(generation_request):
     """Route the request to its backend and pull the first event, so early errors get a real status code."""
     backend, target = services().router.resolve(generation_request.model)
     cancel = Cancel()
-    events = backend.generate(dataclasses.replace(generation_request, model=target), cancel)
     try:
-        first = next(events)
-    except StopIteration:
-        first = None
+        events = prime(backend.generate(dataclasses.replace(generation_request, model=target), cancel))
     except BaseException:
         cancel.set()
         raise
-    return Started(_prepend(first, events), cancel, backend)
+    return Started(events, cancel)
 
 
-def _prepend(first, events):
-    if first is not None:
+def prime(items):
+    """The same items, the first already pulled: errors before any output are raised here, not mid-response."""
+    items = iter(items)
+    try:
+        first = next(items)
+    except StopIteration:
+        return iter(())
+
+    def chained():
         yield first
-    yield from events
+        yield from items
+    return chained()
 
 
 def embed(model, inputs, truncate=True):

@@ -3,7 +3,7 @@ from flask import Blueprint, Response, jsonify
 
 from .. import __version__
 from .. import generation as g
-from ..errors import ShimError
+from ..errors import ModelNotFound, ShimError, Unsupported
 from ..protocols import ollama as protocol
 from ..streaming import HEARTBEAT, ndjson_line
 from . import common
@@ -94,6 +94,78 @@ def show():
         return jsonify(show_model(target))
     info = next((m for m in backend.models() if m.name == target), None) or g.ModelInfo(name=name, backend=backend.name)
     return jsonify(protocol.render_show(info))
+
+
+def _owner(name):
+    """The backend that manages model `name`: the one serving it, else the first that can manage models."""
+    router = common.services().router
+    try:
+        backend, target = router.resolve(name)
+    except ModelNotFound:
+        backend = next((b for b in router.backends.values() if hasattr(b, "manage")), None)
+        if backend is None:
+            raise
+        return backend, name
+    if not hasattr(backend, "manage"):
+        raise Unsupported(f"model '{name}' is served from a local GGUF file; add or remove local models in shim's "
+                          "configuration", param="model")
+    return backend, target
+
+
+def _progress(action, body, **fields):
+    stream = body.get("stream", True) is not False
+    backend, target = _owner(fields["model"])
+    parts = backend.manage(action, stream=stream, **{**fields, "model": target})
+    if not stream:
+        return jsonify(list(parts)[-1])
+    return common.stream_response(common.Started(common.prime(parts)), lambda part: [part], _frame, _error_frames,
+                                  end=tuple, mimetype="application/x-ndjson")
+
+
+@bp.post("/api/pull")
+def pull():
+    """Pull a model on the Ollama instance that will serve it (a local model is already there)."""
+    body = common.read_json()
+    name = protocol.parse_model_name(body)
+    try:
+        _owner(name)
+    except Unsupported:
+        return jsonify({"status": "success"}) if body.get("stream") is False else Response(
+            ndjson_line({"status": "success"}), mimetype="application/x-ndjson")
+    return _progress("pull", body, model=name, insecure=bool(body.get("insecure")))
+
+
+@bp.post("/api/push")
+def push():
+    """Push a model from the Ollama instance that has it."""
+    body = common.read_json()
+    return _progress("push", body, model=protocol.parse_model_name(body), insecure=bool(body.get("insecure")))
+
+
+@bp.post("/api/create")
+def create():
+    """Create a model on an Ollama instance."""
+    body = common.read_json()
+    fields = protocol.parse_create(body)
+    return _progress("create", body, **fields)
+
+
+@bp.post("/api/copy")
+def copy():
+    """Copy a model on the Ollama instance that has it."""
+    source, destination = protocol.parse_copy(common.read_json())
+    backend, target = _owner(source)
+    list(backend.manage("copy", source=target, destination=destination))
+    return Response(status=200)
+
+
+@bp.delete("/api/delete")
+def delete():
+    """Delete a model from the Ollama instance that has it."""
+    name = protocol.parse_model_name(common.read_json())
+    backend, target = _owner(name)
+    list(backend.manage("delete", model=target))
+    return Response(status=200)
 
 
 @bp.get("/api/version")

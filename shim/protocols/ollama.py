@@ -88,6 +88,29 @@ def parse_embeddings(body):
     return _model(body), f.get(body, "prompt", str, default="")
 
 
+def parse_copy(body):
+    """(source, destination) of an /api/copy body."""
+    f.require_object(body)
+    source = f.get(body, "source", str, required=True)
+    return source, f.get(body, "destination", str, required=True)
+
+
+CREATE_FIELDS = {"from": "from_", "files": "files", "adapters": "adapters", "template": "template",
+                 "license": "license", "system": "system", "parameters": "parameters", "messages": "messages",
+                 "quantize": "quantize"}
+
+
+def parse_create(body):
+    """The keyword arguments of an /api/create body, for the ollama client's create()."""
+    fields = {"model": parse_model_name(body)}
+    for wire, name in CREATE_FIELDS.items():
+        if body.get(wire) is not None:
+            fields[name] = body[wire]
+    for name in ("files", "adapters", "parameters"):
+        f.get(body, name, dict)
+    return fields
+
+
 def parse_model_name(body):
     """The model a management request (show, delete, pull...) names, by `model` or the legacy `name`."""
     f.require_object(body)
