@@ -6,7 +6,9 @@ from flask import Flask, request
 from werkzeug.exceptions import HTTPException
 
 from . import errors
+from .admission import Admission
 from .api import ollama as ollama_api
+from .api import ops as ops_api
 from .api import openai as openai_api
 from .backends import build_router
 from .config import Settings
@@ -22,7 +24,13 @@ def create_app(settings=None, router=None):
     app.json.ensure_ascii = False
     app.json.sort_keys = False
     app.json.compact = True
-    app.extensions["shim"] = SimpleNamespace(settings=settings, router=router or build_router(settings))
+    router = router or build_router(settings)
+    if settings.preload:
+        for backend in router.backends.values():
+            getattr(backend, "preload", lambda: None)()
+    app.extensions["shim"] = SimpleNamespace(settings=settings, router=router, keys=settings.keys(),
+                                             admission=Admission(settings.max_queue))
+    app.register_blueprint(ops_api.bp)
     app.register_blueprint(openai_api.bp)
     app.register_blueprint(ollama_api.bp)
     app.register_error_handler(errors.ShimError, render_error)

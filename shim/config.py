@@ -66,6 +66,29 @@ class Settings:
     thread_pool_size: int = 64
     graceful_timeout: int = 30
     log_level: str = "info"
+    max_queue: int = 32
+    "Requests per model queued or running at once (per worker); more get 429 (OpenAI) or 503 (Ollama)."
+    preload: bool = True
+    "Load the local models when a worker starts rather than on their first request."
+    api_keys: tuple[str, ...] = field(default=(), repr=False)
+    "Bearer keys clients must send; none means no key is asked for."
+    api_key_file: Optional[str] = None
+    "A file with one key per line, added to api_keys."
+    cors_origins: tuple[str, ...] = ()
+    "Origins browsers may call from (`*` for any)."
+    metrics_dir: Optional[str] = None
+    "Where gunicorn workers keep their Prometheus figures, so /metrics sums them (shim serve sets one)."
+
+    def keys(self):
+        """Every accepted API key: the listed ones and those in the key file."""
+        keys = list(self.api_keys)
+        if self.api_key_file:
+            try:
+                with open(self.api_key_file) as fh:
+                    keys.extend(line.strip() for line in fh if line.strip() and not line.startswith("#"))
+            except OSError as err:
+                raise ConfigError(f"cannot read api_key_file {self.api_key_file}: {err}") from err
+        return tuple(keys)
 
     @classmethod
     def load(cls, environ=None, path=None) -> "Settings":
@@ -83,6 +106,9 @@ class Settings:
         unknown = set(values) - {f.name for f in dataclasses.fields(cls)}
         if unknown:
             raise ConfigError(f"unknown settings: {', '.join(sorted(unknown))}")
+        for name in ("api_keys", "cors_origins"):
+            if isinstance(values.get(name), list):
+                values[name] = tuple(values[name])
         values["models"] = tuple(_model(m) for m in values.get("models", ()))
         values["backends"] = tuple(_backend(name, b) for name, b in _named(values.get("backends", {})))
         _check_types(cls, values)
@@ -129,7 +155,8 @@ def _read_toml(path):
 
 _ENV = {"HOST": str, "PORT": int, "WORKERS": int, "EMBEDDED_MODEL": bool, "N_THREADS": int, "KEEP_ALIVE": float,
         "MAX_BODY_BYTES": int, "HEARTBEAT_SECONDS": float, "THREAD_POOL_SIZE": int, "GRACEFUL_TIMEOUT": int,
-        "LOG_LEVEL": str}
+        "LOG_LEVEL": str, "MAX_QUEUE": int, "PRELOAD": bool, "API_KEYS": tuple, "API_KEY_FILE": str,
+        "CORS_ORIGINS": tuple, "METRICS_DIR": str}
 
 
 def _from_env(environ):
@@ -139,7 +166,8 @@ def _from_env(environ):
         if raw is None or raw == "":
             continue
         try:
-            values[key.lower()] = _parse_bool(raw) if kind is bool else kind(raw)
+            values[key.lower()] = _parse_bool(raw) if kind is bool else (
+                tuple(s.strip() for s in raw.split(",") if s.strip()) if kind is tuple else kind(raw))
         except ValueError:
             raise ConfigError(f"SHIM_{key}={raw!r} is not a valid {kind.__name__}") from None
     return values

@@ -1,4 +1,8 @@
 """Run the app under gunicorn with gevent workers, through gunicorn's application API."""
+import dataclasses
+import os
+import tempfile
+
 from gunicorn.app.base import BaseApplication
 
 from . import gunicorn_conf
@@ -18,6 +22,7 @@ class ShimServer(BaseApplication):
         self.cfg.set("bind", f"{self.settings.host}:{self.settings.port}")
         self.cfg.set("workers", self.settings.workers)
         self.cfg.set("graceful_timeout", self.settings.graceful_timeout)
+        self.cfg.set("child_exit", _child_exit)
 
     def load(self):
         """The WSGI app, built in the worker process."""
@@ -25,6 +30,16 @@ class ShimServer(BaseApplication):
         return create_app(self.settings)
 
 
+def _child_exit(server, worker):
+    """Drop a dead worker's live gauges from the shared Prometheus figures."""
+    from prometheus_client import multiprocess
+    multiprocess.mark_process_dead(worker.pid)
+
+
 def serve(settings):
-    """Serve until stopped."""
-    ShimServer(settings).run()
+    """Serve until stopped, with Prometheus figures shared by the workers through a directory."""
+    with tempfile.TemporaryDirectory(prefix="shim-metrics-") as scratch:
+        metrics_dir = settings.metrics_dir or scratch
+        # prometheus_client picks its multiprocess storage from this variable when the workers import it.
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+        ShimServer(dataclasses.replace(settings, metrics_dir=metrics_dir)).run()

@@ -5,11 +5,15 @@ import dataclasses
 import json
 import logging
 import secrets
+import socket
+import time
 
 from flask import Response, current_app, request
+from flask import g as flask_g
 
-from ..errors import InvalidRequest, PayloadTooLarge, ShimError, Unsupported
-from ..generation import Cancel
+from .. import metrics
+from ..errors import Cancelled, InvalidRequest, PayloadTooLarge, ShimError, Unsupported
+from ..generation import Cancel, Finish, TextDelta, ToolCallDelta
 from ..streaming import HEARTBEAT
 
 log = logging.getLogger("shim")
@@ -56,15 +60,39 @@ class Started:
 
 
 def start(generation_request):
-    """Route the request to its backend and pull the first event, so early errors get a real status code."""
-    backend, target = services().router.resolve(generation_request.model)
+    """Admit and route the request, and pull its first event, so early errors get a real status code."""
+    services_ = services()
+    backend, target = services_.router.resolve(generation_request.model)
+    model = flask_g.model = generation_request.model
+    services_.admission.enter(model)
+    metrics.QUEUE_DEPTH.labels(model).inc()
     cancel = Cancel()
     try:
-        events = prime(backend.generate(dataclasses.replace(generation_request, model=target), cancel))
+        events = backend.generate(dataclasses.replace(generation_request, model=target), cancel)
+        events = prime(_observed(events, model, time.perf_counter(), services_.admission))
     except BaseException:
         cancel.set()
         raise
     return Started(events, cancel)
+
+
+def _observed(events, model, started, admission):
+    """The events, measured: time to first token, time between tokens, tokens in and out; frees the slot."""
+    last = None
+    try:
+        for event in events:
+            if isinstance(event, (TextDelta, ToolCallDelta)):
+                now = time.perf_counter()
+                (metrics.ITL.labels(model).observe(now - last) if last else
+                 metrics.TTFT.labels(model).observe(now - started))
+                last = now
+            elif isinstance(event, Finish):
+                metrics.TOKENS_IN.labels(model).inc(event.usage.prompt_tokens)
+                metrics.TOKENS_OUT.labels(model).inc(event.usage.completion_tokens)
+            yield event
+    finally:
+        admission.leave(model)
+        metrics.QUEUE_DEPTH.labels(model).dec()
 
 
 def prime(items):
@@ -92,6 +120,7 @@ def embed(model, inputs, truncate=True):
 def stream_response(started, render_chunks, frame, error_frame, end=(), mimetype="text/event-stream"):
     """A streaming Response: events rendered to chunks and framed; errors in-band; a hang-up cancels."""
     def body():
+        metrics.OPEN_STREAMS.inc()
         try:
             for event in started.events:
                 if event is HEARTBEAT:
@@ -110,6 +139,7 @@ def stream_response(started, render_chunks, frame, error_frame, end=(), mimetype
             log.exception("stream failed")
             yield from error_frame(ShimError(f"internal error: {type(err).__name__}"))
         finally:
+            metrics.OPEN_STREAMS.dec()
             started.cancel.set()
             close = getattr(started.events, "close", None)
             if close:
@@ -118,8 +148,36 @@ def stream_response(started, render_chunks, frame, error_frame, end=(), mimetype
 
 
 def gather(started):
-    """All events of a non-streaming generation, without heartbeats."""
+    """All events of a non-streaming generation; stops it if the client hangs up meanwhile."""
+    gone = client_watch()
+    events = []
     try:
-        return [e for e in started.events if e is not HEARTBEAT]
+        for event in started.events:
+            if gone():
+                log.info("client went away; generation stopped")
+                raise Cancelled("the client closed the connection")
+            if event is not HEARTBEAT:
+                events.append(event)
+        return events
     finally:
         started.cancel.set()
+        close = getattr(started.events, "close", None)
+        if close:
+            close()
+
+
+def client_watch():
+    """A function that tells whether this request's client has closed its connection (False if unknown)."""
+    sock = request.environ.get("gunicorn.socket")
+    raw = getattr(sock, "_sock", sock)
+    if raw is None:
+        return lambda: False
+
+    def gone():
+        try:
+            return raw.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+        except (BlockingIOError, InterruptedError):
+            return False
+        except OSError:
+            return True
+    return gone

@@ -3,7 +3,7 @@ from flask import Blueprint, Response, jsonify
 
 from .. import __version__
 from .. import generation as g
-from ..errors import ModelNotFound, ShimError, Unsupported
+from ..errors import ModelNotFound, ServerBusy, ShimError, Unsupported
 from ..protocols import ollama as protocol
 from ..streaming import HEARTBEAT, ndjson_line
 from . import common
@@ -183,8 +183,8 @@ def root():
 
 
 def render_error(err: ShimError):
-    """An error response in Ollama's shape."""
+    """An error response in Ollama's shape (a full queue is Ollama's 503 "server busy")."""
     response = jsonify(protocol.render_error(err))
-    response.status_code = err.status
+    response.status_code = 503 if isinstance(err, ServerBusy) else err.status
     response.headers.update(err.headers)
     return response

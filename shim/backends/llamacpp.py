@@ -133,6 +133,16 @@ class LlamaCppBackend:
         self._expire()
         return [m.info() for m in self._models.values()]
 
+    def preload(self):
+        """Load every model now (at worker start) rather than on its first request."""
+        for model in self._models.values():
+            model.load()
+            self._touch(model, None)
+
+    def check(self):
+        """Ready when every model is loaded."""
+        return all(m.llm is not None for m in self._models.values())
+
     def model(self, name):
         """The LocalModel called name, or ModelNotFound."""
         try:

@@ -1,0 +1,83 @@
+"""Operations: health and readiness, Prometheus metrics, API keys, CORS and request ids for every route."""
+import hmac
+import secrets
+
+from flask import Blueprint, Response, g, jsonify, request
+
+from .. import metrics
+from ..errors import Unauthorized
+from . import common
+
+bp = Blueprint("ops", __name__)
+
+OPEN_PATHS = ("/", "/health", "/ready")
+"Paths that answer without an API key, so load balancers and probes can reach them."
+CORS_HEADERS = "Authorization, Content-Type, X-Request-ID, X-Stainless-Lang, X-Stainless-Package-Version, " \
+               "X-Stainless-OS, X-Stainless-Arch, X-Stainless-Runtime, X-Stainless-Runtime-Version, " \
+               "X-Stainless-Retry-Count, X-Stainless-Timeout, OpenAI-Beta"
+
+
+@bp.get("/health")
+def health():
+    """Alive: the worker answers."""
+    return jsonify({"status": "ok"})
+
+
+@bp.get("/ready")
+def ready():
+    """Ready: local models loaded, upstreams reachable; 503 with the details otherwise."""
+    checks = {}
+    for name, backend in common.services().router.backends.items():
+        check = getattr(backend, "check", None)
+        checks[name] = bool(check()) if check else True
+    ok = all(checks.values())
+    response = jsonify({"status": "ready" if ok else "not ready", "backends": checks})
+    response.status_code = 200 if ok else 503
+    return response
+
+
+@bp.get("/metrics")
+def prometheus():
+    """Prometheus exposition of shim's metrics."""
+    body, content_type = metrics.render(common.services().settings.metrics_dir)
+    return Response(body, content_type=content_type)
+
+
+@bp.before_app_request
+def before():
+    """Name the request, answer CORS preflights, and check the API key."""
+    g.request_id = request.headers.get("X-Request-ID") or secrets.token_hex(8)
+    if request.method == "OPTIONS" and request.headers.get("Access-Control-Request-Method"):
+        return Response(status=204)
+    keys = common.services().keys
+    if keys and request.path not in OPEN_PATHS and not _key_ok(keys):
+        raise Unauthorized("a valid API key is required: send it as 'Authorization: Bearer <key>'")
+    return None
+
+
+def _key_ok(keys):
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        return False
+    token = token.strip().encode()
+    # Compare against every key, without stopping early, so the time taken says nothing about the keys.
+    matches = [hmac.compare_digest(token, key.encode()) for key in keys]
+    return any(matches)
+
+
+@bp.after_app_request
+def after(response):
+    """Echo the request id, add CORS headers, count the request."""
+    response.headers["X-Request-ID"] = g.get("request_id", "")
+    origins = common.services().settings.cors_origins
+    origin = request.headers.get("Origin")
+    if origin and ("*" in origins or origin in origins):
+        response.headers["Access-Control-Allow-Origin"] = "*" if "*" in origins else origin
+        response.headers["Vary"] = "Origin"
+        response.headers["Access-Control-Allow-Headers"] = CORS_HEADERS
+        response.headers["Access-Control-Allow-Methods"] = "GET, POST, DELETE, HEAD, OPTIONS"
+        response.headers["Access-Control-Expose-Headers"] = "X-Request-ID"
+    route = request.url_rule.rule if request.url_rule else "unmatched"
+    metrics.REQUESTS.labels(route, str(response.status_code), g.get("model", "")).inc()
+    return response

@@ -1,0 +1,91 @@
+"""Keys, CORS, request ids, the bounded queue, health, readiness and metrics, over the fake backend."""
+import pytest
+
+from shim.app import create_app
+from shim.config import Settings
+from shim.router import Route, Router
+from tests.fakes import FakeBackend
+
+CHAT = {"model": "fake-model", "messages": [{"role": "user", "content": "hi"}]}
+
+
+def make_client(**settings):
+    fake = FakeBackend()
+    router = Router({"fake": fake}, [Route("fake-model", "fake", "fake-model")])
+    return create_app(Settings(embedded_model=False, **settings), router=router).test_client()
+
+
+@pytest.fixture
+def keyed():
+    return make_client(api_keys=("sk-right",))
+
+
+def test_key_required_openai_shape(keyed):
+    response = keyed.post("/v1/chat/completions", json=CHAT)
+    assert response.status_code == 401
+    assert response.get_json()["error"]["code"] == "invalid_api_key"
+
+
+def test_key_required_ollama_shape(keyed):
+    response = keyed.post("/api/chat", json=CHAT, headers={"Authorization": "Bearer sk-wrong"})
+    assert response.status_code == 401 and "API key" in response.get_json()["error"]
+
+
+def test_right_key_passes(keyed):
+    headers = {"Authorization": "Bearer sk-right"}
+    assert keyed.post("/v1/chat/completions", json=CHAT, headers=headers).status_code == 200
+    assert keyed.get("/api/tags", headers=headers).status_code == 200
+
+
+@pytest.mark.parametrize("path", ["/", "/health", "/ready"])
+def test_health_paths_stay_open(keyed, path):
+    assert keyed.get(path).status_code == 200
+
+
+def test_key_file(tmp_path):
+    keys = tmp_path / "keys"
+    keys.write_text("# ops keys\nsk-from-file\n")
+    client = make_client(api_key_file=str(keys))
+    assert client.get("/v1/models", headers={"Authorization": "Bearer sk-from-file"}).status_code == 200
+    assert client.get("/v1/models", headers={"Authorization": "Bearer sk-other"}).status_code == 401
+
+
+def test_cors_preflight_and_headers():
+    client = make_client(cors_origins=("https://app.example",))
+    preflight = client.options("/v1/chat/completions", headers={
+        "Origin": "https://app.example", "Access-Control-Request-Method": "POST"})
+    assert preflight.status_code == 204
+    assert preflight.headers["Access-Control-Allow-Origin"] == "https://app.example"
+    assert "Authorization" in preflight.headers["Access-Control-Allow-Headers"]
+    other = client.get("/v1/models", headers={"Origin": "https://evil.example"})
+    assert "Access-Control-Allow-Origin" not in other.headers
+
+
+def test_request_id_echoed_or_made():
+    client = make_client()
+    assert client.get("/health", headers={"X-Request-ID": "abc-123"}).headers["X-Request-ID"] == "abc-123"
+    made = client.get("/health").headers["X-Request-ID"]
+    assert len(made) == 16
+
+
+def test_full_queue_gives_429_then_503():
+    client = make_client(max_queue=1)
+    held = client.post("/v1/chat/completions", json={**CHAT, "stream": True})
+    next(held.response)  # the first stream holds the model's only place
+    busy = client.post("/v1/chat/completions", json=CHAT)
+    assert busy.status_code == 429 and busy.headers["Retry-After"] == "1"
+    assert busy.get_json()["error"]["code"] == "server_busy"
+    ollama_busy = client.post("/api/chat", json=CHAT)
+    assert ollama_busy.status_code == 503 and ollama_busy.get_json()["error"].startswith("server busy")
+    held.close()
+    assert client.post("/v1/chat/completions", json=CHAT).status_code == 200
+
+
+def test_ready_and_metrics():
+    client = make_client()
+    assert client.get("/ready").get_json() == {"status": "ready", "backends": {"fake": True}}
+    client.post("/v1/chat/completions", json=CHAT)
+    text = client.get("/metrics").get_data(as_text=True)
+    assert 'shim_requests_total{model="fake-model",route="/v1/chat/completions",status="200"}' in text
+    assert 'shim_completion_tokens_total{model="fake-model"}' in text
+    assert "shim_time_to_first_token_seconds_bucket" in text
