@@ -27,12 +27,35 @@ def real_lock():
     return threading.Lock()
 
 
-def iterate_in_thread(produce, heartbeat=None):
-    """Run produce(emit) on an OS thread; yield what it emits, and HEARTBEAT after each `heartbeat` s of silence."""
+def iterate_in_thread(produce):
+    """Run produce(emit) on an OS thread; yield what it emits."""
     if gevent_active():
-        yield from _iterate_gevent(produce, heartbeat)
+        yield from _iterate_gevent(produce)
     else:
-        yield from _iterate_threads(produce, heartbeat)
+        yield from _iterate_threads(produce)
+
+
+def with_heartbeats(items, interval):
+    """The items, with HEARTBEAT yielded after each `interval` seconds in which none came; closing stops the source."""
+    if gevent_active():
+        import gevent
+        import gevent.queue
+        channel = gevent.queue.Queue()
+        feeder = gevent.spawn(_run, lambda emit: _forward(items, emit), channel.put)
+        try:
+            yield from _drain(lambda: channel.get(timeout=interval), gevent.queue.Empty)
+        finally:
+            feeder.kill()
+            close = getattr(items, "close", None)
+            if close:
+                close()
+    else:
+        yield from _iterate_threads(lambda emit: _forward(items, emit), interval)
+
+
+def _forward(items, emit):
+    for item in items:
+        emit(item)
 
 
 def _run(produce, emit):
@@ -58,13 +81,13 @@ def _drain(get, empty_error):
         yield item
 
 
-def _iterate_threads(produce, heartbeat):
+def _iterate_threads(produce, heartbeat=None):
     channel = queue.Queue()
     threading.Thread(target=_run, args=(produce, channel.put), daemon=True).start()
     yield from _drain(lambda: channel.get(timeout=heartbeat), queue.Empty)
 
 
-def _iterate_gevent(produce, heartbeat):
+def _iterate_gevent(produce):
     import gevent
     import gevent.queue
 
@@ -73,7 +96,7 @@ def _iterate_gevent(produce, heartbeat):
     # A gevent queue may only be touched from the hub's thread: the worker thread schedules each put there.
     emit = lambda item: hub.loop.run_callback_threadsafe(channel.put, item)  # noqa: E731
     hub.threadpool.spawn(_run, produce, emit)
-    yield from _drain(lambda: channel.get(timeout=heartbeat), gevent.queue.Empty)
+    yield from _drain(channel.get, gevent.queue.Empty)
 
 
 def configure_pool(size):

@@ -14,6 +14,8 @@ class FakeBackend:
         self.script = None
         self.fail = None
         self.cancels = []
+        self.hold = None
+        "A threading.Event the generation waits for after its first piece, to keep it running."
 
     def models(self):
         return [g.ModelInfo(name=self.model, backend=self.name, family="fake", context_length=128,
@@ -38,6 +40,8 @@ class FakeBackend:
         for index in range(request.n):
             for piece in pieces:
                 yield g.TextDelta(piece, index)
+                if self.hold is not None:
+                    self.hold.wait(10)
             if self.fail:
                 raise self.fail
             for position, call in enumerate(calls):

@@ -1,4 +1,7 @@
 """Keys, CORS, request ids, the bounded queue, health, readiness and metrics, over the fake backend."""
+import threading
+import time
+
 import pytest
 
 from shim.app import create_app
@@ -9,8 +12,8 @@ from tests.fakes import FakeBackend
 CHAT = {"model": "fake-model", "messages": [{"role": "user", "content": "hi"}]}
 
 
-def make_client(**settings):
-    fake = FakeBackend()
+def make_client(fake=None, **settings):
+    fake = fake or FakeBackend()
     router = Router({"fake": fake}, [Route("fake-model", "fake", "fake-model")])
     return create_app(Settings(embedded_model=False, **settings), router=router).test_client()
 
@@ -69,15 +72,22 @@ def test_request_id_echoed_or_made():
 
 
 def test_full_queue_gives_429_then_503():
-    client = make_client(max_queue=1)
+    fake = FakeBackend()
+    fake.hold = threading.Event()
+    client = make_client(fake, max_queue=1)
     held = client.post("/v1/chat/completions", json={**CHAT, "stream": True})
-    next(held.response)  # the first stream holds the model's only place
+    next(held.response)  # the first generation, still running, holds the model's only place
     busy = client.post("/v1/chat/completions", json=CHAT)
     assert busy.status_code == 429 and busy.headers["Retry-After"] == "1"
     assert busy.get_json()["error"]["code"] == "server_busy"
     ollama_busy = client.post("/api/chat", json=CHAT)
     assert ollama_busy.status_code == 503 and ollama_busy.get_json()["error"].startswith("server busy")
+    fake.hold.set()
     held.close()
+    fake.hold = None
+    deadline = time.monotonic() + 5
+    while client.post("/v1/chat/completions", json=CHAT).status_code == 429 and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert client.post("/v1/chat/completions", json=CHAT).status_code == 200
 
 

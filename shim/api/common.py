@@ -15,6 +15,7 @@ from .. import metrics
 from ..errors import Cancelled, InvalidRequest, PayloadTooLarge, ShimError, Unsupported
 from ..generation import Cancel, Finish, TextDelta, ToolCallDelta
 from ..streaming import HEARTBEAT
+from ..threads import with_heartbeats
 
 log = logging.getLogger("shim")
 
@@ -119,10 +120,12 @@ def embed(model, inputs, truncate=True):
 
 def stream_response(started, render_chunks, frame, error_frame, end=(), mimetype="text/event-stream"):
     """A streaming Response: events rendered to chunks and framed; errors in-band; a hang-up cancels."""
+    events = with_heartbeats(started.events, services().settings.heartbeat_seconds)
+
     def body():
         metrics.OPEN_STREAMS.inc()
         try:
-            for event in started.events:
+            for event in events:
                 if event is HEARTBEAT:
                     ping = frame(HEARTBEAT)
                     if ping:
@@ -141,9 +144,7 @@ def stream_response(started, render_chunks, frame, error_frame, end=(), mimetype
         finally:
             metrics.OPEN_STREAMS.dec()
             started.cancel.set()
-            close = getattr(started.events, "close", None)
-            if close:
-                close()
+            events.close()
     return Response(body(), mimetype=mimetype, headers=STREAM_HEADERS)
 
 

@@ -18,8 +18,7 @@ def build_router(settings):
     from .llamacpp import LlamaCppBackend
 
     local = local_models(settings)
-    backends = {"local": LlamaCppBackend(local, n_threads=settings.n_threads, keep_alive=settings.keep_alive,
-                                         heartbeat=settings.heartbeat_seconds)}
+    backends = {"local": LlamaCppBackend(local, n_threads=settings.n_threads, keep_alive=settings.keep_alive)}
     routes = []
     for m in local:
         routes.append(Route(m.name, "local", m.name))

@@ -122,11 +122,10 @@ class LlamaCppBackend:
 
     name = "local"
 
-    def __init__(self, model_configs, *, n_threads=None, keep_alive=-1, heartbeat=None):
+    def __init__(self, model_configs, *, n_threads=None, keep_alive=-1):
         threads = n_threads or os.cpu_count() or 1
         self._models = {m.name: LocalModel(m, threads) for m in model_configs}
         self.keep_alive = keep_alive
-        self.heartbeat = heartbeat
 
     def models(self):
         """The configured local models."""
@@ -167,7 +166,7 @@ class LlamaCppBackend:
         _check_supported(request)
         self._expire()
         try:
-            yield from iterate_in_thread(lambda emit: _Run(model, request, cancel, emit).run(), self.heartbeat)
+            yield from iterate_in_thread(lambda emit: _Run(model, request, cancel, emit).run())
         finally:
             cancel.set()
             self._touch(model, request.keep_alive)
