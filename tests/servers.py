@@ -11,6 +11,18 @@ import time
 import requests
 
 
+class ServerURL(str):
+    """A running server's base URL, carrying its process and the path of its log."""
+
+    proc = None
+    log_path = None
+
+    def log_text(self):
+        """Everything the server has logged so far."""
+        with open(self.log_path) as fh:
+            return fh.read()
+
+
 def free_port():
     """A TCP port nobody listens on right now."""
     with socket.socket() as s:
@@ -32,7 +44,8 @@ def running_shim(config_text=None, env=None, workers=1):
             args += ["--config", path]
         log = open(os.path.join(tmp, "server.log"), "w+")
         proc = subprocess.Popen(args, env=environ, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        url = f"http://127.0.0.1:{port}"
+        url = ServerURL(f"http://127.0.0.1:{port}")
+        url.proc, url.log_path = proc, log.name
         try:
             _wait_ready(url, proc, log)
             yield url

@@ -4,6 +4,7 @@ from __future__ import annotations
 import codecs
 import hashlib
 import importlib.util
+import logging
 import os
 import threading
 import time
@@ -14,6 +15,8 @@ from ..errors import BackendUnavailable, ContextLengthExceeded, ModelNotFound, U
 from ..threads import call_in_thread, iterate_in_thread, real_lock
 from . import gguf, prompts, sampling, toolcalls
 from .stops import StopScanner
+
+log = logging.getLogger("shim.llamacpp")
 
 
 def embedded_model_path():
@@ -271,6 +274,9 @@ class _Run:
             out = _Output(self, index, request, toolcalls.CallCatcher(request.tools, forced) if tools_on else None)
             eval_started = time.perf_counter_ns()
             generated, reason = self._decode(llm, sampler, out, max_tokens)
+            if self.cancel.is_set():
+                log.info("generation cancelled: model=%s choice=%d generated=%d tokens", self.model.config.name,
+                         index, len(generated))
             reason = out.close(reason)
         finally:
             sampler.close()

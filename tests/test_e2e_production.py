@@ -1,0 +1,113 @@
+"""Against real gunicorn: a client that hangs up stops its generation; SIGTERM lets streams finish; metrics add up."""
+import json
+import re
+import signal
+import time
+
+import pytest
+import requests
+
+from tests.servers import running_shim
+
+MODEL = "smollm2:135m"
+LONG = [{"role": "user", "content": "Write a very long story about a dragon and a knight."}]
+CANCELLED = re.compile(r"generation cancelled: model=\S+ choice=0 generated=(\d+) tokens")
+
+
+@pytest.fixture(scope="module")
+def server():
+    with running_shim(env={"SHIM_LOG_LEVEL": "info"}) as url:
+        yield url
+
+
+def wait_for_cancel(url, previous=0, timeout=10):
+    """The token count of the next 'generation cancelled' line in the server's log."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = CANCELLED.findall(url.log_text())
+        if len(found) > previous:
+            return int(found[previous])
+        time.sleep(0.05)
+    raise AssertionError("the server never logged a cancelled generation:\n" + url.log_text()[-2000:])
+
+
+def read_sse_tokens(response, count):
+    """Read `count` content chunks of an SSE response."""
+    seen = 0
+    for line in response.iter_lines():
+        if line.startswith(b"data: {"):
+            if json.loads(line[6:])["choices"][0]["delta"].get("content"):
+                seen += 1
+        if seen == count:
+            return seen
+    raise AssertionError("stream ended early")
+
+
+def test_stream_disconnect_stops_generation_within_a_few_tokens(server):
+    before = len(CANCELLED.findall(server.log_text()))
+    body = {"model": MODEL, "messages": LONG, "max_tokens": 1500, "temperature": 0, "stream": True}
+    response = requests.post(server + "/v1/chat/completions", json=body, stream=True, timeout=30)
+    received = read_sse_tokens(response, 10)
+    response.close()
+    generated = wait_for_cancel(server, before)
+    print(f"\nstreaming: client read {received} tokens, server generated {generated} "
+          f"({generated - received} after the disconnect)")
+    assert received <= generated <= received + 5
+
+
+def test_ndjson_disconnect_stops_generation(server):
+    before = len(CANCELLED.findall(server.log_text()))
+    body = {"model": MODEL, "prompt": "Write a very long story.", "options": {"num_predict": 1500}}
+    response = requests.post(server + "/api/generate", json=body, stream=True, timeout=30)
+    lines = response.iter_lines()
+    received = sum(1 for _, _ in zip(range(10), lines))
+    response.close()
+    generated = wait_for_cancel(server, before)
+    print(f"\nndjson: client read {received} tokens, server generated {generated}")
+    assert received <= generated <= received + 5
+
+
+def test_non_streaming_disconnect_stops_generation(server):
+    before = len(CANCELLED.findall(server.log_text()))
+    body = {"model": MODEL, "messages": LONG, "max_tokens": 3000, "temperature": 0}
+    started = time.monotonic()
+    with pytest.raises(requests.ReadTimeout):
+        requests.post(server + "/v1/chat/completions", json=body, timeout=(5, 1.0))
+    waited = time.monotonic() - started
+    generated = wait_for_cancel(server, before)
+    print(f"\nnon-streaming: client left after {waited:.2f}s, server stopped after {generated} tokens")
+    assert generated < 400, "the generation must stop soon after the client left, not run to max_tokens"
+    quick = requests.post(server + "/v1/chat/completions", timeout=10,
+                          json={"model": MODEL, "messages": LONG, "max_tokens": 2})
+    assert quick.ok
+
+
+def test_sigterm_lets_a_running_stream_finish():
+    with running_shim() as url:
+        body = {"model": MODEL, "messages": LONG, "max_tokens": 120, "temperature": 0, "stream": True}
+        response = requests.post(url + "/v1/chat/completions", json=body, stream=True, timeout=60)
+        lines = response.iter_lines()
+        first = next(line for line in lines if line.startswith(b"data: {"))
+        assert json.loads(first[6:])["choices"][0]["delta"]["role"] == "assistant"
+        url.proc.send_signal(signal.SIGTERM)
+        rest = [line for line in lines if line]
+        finishes = [json.loads(line[6:])["choices"][0]["finish_reason"] for line in rest
+                    if line.startswith(b"data: {")]
+        assert rest[-1] == b"data: [DONE]" and finishes[-1] == "length"
+        assert url.proc.wait(30) == 0
+        with pytest.raises(requests.ConnectionError):
+            requests.get(url + "/health", timeout=2)
+
+
+def test_metrics_add_up_across_workers():
+    with running_shim(workers=2) as url:
+        for _ in range(6):
+            requests.post(url + "/v1/chat/completions", timeout=30,
+                          json={"model": MODEL, "messages": LONG, "max_tokens": 2}).raise_for_status()
+        text = requests.get(url + "/metrics", timeout=10).text
+        counted = re.search(r'shim_requests_total\{model="smollm2:135m",route="/v1/chat/completions",'
+                            r'status="200"\} (\S+)', text)
+        assert counted and float(counted.group(1)) == 6.0
+        tokens = re.search(r'shim_completion_tokens_total\{model="smollm2:135m"\} (\S+)', text)
+        assert float(tokens.group(1)) == 12.0
+        assert "shim_requests_in_flight" in text and "shim_open_streams" in text
