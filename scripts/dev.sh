@@ -15,6 +15,11 @@ case "$what" in
     exec .venv/bin/shim serve "$@" ;;
   test)
     .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
+    # The deployment tests run real nginx in front of shim; Debian's package, installed when missing.
+    if ! command -v nginx >/dev/null 2>&1 && ! [ -x /usr/sbin/nginx ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+      (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light || \
+       DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx) >/dev/null
+    fi
     exec .venv/bin/python -m pytest "$@" ;;
   *)
     echo "usage: sh scripts/dev.sh serve|test [args]" >&2; exit 2 ;;
