@@ -25,3 +25,10 @@ def shim_url():
     """A real shim (gunicorn, gevent worker, the embedded SmolLM2 model) on a free loopback port."""
     with running_shim(SEED_CONFIG) as url:
         yield url
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Say how many hostile-input cases were thrown at shim."""
+    from tests.test_hostile import CASES
+    if CASES["count"]:
+        terminalreporter.write_line(f"hostile input: {CASES['count']} malformed or adversarial requests sent")
