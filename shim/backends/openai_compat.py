@@ -37,7 +37,7 @@ class OpenAICompatBackend:
 
     def generate(self, request, cancel):
         """Yield Accepted, then the upstream's deltas as they arrive, then the Finish events."""
-        upstream.refuse(request, self.name, "context", "think")
+        upstream.refuse(request, self.name, "context", "think", *(() if request.raw else ("suffix",)))
         path, body = protocol.upstream_request(request)
         started = time.perf_counter_ns()
         endpoint, response = upstream.with_failover(self.pool, lambda e: self._open(e, path, body, request.model))
