@@ -15,8 +15,14 @@ accesslog = "-"
 access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms id=%({x-request-id}o)s'
 
 
+def child_exit(server, worker):
+    """Drop a dead worker's live gauges from the shared Prometheus figures."""
+    from prometheus_client import multiprocess
+    multiprocess.mark_process_dead(worker.pid)
+
+
 def as_dict():
     """The settings above, for gunicorn's application API."""
     names = ("worker_class", "worker_connections", "timeout", "graceful_timeout", "keepalive", "bind", "workers",
-             "accesslog", "access_log_format", "control_socket_disable")
+             "accesslog", "access_log_format", "control_socket_disable", "child_exit")
     return {name: globals()[name] for name in names}

@@ -22,18 +22,11 @@ class ShimServer(BaseApplication):
         self.cfg.set("bind", f"{self.settings.host}:{self.settings.port}")
         self.cfg.set("workers", self.settings.workers)
         self.cfg.set("graceful_timeout", self.settings.graceful_timeout)
-        self.cfg.set("child_exit", _child_exit)
 
     def load(self):
         """The WSGI app, built in the worker process."""
         from .app import create_app
         return create_app(self.settings)
-
-
-def _child_exit(server, worker):
-    """Drop a dead worker's live gauges from the shared Prometheus figures."""
-    from prometheus_client import multiprocess
-    multiprocess.mark_process_dead(worker.pid)
 
 
 def serve(settings):
