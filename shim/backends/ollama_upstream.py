@@ -3,40 +3,29 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import time
 
 import httpx
 import ollama
 
 from .. import generation as g
-from ..errors import ShimError, UpstreamError
+from ..errors import UpstreamError
 from ..protocols import ollama as protocol
 from . import toolcalls, upstream
 
 _STREAM_ERRORS = (httpx.HTTPError, ollama.ResponseError, ValueError, KeyError, TypeError)
 
 
-class OllamaBackend:
+class OllamaBackend(upstream.UpstreamBackend):
     """Streams every generation from an Ollama instance, token by token."""
 
     def __init__(self, config):
-        self.name = config.name
-        self.pool = upstream.EndpointPool(config.urls)
+        super().__init__(config)
         headers = dict(config.headers)
         if config.api_key:
             headers["Authorization"] = f"Bearer {config.api_key}"
         timeout = httpx.Timeout(config.read_timeout, connect=config.connect_timeout)
         self.clients = {e.url: ollama.Client(host=e.url, timeout=timeout, headers=headers)
                         for e in self.pool.endpoints}
-        self._models = upstream.ModelListCache(self._fetch_models, name=config.name)
-
-    def models(self):
-        """The instance's model list (cached briefly)."""
-        return self._models.get()
-
-    def has_model(self, name):
-        """Whether the instance lists name."""
-        return any(m.name == name for m in self.models())
 
     def generate(self, request, cancel):
         """Yield Accepted, then Ollama's parts as events; n choices are n requests."""
@@ -101,14 +90,6 @@ class OllamaBackend:
             return [{"status": "success"}]
         parts = result if kwargs.get("stream") else [result]
         return (p.model_dump(exclude_none=True) for p in parts)
-
-    def check(self):
-        """Whether an endpoint answers now."""
-        try:
-            self._fetch_models()
-            return True
-        except ShimError:
-            return False
 
     def close(self):
         """Close pooled connections."""

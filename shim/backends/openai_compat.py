@@ -7,33 +7,22 @@ import time
 import requests
 
 from .. import generation as g
-from ..errors import ShimError, UpstreamError
+from ..errors import UpstreamError
 from ..protocols import openai as protocol
 from ..streaming import parse_sse
 from . import upstream
 
 
-class OpenAICompatBackend:
+class OpenAICompatBackend(upstream.UpstreamBackend):
     """Streams every generation from an OpenAI-compatible upstream and reads its SSE into events."""
 
     def __init__(self, config):
-        self.name = config.name
-        self.config = config
-        self.pool = upstream.EndpointPool(config.urls)
+        super().__init__(config)
         self.session = requests.Session()
         self.session.headers.update({"User-Agent": "shim", **config.headers})
         if config.api_key:
             self.session.headers["Authorization"] = f"Bearer {config.api_key}"
         self.timeout = (config.connect_timeout, config.read_timeout)
-        self._models = upstream.ModelListCache(self._fetch_models, name=config.name)
-
-    def models(self):
-        """The upstream's model list (cached briefly)."""
-        return self._models.get()
-
-    def has_model(self, name):
-        """Whether the upstream lists name."""
-        return any(m.name == name for m in self.models())
 
     def generate(self, request, cancel):
         """Yield Accepted, then the upstream's deltas as they arrive, then the Finish events."""
@@ -68,14 +57,6 @@ class OpenAICompatBackend:
         except (KeyError, TypeError) as err:
             raise UpstreamError(f"{self.name} sent an embeddings answer shim cannot read: {err!r}") from err
         return g.Embeddings(vectors, tokens, time.perf_counter_ns() - started)
-
-    def check(self):
-        """Whether at least one endpoint answers /models now."""
-        try:
-            self._fetch_models()
-            return True
-        except ShimError:
-            return False
 
     def close(self):
         """Close pooled connections."""

@@ -87,6 +87,34 @@ class Retryable(Exception):
         self.error = error
 
 
+class UpstreamBackend:
+    """What both upstream backends share: a name, an endpoint pool, a cached model list, a readiness check."""
+
+    def __init__(self, config):
+        self.name = config.name
+        self.pool = EndpointPool(config.urls)
+        self._models = ModelListCache(self._fetch_models, name=config.name)
+
+    def _fetch_models(self):
+        raise NotImplementedError
+
+    def models(self):
+        """The upstream's model list (cached briefly)."""
+        return self._models.get()
+
+    def has_model(self, name):
+        """Whether the upstream lists name."""
+        return any(m.name == name for m in self.models())
+
+    def check(self):
+        """Whether an endpoint answers now."""
+        try:
+            self._fetch_models()
+            return True
+        except ShimError:
+            return False
+
+
 class ModelListCache:
     """A backend's model list, fetched live and kept for `ttl` seconds; a failure lists nothing."""
 
