@@ -8,9 +8,14 @@ SSE_DONE = b"data: [DONE]\n\n"
 SSE_PING = b": ping\n\n"
 
 
+_LINE_BREAKERS = str.maketrans({"\u2028": "\\u2028", "\u2029": "\\u2029", "\u0085": "\\u0085"})
+
+
 def dumps(obj):
-    """Compact JSON text, as both protocols write it."""
-    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
+    """Compact JSON text, as both protocols write it, with no character a line reader could split on."""
+    # Python's str.splitlines (which httpx's line reader uses) breaks at U+2028, U+2029 and U+0085; inside
+    # JSON strings they may be written escaped, so they are.
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).translate(_LINE_BREAKERS)
 
 
 def sse_frame(obj):

@@ -171,7 +171,8 @@ def test_envelope_success_and_error(client):
 
 def test_models_lists(client):
     assert client.get("/v1/models").get_json()["data"][0]["id"] == "fake-model"
-    assert client.get("/v1/models/alias").get_json()["id"] == "fake-model"
+    assert client.get("/v1/models/alias").get_json()["id"] == "alias"
+    assert client.get("/v1/models/fake-model:latest").get_json()["id"] == "fake-model"
     assert client.get("/v1/models/nope").status_code == 404
     assert client.get("/api/tags").get_json()["models"][0]["name"] == "fake-model"
     assert client.get("/api/ps").get_json()["models"][0]["name"] == "fake-model"

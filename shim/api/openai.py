@@ -86,10 +86,11 @@ def list_models():
 def get_model(name):
     """One model, by any name it answers to."""
     router = common.services().router
-    backend, target = router.resolve(name)
-    info = next((m for m in backend.models() if m.name == target), None)
-    if info is None:
-        return jsonify(protocol.render_model(g.ModelInfo(name=name, backend=backend.name)))
+    listed = {m.name: m for m in router.models()}
+    if name in listed:
+        return jsonify(protocol.render_model(listed[name]))
+    backend, target = router.resolve(name)  # an unlisted spelling (smollm2:latest) answers as the model it means
+    info = listed.get(target) or g.ModelInfo(name=target, backend=backend.name)
     return jsonify(protocol.render_model(info))
 
 

@@ -36,27 +36,38 @@ class OllamaBackend(upstream.UpstreamBackend):
             schema = toolcalls.forced_schema(request.tools, request.tool_choice)
             request = dataclasses.replace(request, response_format=g.ResponseFormat("json_schema", schema),
                                           tool_choice="none")
+        opened = self._open_choice(request, 0)
         yield g.Accepted()
         for index in range(request.n):
             if cancel.is_set():
                 return
-            events = self._choice(request, index, cancel)
+            events = self._stream(opened if index == 0 else self._open_choice(request, index), index, cancel)
             yield from (_as_tool_call(events, request, index) if forced else events)
 
-    def _choice(self, request, index, cancel):
+    def _open_choice(self, request, index):
+        """(endpoint, first part, the rest) of one choice's call, failing over before anything is read."""
         method, kwargs = protocol.upstream_call(request, seed_offset=index)
         endpoint, (first, parts) = upstream.with_failover(self.pool, lambda e: self._open(e, method, kwargs, request))
+        return endpoint, first, parts
+
+    def _stream(self, opened, index, cancel):
+        endpoint, first, parts = opened
         reader = protocol.UpstreamReader(index, toolcalls.new_call_id)
+        done = False
         with self.pool.use(endpoint):
             try:
                 for part in _prepend(first, parts):
                     if cancel.is_set():
                         return
-                    yield from reader.events(part.model_dump(exclude_none=True))
+                    data = part.model_dump(exclude_none=True)
+                    done = done or bool(data.get("done"))
+                    yield from reader.events(data)
             except _STREAM_ERRORS as err:
                 raise UpstreamError(f"{self.name} broke off the stream: {_describe(err)}") from err
             finally:
                 parts.close()
+        if not done:
+            raise UpstreamError(f"{self.name} ended the stream before it was done")
 
     def _open(self, endpoint, method, kwargs, request):
         """Start the streaming call and read its first part, so failures before any output can fail over."""
@@ -67,6 +78,8 @@ class OllamaBackend(upstream.UpstreamBackend):
             raise upstream.error_for_status(err.status_code, err.error, self.name, request.model) from err
         except (ConnectionError, httpx.TransportError) as err:
             raise upstream.unreachable(self.name, err) from err
+        except (httpx.HTTPError, ValueError) as err:
+            raise UpstreamError(f"{self.name} sent an answer shim cannot read: {_describe(err)}") from err
 
     def load(self, name, keep_alive=None):
         """Load (or with keep_alive 0 unload) a model on the instance."""

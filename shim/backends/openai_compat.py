@@ -18,6 +18,7 @@ class OpenAICompatBackend(upstream.UpstreamBackend):
 
     def __init__(self, config):
         super().__init__(config)
+        self.config_key = config.api_key
         self.session = requests.Session()
         self.session.headers.update({"User-Agent": "shim", **config.headers})
         if config.api_key:
@@ -33,15 +34,18 @@ class OpenAICompatBackend(upstream.UpstreamBackend):
         with self.pool.use(endpoint), response:
             yield g.Accepted()
             reader = protocol.UpstreamReader()
-            first = None
+            first, complete = None, False
             for data in parse_sse(self._lines(response)):
                 if cancel.is_set():
                     return
                 if data.strip() == "[DONE]":
+                    complete = True
                     break
                 for event in self._read(reader, data):
                     first = first or time.perf_counter_ns()
                     yield event
+            if not complete and not reader.reasons:
+                raise UpstreamError(f"{self.name} ended its answer without finishing it (no [DONE], no finish_reason)")
             now = time.perf_counter_ns()
             first = first or now
             yield from reader.end(g.Timings(now - started, 0, first - started, now - first))
@@ -69,7 +73,8 @@ class OpenAICompatBackend(upstream.UpstreamBackend):
             raise upstream.unreachable(self.name, err) from err
         if response.status_code >= 400:
             with response:
-                raise upstream.error_for_status(response.status_code, _error_text(response), self.name, model)
+                message = upstream.scrub(_error_text(response), self.config_key)
+                raise upstream.error_for_status(response.status_code, message, self.name, model)
         return response
 
     def _post_json(self, endpoint, path, body, model):
@@ -81,8 +86,10 @@ class OpenAICompatBackend(upstream.UpstreamBackend):
 
     def _lines(self, response):
         try:
-            for line in response.iter_lines(decode_unicode=True):
-                yield line if line is not None else ""
+            # Bytes, split only at CR/LF, then UTF-8: an SSE stream is UTF-8 whatever its Content-Type says, and a
+            # U+2028 inside a JSON string must not end a line.
+            for line in response.iter_lines():
+                yield line.decode("utf-8", errors="replace")
         except requests.RequestException as err:
             raise UpstreamError(f"{self.name} broke off the stream: {type(err).__name__}") from err
 
@@ -103,7 +110,8 @@ class OpenAICompatBackend(upstream.UpstreamBackend):
             except requests.RequestException as err:
                 raise upstream.unreachable(self.name, err) from err
             if response.status_code >= 400:
-                raise upstream.error_for_status(response.status_code, _error_text(response), self.name)
+                raise upstream.error_for_status(response.status_code,
+                                                upstream.scrub(_error_text(response), self.config_key), self.name)
             return response.json()
         try:
             _, data = upstream.with_failover(self.pool, attempt)

@@ -137,7 +137,11 @@ class ModelListCache:
 def error_for_status(status, message, backend, model=None):
     """The shim error an upstream HTTP status stands for; 5xx and 429 are retryable on another endpoint."""
     text = f"{backend}: {message}"
-    if status == 404 and model and "not found" in message.lower():
+    if status < 100:  # the ollama client's code for an error that arrived inside a stream
+        return UpstreamError(text)
+    lowered = message.lower()
+    if status == 404 and model and ("not found" in lowered or "does not exist" in lowered
+                                    or "model_not_found" in lowered):
         return ModelNotFound(model)
     if status in (400, 422):
         return InvalidRequest(text)
@@ -150,6 +154,13 @@ def error_for_status(status, message, backend, model=None):
     if status in (401, 403):
         return UpstreamError(f"{backend} refused shim's credentials ({status}): {message}")
     return UpstreamError(f"{backend} answered {status}: {message}")
+
+
+def scrub(message, secret):
+    """The message without the secret in it (upstreams sometimes echo the key they refused)."""
+    if secret and secret in message:
+        return message.replace(secret, "[redacted]")
+    return message
 
 
 def unreachable(backend, err):

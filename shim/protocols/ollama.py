@@ -464,5 +464,6 @@ class UpstreamReader:
 
 
 def _logprob_from_wire(item):
-    return g.TokenLogprob(item.get("token", ""), item.get("logprob", 0.0), tuple(item.get("bytes") or ()),
+    token = item.get("token", "")
+    return g.TokenLogprob(token, item.get("logprob", 0.0), tuple(item.get("bytes") or token.encode()),
                           tuple(_logprob_from_wire(t) for t in item.get("top_logprobs") or ()))
