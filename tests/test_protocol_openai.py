@@ -338,13 +338,20 @@ def test_parse_completion_defaults():
 
 
 def test_parse_completion_fields():
-    call = completion(prompt=["Once"], max_tokens=5, suffix="end", echo=True, logprobs=3, stop=["\n"], n=2,
+    call = completion(prompt=["Once"], max_tokens=5, suffix="end", echo=False, logprobs=3, stop=["\n"], n=2,
                       temperature=1.5, stream=True, stream_options={"include_usage": True})
     r = call.request
     assert (r.prompt, r.max_tokens, r.suffix, r.logprobs, r.top_logprobs, r.stop, r.n) == (
         "Once", 5, "end", True, 3, ("\n",), 2)
     assert r.sampling.temperature == 1.5
-    assert (call.echo, call.stream, call.include_usage) == (True, True, True)
+    assert (call.echo, call.stream, call.include_usage) == (False, True, True)
+    assert completion(echo=True).echo is True
+
+
+def test_parse_completion_echo_with_logprobs_is_refused():
+    with pytest.raises(Unsupported) as refused:
+        completion(echo=True, logprobs=1)
+    assert refused.value.param == "echo"
 
 
 def test_parse_completion_logprobs_zero_means_sampled_token_only():

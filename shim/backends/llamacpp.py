@@ -266,7 +266,10 @@ class _Run:
         tools_on = bool(request.tools) and request.tool_choice != "none"
         forced = tools_on and request.tool_choice not in (None, "auto")
         schema = toolcalls.forced_schema(request.tools, request.tool_choice) if forced else None
-        sampler = sampling.build(llm, request.sampling, request.response_format, index, schema)
+        # With tool_choice auto, the model may answer in prose; once it opens a JSON object, that is a call and
+        # is held to the tools' schemas (so strict functions get valid arguments).
+        lazy = toolcalls.forced_schema(request.tools, "required") if tools_on and not forced else None
+        sampler = sampling.build(llm, request.sampling, request.response_format, index, schema, lazy)
         try:
             prefill_started = time.perf_counter_ns()
             sampling.prefill(llm, tokens)

@@ -19,12 +19,16 @@ def _value(sampling, name):
     return DEFAULTS[name] if value is None else value
 
 
-def build(llm, sampling, response_format, index=0, schema=None):
-    """A sampler chain for one sequence: bias, penalties, grammar, then greedy or the random pipeline."""
+def build(llm, sampling, response_format, index=0, schema=None, lazy_schema=None):
+    """A sampler chain for one sequence: bias, penalties, grammar, then greedy or the random pipeline.
+
+    schema constrains the whole output; lazy_schema only what follows the output's first "{".
+    """
     import llama_cpp
     from llama_cpp._internals import LlamaSampler
 
-    grammar = _grammar_sampler(llm, response_format, schema)
+    grammar = _grammar_sampler(llm, response_format, schema) if lazy_schema is None else \
+        _lazy_grammar_sampler(llm, lazy_schema)
     chain = LlamaSampler()
     n_vocab = llm.n_vocab()
     if sampling.logit_bias:
@@ -73,6 +77,27 @@ def _grammar_sampler(llm, response_format, schema):
                                                    grammar._root.encode())
     if not sampler:
         raise Unsupported("the JSON schema cannot be turned into a grammar", param="response_format")
+    return sampler
+
+
+# llama.cpp full-matches this against the text generated so far; the group marks where the grammar takes over.
+LAZY_TRIGGER = r"\s*(\{[\s\S]*)"
+
+
+def _lazy_grammar_sampler(llm, schema):
+    """A grammar that waits until the output opens a JSON object, then holds it to the schema."""
+    import ctypes
+
+    import llama_cpp
+    from llama_cpp.llama_grammar import LlamaGrammar
+
+    grammar = LlamaGrammar.from_json_schema(json.dumps(schema), verbose=False)
+    patterns = (ctypes.c_char_p * 1)(LAZY_TRIGGER.encode())
+    sampler = llama_cpp.llama_sampler_init_grammar_lazy_patterns(
+        llm._model.vocab, grammar._grammar.encode(), grammar._root.encode(), patterns, 1,
+        (llama_cpp.llama_token * 0)(), 0)
+    if not sampler:
+        raise Unsupported("the tools' parameter schemas cannot be turned into a grammar", param="tools")
     return sampler
 
 

@@ -72,6 +72,9 @@ def parse_completion(body) -> Call:
     if best_of not in (None, 1) and best_of != f.get(body, "n", int, default=1):
         raise Unsupported("'best_of' other than n is not supported", param="best_of")
     logprobs = f.in_range(f.get(body, "logprobs", int), "logprobs", 0, 5)
+    if logprobs is not None and body.get("echo") is True:
+        raise Unsupported("'echo' with 'logprobs' is not supported: shim does not compute the prompt tokens' "
+                          "log probabilities", param="echo")
     request = g.GenerationRequest(
         model=_model(body),
         prompt=prompt,
@@ -322,8 +325,8 @@ def _logprobs(items):
             "refusal": None}
 
 
-def _legacy_logprobs(items):
-    offsets, at = [], 0
+def _legacy_logprobs(items, at=0):
+    offsets = []
     for lp in items:
         offsets.append(at)
         at += len(lp.token)
@@ -393,19 +396,30 @@ class ChatStream:
 
 
 class CompletionStream(ChatStream):
-    """Turns events into legacy text_completion chunks."""
+    """Turns events into legacy text_completion chunks; with echo, each choice starts with the prompt."""
 
     object = "text_completion"
 
+    def __init__(self, *, prefix="", **meta):
+        super().__init__(**meta)
+        self.prefix = prefix
+        self._offsets = {}
+
     def chunks(self, event):
         """The chunks (zero or more) that carry one event."""
+        if not isinstance(event, (g.Finish, g.TextDelta)):
+            return []
+        chunks = []
+        if event.index not in self._offsets:
+            self._offsets[event.index] = len(self.prefix)
+            if self.prefix:
+                chunks.append(self._text_chunk(event.index, self.prefix))
         if isinstance(event, g.Finish):
             self._finishes.append(event)
-            return [self._text_chunk(event.index, "", finish=event.reason)]
-        if isinstance(event, g.TextDelta):
-            logprobs = _legacy_logprobs(event.logprobs) if event.logprobs else None
-            return [self._text_chunk(event.index, event.text, logprobs=logprobs)]
-        return []
+            return chunks + [self._text_chunk(event.index, "", finish=event.reason)]
+        logprobs = _legacy_logprobs(event.logprobs, self._offsets[event.index]) if event.logprobs else None
+        self._offsets[event.index] += len(event.text)
+        return chunks + [self._text_chunk(event.index, event.text, logprobs=logprobs)]
 
     def _text_chunk(self, index, text, finish=None, logprobs=None):
         chunk = {**self._base(), "choices": [{"index": index, "text": text, "logprobs": logprobs,

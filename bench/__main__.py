@@ -1,0 +1,19 @@
+"""python -m bench local|concurrency|proxy|streams|all: run benchmarks, print markdown tables."""
+import platform
+import sys
+import time
+
+
+def main(which):
+    from . import local, proxy, streams
+    benches = {"local": local.single, "concurrency": local.concurrent, "proxy": proxy.run, "streams": streams.run}
+    chosen = list(benches) if which == "all" else [which]
+    print(f"<!-- {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {platform.processor() or platform.machine()}, "
+          f"python {platform.python_version()} -->")
+    for name in chosen:
+        print(f"\n### {name}\n")
+        print(benches[name]())
+
+
+if __name__ == "__main__":
+    main(sys.argv[1] if len(sys.argv) > 1 else "all")

@@ -1,0 +1,86 @@
+"""Benchmarks 1 and 2: the local runtime, one stream against llama-cpp-python itself, then concurrent clients."""
+import os
+import threading
+import time
+
+from .common import MODEL, PROMPT, median, running_shim, time_ndjson, time_sse
+
+TOKENS = 128
+
+
+def direct(runs):
+    """llama-cpp-python's own streaming chat completion on the same model, prompt and settings."""
+    from llama_cpp import Llama
+
+    from shim.backends.llamacpp import embedded_model_path
+    llm = Llama(model_path=embedded_model_path(), n_ctx=4096, n_threads=os.cpu_count(), verbose=False)
+    results = []
+    for _ in range(runs + 1):
+        started = time.perf_counter()
+        first = last = None
+        tokens = 0
+        for chunk in llm.create_chat_completion(PROMPT, temperature=0, max_tokens=TOKENS, stream=True):
+            if chunk["choices"][0]["delta"].get("content"):
+                last = time.perf_counter()
+                first = first or last
+                tokens += 1
+        results.append((first - started, last - started, tokens))
+    llm.close()
+    return results[1:]  # the first run warms the caches up
+
+
+def through_shim(url, runs):
+    """The same through shim's SSE and NDJSON streams."""
+    sse_body = {"model": MODEL, "messages": PROMPT, "max_tokens": TOKENS, "temperature": 0, "stream": True}
+    ndjson_body = {"model": MODEL, "messages": PROMPT, "options": {"num_predict": TOKENS, "temperature": 0}}
+    time_sse(url + "/v1/chat/completions", sse_body)
+    sse = [time_sse(url + "/v1/chat/completions", sse_body) for _ in range(runs)]
+    ndjson = [time_ndjson(url + "/api/chat", ndjson_body) for _ in range(runs)]
+    return sse, ndjson
+
+
+def summary(results):
+    """(median tokens/s end to end, median decode tokens/s, median TTFT ms, tokens)."""
+    return (median([n / last for _, last, n in results]), median([(n - 1) / (last - first) for first, last, n in results]),
+            median([first * 1000 for first, _, _ in results]), results[0][2])
+
+
+def single(runs=5):
+    """Benchmark 1 as a markdown table."""
+    rows = {"llama-cpp-python, direct": summary(direct(runs))}
+    with running_shim() as url:
+        sse, ndjson = through_shim(url, runs)
+    rows["shim, OpenAI SSE"] = summary(sse)
+    rows["shim, Ollama NDJSON"] = summary(ndjson)
+    base = rows["llama-cpp-python, direct"]
+    lines = ["| path | tokens | tokens/s (end to end) | decode tokens/s | time to first token | ratio to direct |",
+             "|---|---|---|---|---|---|"]
+    for name, (e2e, decode, ttft, n) in rows.items():
+        lines.append(f"| {name} | {n} | {e2e:.1f} | {decode:.1f} | {ttft:.0f} ms | {e2e / base[0]:.2f}× |")
+    return "\n".join(lines)
+
+
+def concurrent(clients_list=(1, 4, 8)):
+    """Benchmark 2 as a markdown table."""
+    body = {"model": MODEL, "messages": PROMPT, "max_tokens": TOKENS, "temperature": 0, "stream": True}
+    lines = ["| clients | aggregate tokens/s | TTFT p50 | TTFT max | streams complete |", "|---|---|---|---|---|"]
+    with running_shim() as url:
+        time_sse(url + "/v1/chat/completions", body)
+        for clients in clients_list:
+            results = [None] * clients
+
+            def run(i):
+                results[i] = time_sse(url + "/v1/chat/completions", body)
+            threads = [threading.Thread(target=run, args=(i,)) for i in range(clients)]
+            started = time.perf_counter()
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            wall = time.perf_counter() - started
+            tokens = sum(r[2] for r in results)
+            ttfts = sorted(r[0] for r in results)
+            complete = sum(1 for r in results if r[2] == TOKENS)
+            lines.append(f"| {clients} | {tokens / wall:.1f} | {median(ttfts) * 1000:.0f} ms | "
+                         f"{ttfts[-1] * 1000:.0f} ms | {complete}/{clients} |")
+    return "\n".join(lines)

@@ -1,0 +1,56 @@
+"""Benchmark 4: how many slow SSE streams one worker holds, and the memory each costs."""
+import asyncio
+import json
+import resource
+
+from .common import instant_upstream, rss_kb, running_shim
+
+BODY = json.dumps({"model": "instant", "messages": [{"role": "user", "content": "hi"}], "stream": True}).encode()
+
+
+async def open_stream(port, opened, done):
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                 b"Content-Length: " + str(len(BODY)).encode() + b"\r\n\r\n" + BODY)
+    await writer.drain()
+    await reader.readuntil(b"data: ")
+    opened.append(1)
+    try:
+        body = await reader.readuntil(b"data: [DONE]")
+        done.append(body.count(b'"content"'))
+    finally:
+        writer.close()
+
+
+async def hold(port, count, worker_pid):
+    opened, done = [], []
+    tasks = [asyncio.create_task(open_stream(port, opened, done)) for _ in range(count)]
+    while len(opened) < count:
+        await asyncio.sleep(0.2)
+    rss = rss_kb(worker_pid)
+    await asyncio.gather(*tasks)
+    return rss, len(done), min(done)
+
+
+def worker_pid(master_pid):
+    with open(f"/proc/{master_pid}/task/{master_pid}/children") as fh:
+        return int(fh.read().split()[0])
+
+
+def run(counts=(1, 1000)):
+    """Benchmark 4 as a markdown table."""
+    resource.setrlimit(resource.RLIMIT_NOFILE, (65536, 65536))
+    lines = ["| open SSE streams | worker RSS | per stream | streams completed |", "|---|---|---|---|"]
+    # Each upstream chunk comes 1 s after the last: 18 chunks, so every stream stays open about 18 s.
+    with instant_upstream(delay=1.0) as up:
+        config = (f'embedded_model = false\nlog_level = "warning"\n[backends.oa]\ntype = "openai"\n'
+                  f'url = "http://127.0.0.1:{up}/v1"\nmodels = ["instant"]\n')
+        with running_shim(config) as url:
+            port = int(url.rsplit(":", 1)[1])
+            pid = worker_pid(url.proc.pid)
+            base = rss_kb(pid)
+            for count in counts:
+                rss, completed, least = asyncio.run(hold(port, count, pid))
+                lines.append(f"| {count} | {rss / 1024:.1f} MiB | {(rss - base) / count:.1f} KiB | "
+                             f"{completed}/{count} (each ≥ {least} tokens) |")
+    return "\n".join(lines)

@@ -1,0 +1,768 @@
+"""OpenAICompatBackend against a mocked OpenAI-compatible upstream (the `responses` library): the exact requests
+it sends, how it reads SSE into events, how upstream failures map to shim errors, failover and model lists."""
+import base64
+import io
+import json
+import logging
+
+import pytest
+import requests
+import responses
+
+from shim import generation as g
+from shim.backends import upstream
+from shim.backends.openai_compat import OpenAICompatBackend
+from shim.config import BackendConfig
+from shim.errors import (BackendUnavailable, InvalidRequest, ModelNotFound, ServerBusy, ShimError, Unsupported,
+                         UpstreamError)
+from shim.protocols import openai as protocol
+from shim.streaming import parse_sse
+
+URL_A = "http://up-a.test/v1"
+URL_B = "http://up-b.test/v1"
+KEY = "sk-test-SECRET-0123456789abcdef"
+HI = (g.Message("user", "hi"),)
+PNG = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR"
+WEATHER = g.Tool("get_weather", "Weather of a city",
+                 {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]})
+TIME = g.Tool("get_time", "The time now", {"type": "object", "properties": {}})
+
+
+@pytest.fixture
+def rsps():
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
+        yield mock
+
+
+def make_backend(urls=(URL_A,), api_key=KEY, headers=None):
+    return OpenAICompatBackend(BackendConfig(name="up", type="openai", urls=tuple(urls), api_key=api_key,
+                                             headers={"X-Org": "acme"} if headers is None else headers))
+
+
+def chat(**fields):
+    fields.setdefault("messages", HI)
+    return g.GenerationRequest(model="m", **fields)
+
+
+def chunk(content=None, index=0, finish=None, tool_calls=None, role=None, logprobs=None):
+    delta = {}
+    if role:
+        delta["role"] = role
+    if content is not None:
+        delta["content"] = content
+    if tool_calls is not None:
+        delta["tool_calls"] = tool_calls
+    choice = {"index": index, "delta": delta, "finish_reason": finish}
+    if logprobs is not None:
+        choice["logprobs"] = logprobs
+    return {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1, "model": "m", "choices": [choice]}
+
+
+def usage_chunk(prompt, completion):
+    return {"id": "chatcmpl-1", "object": "chat.completion.chunk", "choices": [],
+            "usage": {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}}
+
+
+def sse_text(*objects, done=True):
+    return "".join(f"data: {json.dumps(o)}\n\n" for o in objects) + ("data: [DONE]\n\n" if done else "")
+
+
+def add_stream(mock, body, url=URL_A, path="/chat/completions", status=200,
+               content_type="text/event-stream; charset=utf-8"):
+    mock.add(responses.POST, url + path, body=body, status=status, content_type=content_type)
+
+
+def add_answer(mock, *pieces, url=URL_A, reason="stop", usage=(5, None)):
+    objects = [chunk(p, role="assistant" if i == 0 else None) for i, p in enumerate(pieces)]
+    objects.append(chunk(finish=reason))
+    objects.append(usage_chunk(usage[0], len(pieces) if usage[1] is None else usage[1]))
+    add_stream(mock, sse_text(*objects), url=url)
+
+
+def add_error(mock, status, message, url=URL_A, path="/chat/completions"):
+    mock.add(responses.POST, url + path, json={"error": {"message": message, "type": "x", "code": None}},
+             status=status)
+
+
+def run(backend, request, cancel=None):
+    return list(backend.generate(request, cancel or g.Cancel()))
+
+
+def sent(mock, i=-1):
+    return json.loads(mock.calls[i].request.body)
+
+
+def text_of(events):
+    return "".join(e.text for e in events if isinstance(e, g.TextDelta))
+
+
+def finishes(events):
+    return [e for e in events if isinstance(e, g.Finish)]
+
+
+class Breaking(io.BufferedReader):
+    """A response body that gives `data` (padded to whole 512-byte reads), then a reset connection."""
+
+    def __init__(self, data):
+        super().__init__(io.BytesIO(b""))
+        pad = -(len(data) + 4) % 512
+        self.data = data + b":" + b"x" * pad + b"\n\n\n"
+
+    def read(self, n=-1):
+        if self.data:
+            out, self.data = self.data[:n], self.data[n:]
+            return out
+        raise ConnectionResetError("connection reset by peer")
+
+
+# ---------------------------------------------------------------- the request sent upstream
+
+def test_minimal_chat_body_streams_with_usage(rsps):
+    add_answer(rsps, "ok")
+    run(make_backend(), chat())
+    assert rsps.calls[0].request.url == URL_A + "/chat/completions"
+    assert sent(rsps, 0) == {"model": "m", "stream": True, "stream_options": {"include_usage": True},
+                             "messages": [{"role": "user", "content": "hi"}]}
+
+
+def test_sampling_limits_stop_and_n_are_pinned(rsps):
+    add_answer(rsps, "ok")
+    sampling = g.Sampling(temperature=0.2, top_p=0.9, top_k=40, min_p=0.05, typical_p=0.8, seed=7, repeat_penalty=1.1,
+                          repeat_last_n=64, presence_penalty=0.5, frequency_penalty=-0.5,
+                          logit_bias={50256: -100.0, 7: 2.5})
+    run(make_backend(), chat(sampling=sampling, max_tokens=32, stop=("\n\n", "END"), n=2))
+    assert sent(rsps) == {
+        "model": "m", "stream": True, "stream_options": {"include_usage": True},
+        "temperature": 0.2, "top_p": 0.9, "seed": 7, "presence_penalty": 0.5, "frequency_penalty": -0.5,
+        "top_k": 40, "min_p": 0.05, "typical_p": 0.8, "repetition_penalty": 1.1, "max_tokens": 32,
+        "logit_bias": {"50256": -100.0, "7": 2.5}, "stop": ["\n\n", "END"], "n": 2,
+        "messages": [{"role": "user", "content": "hi"}],
+    }
+
+
+def test_zero_values_are_sent_not_dropped(rsps):
+    add_answer(rsps, "ok")
+    run(make_backend(), chat(sampling=g.Sampling(temperature=0.0, seed=0, presence_penalty=0.0)))
+    body = sent(rsps)
+    assert body["temperature"] == 0.0 and body["seed"] == 0 and body["presence_penalty"] == 0.0
+    assert "n" not in body and "stop" not in body and "logit_bias" not in body and "max_tokens" not in body
+
+
+def test_images_become_data_url_parts(rsps):
+    add_answer(rsps, "a cat")
+    run(make_backend(), chat(messages=(g.Message("user", "What is this?", images=(PNG, b"second")),)))
+    assert sent(rsps)["messages"] == [{"role": "user", "content": [
+        {"type": "text", "text": "What is this?"},
+        {"type": "image_url", "image_url": {"url": "data:image/png;base64," + base64.b64encode(PNG).decode()}},
+        {"type": "image_url", "image_url": {"url": "data:image/png;base64," + base64.b64encode(b"second").decode()}},
+    ]}]
+
+
+def test_tool_calls_and_tool_results_in_the_conversation(rsps):
+    add_answer(rsps, "18C in Paris")
+    call = g.ToolCall("call_1", "get_weather", '{"city": "Paris"}')
+    messages = (g.Message("system", "Be brief."), g.Message("user", "Weather in Paris?"),
+                g.Message("assistant", "", tool_calls=(call,)),
+                g.Message("tool", "18C", tool_call_id="call_1", name="get_weather"))
+    run(make_backend(), chat(messages=messages, tools=(WEATHER,)))
+    assert sent(rsps)["messages"] == [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Weather in Paris?"},
+        {"role": "assistant", "content": None, "tool_calls": [
+            {"id": "call_1", "type": "function",
+             "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}]},
+        {"role": "tool", "content": "18C", "tool_call_id": "call_1", "name": "get_weather"},
+    ]
+
+
+def test_assistant_text_with_tool_calls_keeps_its_text(rsps):
+    add_answer(rsps, "ok")
+    call = g.ToolCall("call_1", "get_time", "{}")
+    run(make_backend(), chat(messages=HI + (g.Message("assistant", "Let me look.", tool_calls=(call,)),)))
+    assert sent(rsps)["messages"][1]["content"] == "Let me look."
+
+
+@pytest.mark.parametrize("logprobs, top, expected", [
+    (True, 3, {"logprobs": True, "top_logprobs": 3}),
+    (True, 0, {"logprobs": True}),
+    (False, 0, {}),
+])
+def test_logprobs(rsps, logprobs, top, expected):
+    add_answer(rsps, "ok")
+    run(make_backend(), chat(logprobs=logprobs, top_logprobs=top))
+    body = sent(rsps)
+    assert {k: body[k] for k in ("logprobs", "top_logprobs") if k in body} == expected
+
+
+@pytest.mark.parametrize("fmt, expected", [
+    (g.ResponseFormat("json"), {"type": "json_object"}),
+    (g.ResponseFormat("json_schema", {"type": "object", "properties": {"age": {"type": "integer"}}}, "person"),
+     {"type": "json_schema", "json_schema": {"name": "person", "schema": {"type": "object", "properties": {
+         "age": {"type": "integer"}}}}}),
+    (g.ResponseFormat("json_schema", {"type": "object"}),
+     {"type": "json_schema", "json_schema": {"name": "response", "schema": {"type": "object"}}}),
+])
+def test_response_format(rsps, fmt, expected):
+    add_answer(rsps, "{}")
+    run(make_backend(), chat(response_format=fmt))
+    assert sent(rsps)["response_format"] == expected
+
+
+@pytest.mark.parametrize("choice, expected", [
+    (None, "auto"), ("auto", "auto"), ("none", "none"), ("required", "required"),
+    ("get_weather", {"type": "function", "function": {"name": "get_weather"}}),
+])
+def test_tools_and_tool_choice(rsps, choice, expected):
+    add_answer(rsps, "ok")
+    run(make_backend(), chat(tools=(WEATHER, TIME), tool_choice=choice))
+    body = sent(rsps)
+    assert body["tools"] == [
+        {"type": "function", "function": {"name": "get_weather", "description": "Weather of a city",
+                                          "parameters": dict(WEATHER.parameters)}},
+        {"type": "function", "function": {"name": "get_time", "description": "The time now",
+                                          "parameters": {"type": "object", "properties": {}}}},
+    ]
+    assert body["tool_choice"] == expected
+    assert "parallel_tool_calls" not in body
+
+
+def test_parallel_tool_calls_false_is_sent(rsps):
+    add_answer(rsps, "ok")
+    run(make_backend(), chat(tools=(WEATHER,), parallel_tool_calls=False))
+    assert sent(rsps)["parallel_tool_calls"] is False
+
+
+def test_no_tools_no_tool_fields(rsps):
+    add_answer(rsps, "ok")
+    run(make_backend(), chat(tool_choice="none"))
+    assert not {"tools", "tool_choice", "parallel_tool_calls", "response_format"} & set(sent(rsps))
+
+
+def test_raw_prompt_goes_to_legacy_completions(rsps):
+    add_stream(rsps, sse_text({"choices": [{"index": 0, "text": " a time", "finish_reason": None}]},
+                              {"choices": [{"index": 0, "text": "", "finish_reason": "length"}]}),
+               path="/completions")
+    events = run(make_backend(), g.GenerationRequest(model="m", prompt="Once upon", raw=True, suffix="The end.",
+                                                     max_tokens=5, logprobs=True, sampling=g.Sampling(seed=1)))
+    assert rsps.calls[0].request.url == URL_A + "/completions"
+    assert sent(rsps) == {"model": "m", "stream": True, "stream_options": {"include_usage": True}, "seed": 1,
+                          "max_tokens": 5, "prompt": "Once upon", "suffix": "The end.", "logprobs": 1}
+    assert text_of(events) == " a time" and finishes(events)[0].reason == "length"
+
+
+def test_raw_prompt_top_logprobs_is_the_legacy_integer(rsps):
+    add_stream(rsps, sse_text({"choices": [{"index": 0, "text": "x", "finish_reason": "stop"}]}), path="/completions")
+    run(make_backend(), g.GenerationRequest(model="m", prompt="p", raw=True, logprobs=True, top_logprobs=4))
+    assert sent(rsps)["logprobs"] == 4 and "messages" not in sent(rsps)
+
+
+def test_templated_prompt_goes_to_chat_with_system_and_images(rsps):
+    add_answer(rsps, "Arr")
+    run(make_backend(), g.GenerationRequest(model="m", prompt="Hi", system="You are a pirate.", images=(PNG,)))
+    body = sent(rsps)
+    assert rsps.calls[0].request.url == URL_A + "/chat/completions" and "prompt" not in body
+    assert body["messages"][0] == {"role": "system", "content": "You are a pirate."}
+    assert body["messages"][1]["role"] == "user"
+    assert body["messages"][1]["content"][0] == {"type": "text", "text": "Hi"}
+    assert body["messages"][1]["content"][1]["image_url"]["url"].startswith("data:image/png;base64,")
+
+
+@pytest.mark.parametrize("field, request_", [
+    ("context", g.GenerationRequest(model="m", prompt="go on", context=(1, 2, 3))),
+    ("think", chat(think=True)),
+])
+def test_fields_it_cannot_carry_are_refused_before_any_request(rsps, field, request_):
+    with pytest.raises(Unsupported) as err:
+        next(make_backend().generate(request_, g.Cancel()))
+    assert err.value.param == field and err.value.status == 400
+    assert len(rsps.calls) == 0
+
+
+def test_authorization_and_extra_headers(rsps):
+    add_answer(rsps, "ok")
+    rsps.add(responses.GET, URL_A + "/models", json={"data": []})
+    backend = make_backend()
+    run(backend, chat())
+    backend.models()
+    for call in rsps.calls:
+        headers = call.request.headers
+        assert headers["Authorization"] == f"Bearer {KEY}"
+        assert headers["X-Org"] == "acme" and headers["User-Agent"] == "shim"
+    assert rsps.calls[0].request.headers["Content-Type"] == "application/json"
+
+
+def test_no_api_key_no_authorization_header(rsps):
+    add_answer(rsps, "ok")
+    run(make_backend(api_key=None, headers={}), chat())
+    assert "Authorization" not in rsps.calls[0].request.headers
+
+
+def _fail_500(mock):
+    add_error(mock, 500, "internal failure")
+
+
+def _fail_400(mock):
+    add_error(mock, 400, "bad temperature")
+
+
+def _fail_429(mock):
+    add_error(mock, 429, "slow down")
+
+
+def _fail_unreachable(mock):
+    mock.add(responses.POST, URL_A + "/chat/completions", body=requests.ConnectionError("refused"))
+
+
+def _fail_garbage_event(mock):
+    add_stream(mock, "data: {not json\n\n")
+
+
+def _fail_in_stream(mock):
+    add_stream(mock, sse_text(chunk("a"), {"error": {"message": "overloaded"}}))
+
+
+def _fail_html_error(mock):
+    mock.add(responses.POST, URL_A + "/chat/completions", body="<html>Bad Gateway</html>", status=502,
+             content_type="text/html")
+
+
+@pytest.mark.parametrize("setup", [_fail_500, _fail_400, _fail_429, _fail_unreachable, _fail_garbage_event,
+                                   _fail_in_stream, _fail_html_error])
+def test_api_key_never_appears_in_errors_or_logs(rsps, caplog, setup):
+    caplog.set_level(logging.DEBUG)
+    setup(rsps)
+    with pytest.raises(ShimError) as err:
+        run(make_backend(), chat())
+    assert rsps.calls[0].request.headers["Authorization"] == f"Bearer {KEY}"
+    for text in (err.value.message, str(err.value), repr(err.value), caplog.text,
+                 *(str(r.args) for r in caplog.records)):
+        assert KEY not in text and KEY[3:] not in text
+
+
+def test_api_key_echoed_by_the_upstream_is_not_passed_on(rsps):
+    add_error(rsps, 401, f"Incorrect API key provided: {KEY}")
+    with pytest.raises(UpstreamError) as err:
+        run(make_backend(), chat())
+    assert "credentials" in err.value.message
+    assert KEY not in err.value.message
+
+
+# ---------------------------------------------------------------- SSE parsing
+
+def test_parse_sse_skips_comments_and_joins_multiline_data():
+    lines = [": hello", "", "", "event: message", "id: 3", "retry: 10", "data: one", "", ":ping",
+             "data: first", "data:second", "data:  third", "", "data", "", "data: tail"]
+    assert list(parse_sse(lines)) == ["one", "first\nsecond\n third", "", "tail"]
+
+
+def test_parse_sse_blank_lines_alone_yield_nothing():
+    assert list(parse_sse(["", "", ": c", ""])) == []
+
+
+def test_parse_sse_keeps_colons_in_the_value():
+    assert list(parse_sse(['data: {"a": "b:c"}', ""])) == ['{"a": "b:c"}']
+
+
+@pytest.mark.parametrize("newline", ["\n", "\r\n"])
+def test_stream_with_comments_fields_multiline_data_and_done(rsps, newline):
+    first = json.dumps(chunk("Hel", role="assistant"))
+    second = json.dumps(chunk("lo"), indent=1).split("\n")  # one event split over several data lines
+    lines = [": keep-alive", "", "", "event: message", "id: 1", f"data: {first}", "", ":ping", ""]
+    lines += [f"data: {part}" for part in second] + [""]
+    lines += ['data:{"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}', "", "data: [DONE]", "",
+              f"data: {json.dumps(chunk('IGNORED'))}", ""]
+    add_stream(rsps, newline.join(lines) + newline)
+    events = run(make_backend(), chat())
+    assert isinstance(events[0], g.Accepted)
+    assert text_of(events) == "Hello"
+    assert [(f.reason, f.usage) for f in finishes(events)] == [("stop", g.Usage(0, 2))]
+
+
+def test_missing_usage_counts_the_pieces(rsps):
+    add_stream(rsps, sse_text(chunk("a"), chunk("b"), chunk("c"), chunk(finish="length")))
+    events = run(make_backend(), chat())
+    assert finishes(events)[0].usage == g.Usage(0, 3) and finishes(events)[0].reason == "length"
+
+
+def test_text_deltas_finish_and_usage(rsps):
+    add_answer(rsps, "Hello", " there", "!", usage=(12, 3))
+    events = run(make_backend(), chat())
+    assert [type(e) for e in events] == [g.Accepted, g.TextDelta, g.TextDelta, g.TextDelta, g.Finish]
+    assert [e.text for e in events[1:4]] == ["Hello", " there", "!"]
+    finish = events[-1]
+    assert finish.reason == "stop" and finish.usage == g.Usage(12, 3) and finish.index == 0
+    assert finish.timings.total_ns >= finish.timings.eval_ns >= 0 and finish.timings.prompt_eval_ns >= 0
+
+
+def test_empty_content_and_role_only_chunks_yield_no_deltas(rsps):
+    add_stream(rsps, sse_text(chunk(role="assistant", content=""), chunk("x"), chunk(content=None),
+                              chunk(finish="stop")))
+    events = run(make_backend(), chat())
+    assert [e.text for e in events if isinstance(e, g.TextDelta)] == ["x"]
+
+
+def test_tool_call_fragments_are_assembled(rsps):
+    add_stream(rsps, sse_text(
+        chunk(role="assistant", tool_calls=[{"index": 0, "id": "call_abc", "type": "function",
+                                             "function": {"name": "get_weather", "arguments": ""}}]),
+        chunk(tool_calls=[{"index": 0, "function": {"arguments": '{"city": '}}]),
+        chunk(tool_calls=[{"index": 0, "function": {"arguments": '"Paris"}'}}]),
+        chunk(tool_calls=[{"index": 1, "id": "call_def", "type": "function",
+                           "function": {"name": "get_time", "arguments": "{}"}}]),
+        chunk(finish="tool_calls"),
+        usage_chunk(20, 9)))
+    events = run(make_backend(), chat(tools=(WEATHER, TIME)))
+    assert events[1:] == [
+        g.ToolCallDelta(g.ToolCall("call_abc", "get_weather", '{"city": "Paris"}'), 0, 0),
+        g.ToolCallDelta(g.ToolCall("call_def", "get_time", "{}"), 0, 1),
+        g.Finish("tool_calls", 0, g.Usage(20, 9), events[-1].timings),
+    ]
+
+
+def test_tool_call_without_id_or_arguments_gets_defaults_and_stop_becomes_tool_calls(rsps):
+    add_stream(rsps, sse_text(chunk(tool_calls=[{"index": 0, "function": {"name": "get_time"}}]),
+                              chunk(finish="stop")))
+    events = run(make_backend(), chat(tools=(TIME,)))
+    assert events[1] == g.ToolCallDelta(g.ToolCall("call_0_0", "get_time", "{}"), 0, 0)
+    assert events[2].reason == "tool_calls"
+
+
+def test_several_choices_are_kept_apart_and_usage_counted_once(rsps):
+    add_stream(rsps, sse_text(chunk("a", index=0), chunk("b", index=1), chunk("c", index=0),
+                              chunk(finish="stop", index=1), chunk(finish="length", index=0), usage_chunk(4, 3)))
+    events = run(make_backend(), chat(n=2))
+    choices = g.collect(events)
+    assert [(c.index, c.text, c.finish.reason) for c in choices] == [(0, "ac", "length"), (1, "b", "stop")]
+    assert g.total_usage(choices) == g.Usage(4, 3)
+
+
+def test_chat_logprobs_are_read(rsps):
+    logprobs = {"content": [{"token": "Hi", "logprob": -0.1, "bytes": [72, 105], "top_logprobs": [
+        {"token": "Hi", "logprob": -0.1, "bytes": [72, 105]}, {"token": "Hey", "logprob": -2.5}]}]}
+    add_stream(rsps, sse_text(chunk("Hi", logprobs=logprobs), chunk(finish="stop")))
+    delta = run(make_backend(), chat(logprobs=True, top_logprobs=2))[1]
+    assert delta.logprobs == (g.TokenLogprob("Hi", -0.1, (72, 105), (
+        g.TokenLogprob("Hi", -0.1, (72, 105)), g.TokenLogprob("Hey", -2.5, ()))),)
+
+
+def test_legacy_logprobs_are_read(rsps):
+    add_stream(rsps, sse_text({"choices": [{"index": 0, "text": "ab", "finish_reason": None, "logprobs": {
+        "tokens": ["a", "b"], "token_logprobs": [-0.5, -1.0], "top_logprobs": [{"a": -0.5}, {"b": -1.0, "c": -2.0}],
+        "text_offset": [0, 1]}}]}), path="/completions")
+    delta = run(make_backend(), g.GenerationRequest(model="m", prompt="p", raw=True, logprobs=True))[1]
+    assert delta.text == "ab"
+    assert delta.logprobs == (
+        g.TokenLogprob("a", -0.5, (97,), (g.TokenLogprob("a", -0.5, (97,)),)),
+        g.TokenLogprob("b", -1.0, (98,), (g.TokenLogprob("b", -1.0, (98,)), g.TokenLogprob("c", -2.0, (99,)))))
+
+
+def test_cancel_stops_reading(rsps):
+    add_answer(rsps, "a", "b", "c")
+    cancel = g.Cancel()
+    events = []
+    for event in make_backend().generate(chat(), cancel):
+        events.append(event)
+        if isinstance(event, g.TextDelta):
+            cancel.set()
+    assert text_of(events) == "a" and not finishes(events)
+
+
+def test_utf8_text_without_a_charset_is_read_as_utf8(rsps):
+    add_stream(rsps, sse_text(chunk("café ✓ 日本"), chunk(finish="stop")).replace("\\u00e9", "é")
+               .replace("\\u2713", "✓").replace("\\u65e5\\u672c", "日本").encode(), content_type="text/event-stream")
+    assert text_of(run(make_backend(), chat())) == "café ✓ 日本"
+
+
+def test_unicode_line_separators_inside_json_do_not_split_events(rsps):
+    text = "one\u2028two\u2029three\x85four"
+    body = "data: " + json.dumps(chunk(text), ensure_ascii=False) + "\n\n" + sse_text(chunk(finish="stop"))
+    add_stream(rsps, body.encode())
+    assert text_of(run(make_backend(), chat())) == text
+
+
+# ---------------------------------------------------------------- errors
+
+def test_upstream_500_is_an_upstream_error_before_anything_is_yielded(rsps):
+    add_error(rsps, 500, "CUDA out of memory")
+    with pytest.raises(UpstreamError) as err:
+        next(make_backend().generate(chat(), g.Cancel()))
+    assert err.value.status == 502 and err.value.code == "upstream_error"
+    assert "500" in err.value.message and "CUDA out of memory" in err.value.message
+
+
+@pytest.mark.parametrize("status", [400, 422])
+def test_upstream_400_is_invalid_request_carrying_its_message(rsps, status):
+    add_error(rsps, status, "'temperature' must be at most 2")
+    with pytest.raises(InvalidRequest) as err:
+        run(make_backend(), chat())
+    assert err.value.status == 400 and "'temperature' must be at most 2" in err.value.message
+    assert len(rsps.calls) == 1
+
+
+def test_upstream_413_keeps_its_status(rsps):
+    add_error(rsps, 413, "too large")
+    with pytest.raises(InvalidRequest) as err:
+        run(make_backend(), chat())
+    assert err.value.status == 413
+
+
+def test_upstream_429_is_server_busy_with_retry_after(rsps):
+    add_error(rsps, 429, "rate limited")
+    with pytest.raises(ServerBusy) as err:
+        run(make_backend(), chat())
+    assert err.value.status == 429 and err.value.headers == {"Retry-After": "1"}
+    assert "rate limited" in err.value.message
+
+
+def test_upstream_401_says_the_credentials_were_refused(rsps):
+    add_error(rsps, 401, "invalid key")
+    with pytest.raises(UpstreamError) as err:
+        run(make_backend(), chat())
+    assert "refused shim's credentials (401)" in err.value.message and err.value.status == 502
+
+
+def test_upstream_404_model_not_found(rsps):
+    add_error(rsps, 404, "model 'm' not found")
+    with pytest.raises(ModelNotFound) as err:
+        run(make_backend(), chat())
+    assert err.value.status == 404 and err.value.param == "model"
+
+
+def test_upstream_404_in_openai_wording_is_model_not_found(rsps):
+    rsps.add(responses.POST, URL_A + "/chat/completions", status=404, json={"error": {
+        "message": "The model `m` does not exist or you do not have access to it.", "type": "invalid_request_error",
+        "param": None, "code": "model_not_found"}})
+    with pytest.raises(ModelNotFound):
+        run(make_backend(), chat())
+
+
+def test_unreachable_is_backend_unavailable(rsps):
+    _fail_unreachable(rsps)
+    with pytest.raises(BackendUnavailable) as err:
+        next(make_backend().generate(chat(), g.Cancel()))
+    assert err.value.status == 503 and "unreachable" in err.value.message
+
+
+def test_error_body_that_is_not_json_is_quoted(rsps):
+    _fail_html_error(rsps)
+    with pytest.raises(UpstreamError) as err:
+        run(make_backend(), chat())
+    assert "502" in err.value.message and "Bad Gateway" in err.value.message
+
+
+def test_error_body_that_is_a_plain_string_error(rsps):
+    rsps.add(responses.POST, URL_A + "/chat/completions", status=500, json={"error": "it broke"})
+    with pytest.raises(UpstreamError) as err:
+        run(make_backend(), chat())
+    assert "it broke" in err.value.message
+
+
+def test_stream_event_that_is_not_json_is_an_upstream_error_after_the_text_so_far(rsps):
+    add_stream(rsps, sse_text(chunk("Hel"), done=False) + "data: {not json\n\n")
+    events = []
+    with pytest.raises(UpstreamError) as err:
+        for event in make_backend().generate(chat(), g.Cancel()):
+            events.append(event)
+    assert text_of(events) == "Hel"
+    assert "not JSON" in err.value.message and err.value.status == 502
+
+
+@pytest.mark.parametrize("event, message", [
+    ({"error": {"message": "model overloaded", "type": "server_error"}}, "model overloaded"),
+    ({"error": "engine died"}, "engine died"),
+    ([1, 2], "not a JSON object"),
+    ({"choices": "nope"}, ""),
+])
+def test_in_stream_error_or_unreadable_event_is_an_upstream_error(rsps, event, message):
+    add_stream(rsps, sse_text(chunk("a"), event))
+    with pytest.raises(UpstreamError) as err:
+        run(make_backend(), chat())
+    assert message in err.value.message
+
+
+def test_connection_broken_mid_stream_is_an_upstream_error(rsps):
+    rsps.add(responses.POST, URL_A + "/chat/completions", content_type="text/event-stream",
+             body=Breaking(sse_text(chunk("partial"), done=False).encode()))
+    events = []
+    with pytest.raises(UpstreamError) as err:
+        for event in make_backend().generate(chat(), g.Cancel()):
+            events.append(event)
+    assert text_of(events) == "partial" and "broke off the stream" in err.value.message
+
+
+@pytest.mark.parametrize("body, content_type", [
+    ("<html><body>Welcome to nginx</body></html>", "text/html"),
+    ('{"id": "x", "object": "chat.completion", "choices": []}', "application/json"),
+    (sse_text(chunk("trunc"), done=False), "text/event-stream; charset=utf-8"),
+])
+def test_a_body_that_is_not_a_complete_stream_is_an_upstream_error(rsps, body, content_type):
+    add_stream(rsps, body, content_type=content_type)
+    with pytest.raises(UpstreamError):
+        run(make_backend(), chat())
+
+
+# ---------------------------------------------------------------- failover and endpoint selection
+
+def test_failover_on_500_uses_the_second_endpoint_and_passes_over_the_first(rsps):
+    add_error(rsps, 500, "down", url=URL_A)
+    add_answer(rsps, "from B", url=URL_B)
+    backend = make_backend(urls=(URL_A, URL_B))
+    assert text_of(run(backend, chat())) == "from B"
+    assert [c.request.url for c in rsps.calls] == [URL_A + "/chat/completions", URL_B + "/chat/completions"]
+    assert not backend.pool.endpoints[0].healthy and backend.pool.endpoints[1].healthy
+    assert text_of(run(backend, chat())) == "from B"
+    assert rsps.calls[-1].request.url.startswith(URL_B) and len(rsps.calls) == 3
+
+
+def test_failover_when_the_first_endpoint_is_unreachable(rsps):
+    rsps.add(responses.POST, URL_A + "/chat/completions", body=requests.ConnectionError("refused"))
+    add_answer(rsps, "from B", url=URL_B)
+    assert text_of(run(make_backend(urls=(URL_A, URL_B)), chat())) == "from B"
+
+
+def test_failover_on_429(rsps):
+    add_error(rsps, 429, "busy", url=URL_A)
+    add_answer(rsps, "from B", url=URL_B)
+    assert text_of(run(make_backend(urls=(URL_A, URL_B)), chat())) == "from B"
+
+
+def test_client_errors_are_not_retried_elsewhere(rsps):
+    add_error(rsps, 400, "bad", url=URL_A)
+    add_answer(rsps, "from B", url=URL_B)
+    with pytest.raises(InvalidRequest):
+        run(make_backend(urls=(URL_A, URL_B)), chat())
+    assert len(rsps.calls) == 1
+
+
+def test_every_endpoint_failing_raises_the_last_error(rsps):
+    add_error(rsps, 500, "A down", url=URL_A)
+    rsps.add(responses.POST, URL_B + "/chat/completions", body=requests.ConnectionError("refused"))
+    with pytest.raises(BackendUnavailable):
+        run(make_backend(urls=(URL_A, URL_B)), chat())
+    assert len(rsps.calls) == 2
+
+
+def test_endpoints_that_are_all_down_are_still_tried(rsps):
+    backend = make_backend(urls=(URL_A, URL_B))
+    for endpoint in backend.pool.endpoints:
+        backend.pool.failed(endpoint, "earlier")
+    add_answer(rsps, "back", url=URL_A)
+    add_answer(rsps, "back", url=URL_B)
+    assert text_of(run(backend, chat())) == "back"
+
+
+def test_least_outstanding_endpoint_is_chosen(rsps):
+    add_answer(rsps, "from A", url=URL_A)
+    add_answer(rsps, "from B", url=URL_B)
+    backend = make_backend(urls=(URL_A, URL_B))
+    a, b = backend.pool.endpoints
+    first = backend.generate(chat(), g.Cancel())
+    assert isinstance(next(first), g.Accepted)
+    assert (a.outstanding, b.outstanding) == (1, 0)
+    second = backend.generate(chat(), g.Cancel())
+    next(second)
+    assert (a.outstanding, b.outstanding) == (1, 1)
+    assert rsps.calls[-1].request.url.startswith(URL_B)
+    assert text_of(second) == "from B"
+    assert b.outstanding == 0
+    first.close()
+    assert a.outstanding == 0
+    run(backend, chat())
+    assert rsps.calls[-1].request.url.startswith(URL_A)
+
+
+def test_endpoint_pool_orders_healthy_by_outstanding():
+    pool = upstream.EndpointPool(["http://a/", "http://b", "http://c"])
+    a, b, c = pool.endpoints
+    assert a.url == "http://a"
+    a.outstanding, b.outstanding = 2, 1
+    pool.failed(c, "x")
+    assert pool.ordered() == [b, a, c]
+    pool.succeeded(c)
+    assert pool.ordered() == [c, b, a]
+    with pytest.raises(ValueError):
+        upstream.EndpointPool([])
+
+
+# ---------------------------------------------------------------- model lists
+
+MODEL_LIST = {"object": "list", "data": [{"id": "llama-3-8b", "object": "model", "created": 1_700_000_000,
+                                          "owned_by": "vllm"}, {"id": "qwen2.5", "object": "model"}]}
+
+
+def test_models_are_fetched_and_cached(rsps):
+    rsps.add(responses.GET, URL_A + "/models", json=MODEL_LIST)
+    backend = make_backend()
+    models = backend.models()
+    assert [(m.name, m.backend, m.modified_at) for m in models] == [("llama-3-8b", "up", 1_700_000_000),
+                                                                   ("qwen2.5", "up", 0)]
+    assert backend.has_model("qwen2.5") and not backend.has_model("nope")
+    assert backend.models() == models
+    assert len(rsps.calls) == 1
+    assert rsps.calls[0].request.headers["Authorization"] == f"Bearer {KEY}"
+
+
+@pytest.mark.parametrize("setup", [
+    lambda m: m.add(responses.GET, URL_A + "/models", json={"error": {"message": "x"}}, status=500),
+    lambda m: m.add(responses.GET, URL_A + "/models", body=requests.ConnectionError("refused")),
+    lambda m: m.add(responses.GET, URL_A + "/models", body="<html>", content_type="text/html"),
+    lambda m: m.add(responses.GET, URL_A + "/models", json={"data": [{"name": "no id"}]}),
+    lambda m: m.add(responses.GET, URL_A + "/models", json=["not", "an", "object"]),
+], ids=["500", "unreachable", "not-json", "no-id", "not-object"])
+def test_a_failing_model_list_lists_nothing(rsps, caplog, setup):
+    setup(rsps)
+    backend = make_backend()
+    assert backend.models() == []
+    assert not backend.has_model("anything") and not backend.check()
+    assert "cannot list the models of up" in caplog.text
+    assert KEY not in caplog.text
+
+
+def test_model_list_fails_over(rsps):
+    rsps.add(responses.GET, URL_A + "/models", body=requests.ConnectionError("refused"))
+    rsps.add(responses.GET, URL_B + "/models", json=MODEL_LIST)
+    backend = make_backend(urls=(URL_A, URL_B))
+    assert [m.name for m in backend.models()] == ["llama-3-8b", "qwen2.5"]
+    assert backend.check()
+
+
+def test_model_list_cache_refreshes_after_ttl():
+    calls = []
+    cache = upstream.ModelListCache(lambda: calls.append(1) or [len(calls)], ttl=0)
+    assert cache.get() == [1] and cache.get() == [2]
+    cache = upstream.ModelListCache(lambda: calls.append(1) or [len(calls)], ttl=60)
+    assert cache.get() == cache.get() == [3]
+
+
+# ---------------------------------------------------------------- the pure helpers directly
+
+def test_upstream_request_for_a_chat():
+    path, body = protocol.upstream_request(chat(max_tokens=3, stop=("x",)))
+    assert path == "/chat/completions"
+    assert body == {"model": "m", "stream": True, "stream_options": {"include_usage": True}, "max_tokens": 3,
+                    "stop": ["x"], "messages": [{"role": "user", "content": "hi"}]}
+
+
+def test_upstream_request_ignores_backend_native_options():
+    _, body = protocol.upstream_request(chat(backend_options={"mirostat": 2}, num_ctx=8192, keep_alive=30))
+    assert not {"mirostat", "options", "num_ctx", "keep_alive"} & set(body)
+
+
+def test_upstream_reader_holds_finishes_until_the_end():
+    reader = protocol.UpstreamReader()
+    assert reader.events(chunk("a", finish=None)) == [g.TextDelta("a")]
+    assert reader.events(chunk(finish="stop")) == []
+    assert reader.events(usage_chunk(3, 1)) == []
+    timings = g.Timings(10, 0, 4, 6)
+    assert reader.end(timings) == [g.Finish("stop", 0, g.Usage(3, 1), timings)]
+
+
+def test_upstream_reader_with_nothing_read_still_finishes():
+    assert protocol.UpstreamReader().end(g.Timings()) == [g.Finish("stop", 0, g.Usage(0, 0), g.Timings())]
+
+
+def test_upstream_reader_refuses_errors_and_non_objects():
+    with pytest.raises(ValueError, match="boom"):
+        protocol.UpstreamReader().events({"error": {"message": "boom"}})
+    with pytest.raises(ValueError):
+        protocol.UpstreamReader().events("text")
