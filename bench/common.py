@@ -36,42 +36,41 @@ def instant_upstream(delay=0.0):
         proc.wait()
 
 
-def time_sse(url, body, session=None):
+def _sse_token(line):
+    if not line.startswith(b"data: {"):
+        return False
+    chunk = json.loads(line[6:])
+    return bool(chunk["choices"] and chunk["choices"][0]["delta"].get("content"))
+
+
+def _ndjson_token(line):
+    part = json.loads(line)
+    return bool(part.get("response") or (part.get("message") or {}).get("content"))
+
+
+def _time_stream(url, body, is_token):
+    """(seconds to the first token, seconds to the last, tokens) of one stream; is_token(line) spots tokens."""
+    started = time.perf_counter()
+    first = last = None
+    tokens = 0
+    with requests.post(url, json=body, stream=True, timeout=300) as response:
+        response.raise_for_status()
+        for line in response.iter_lines():
+            if line and is_token(line):
+                last = time.perf_counter()
+                first = first or last
+                tokens += 1
+    return first - started, last - started, tokens
+
+
+def time_sse(url, body):
     """(seconds to the first token, seconds to the last, tokens) of one SSE chat stream."""
-    started = time.perf_counter()
-    first = last = None
-    tokens = 0
-    with (session or requests).post(url, json=body, stream=True, timeout=300) as response:
-        response.raise_for_status()
-        for line in response.iter_lines():
-            if not line.startswith(b"data: {"):
-                continue
-            chunk = json.loads(line[6:])
-            if chunk["choices"] and chunk["choices"][0]["delta"].get("content"):
-                now = time.perf_counter()
-                first = first or now
-                last = now
-                tokens += 1
-    return first - started, last - started, tokens
+    return _time_stream(url, body, _sse_token)
 
 
-def time_ndjson(url, body, session=None):
+def time_ndjson(url, body):
     """(seconds to the first token, seconds to the last, tokens) of one NDJSON stream."""
-    started = time.perf_counter()
-    first = last = None
-    tokens = 0
-    with (session or requests).post(url, json=body, stream=True, timeout=300) as response:
-        response.raise_for_status()
-        for line in response.iter_lines():
-            part = json.loads(line)
-            if part.get("response") or (part.get("message") or {}).get("content"):
-                now = time.perf_counter()
-                first = first or now
-                last = now
-                tokens += 1
-            if part.get("done"):
-                tokens = part.get("eval_count", tokens)
-    return first - started, last - started, tokens
+    return _time_stream(url, body, _ndjson_token)
 
 
 def median(values):
