@@ -61,7 +61,7 @@ def _wait_ready(url, proc, log, timeout=60):
             log.seek(0)
             raise RuntimeError(f"shim exited with {proc.returncode}:\n{log.read()}")
         with contextlib.suppress(requests.RequestException):
-            if requests.get(url + "/api/version", timeout=1).ok:
+            if requests.get(url + "/health", timeout=1).ok:
                 return
         time.sleep(0.2)
     log.seek(0)

@@ -111,3 +111,66 @@ def test_metrics_add_up_across_workers():
         tokens = re.search(r'shim_completion_tokens_total\{model="smollm2:135m"\} (\S+)', text)
         assert float(tokens.group(1)) == 12.0
         assert "shim_requests_in_flight" in text and "shim_open_streams" in text
+
+
+@pytest.fixture(scope="module")
+def front(server):
+    """A shim whose models live on `server`: through its Ollama API and through its OpenAI API."""
+    config = (f'embedded_model = false\n[backends.up-ollama]\ntype = "ollama"\nurl = "{server}"\nmodels = []\n'
+              f'[backends.up-openai]\ntype = "openai"\nurl = "{server}/v1"\nmodels = []\n'
+              f'[[models]]\nname = "via-ollama"\nbackend = "up-ollama"\ntarget = "{MODEL}"\n'
+              f'[[models]]\nname = "via-openai"\nbackend = "up-openai"\ntarget = "{MODEL}"\n')
+    with running_shim(config) as url:
+        yield url
+
+
+@pytest.mark.parametrize("model", ["via-ollama", "via-openai"])
+def test_upstream_stream_disconnect_stops_the_upstream_generation(server, front, model):
+    before = len(CANCELLED.findall(server.log_text()))
+    body = {"model": model, "messages": LONG, "max_tokens": 1500, "temperature": 0, "stream": True}
+    response = requests.post(front + "/v1/chat/completions", json=body, stream=True, timeout=30)
+    received = read_sse_tokens(response, 10)
+    response.close()
+    generated = wait_for_cancel(server, before)
+    print(f"\n{model}: client read {received} tokens, the upstream generated {generated}")
+    assert received <= generated <= received + 8, "two hops, each stops within a few tokens"
+
+
+@pytest.mark.parametrize("model", ["via-ollama", "via-openai"])
+def test_upstream_non_streaming_disconnect_stops_the_upstream_generation(server, front, model):
+    before = len(CANCELLED.findall(server.log_text()))
+    body = {"model": model, "messages": LONG, "max_tokens": 3000, "temperature": 0}
+    with pytest.raises(requests.ReadTimeout):
+        requests.post(front + "/v1/chat/completions", json=body, timeout=(5, 1.0))
+    generated = wait_for_cancel(server, before)
+    print(f"\n{model}, non-streaming: the upstream stopped after {generated} tokens")
+    assert generated < 400
+
+
+def test_max_tokens_beyond_the_context_is_a_400_with_the_numbers(server):
+    response = requests.post(server + "/v1/chat/completions", timeout=10,
+                             json={"model": MODEL, "messages": LONG, "max_tokens": 5000})
+    error = response.json()["error"]
+    assert response.status_code == 400 and error["code"] == "context_length_exceeded"
+    assert "4096" in error["message"] and "5000" in error["message"]
+
+
+def test_keys_with_the_official_clients_and_request_ids_in_the_access_log(monkeypatch):
+    import ollama
+    import openai
+    with running_shim(env={"SHIM_API_KEYS": "sk-one,sk-two"}) as url:
+        monkeypatch.setenv("OLLAMA_API_KEY", "sk-two")
+        assert MODEL in [m.model for m in ollama.Client(host=url).list().models]
+        monkeypatch.setenv("OLLAMA_API_KEY", "sk-wrong")
+        with pytest.raises(ollama.ResponseError) as refused:
+            ollama.Client(host=url).list()
+        assert refused.value.status_code == 401
+        assert openai.OpenAI(base_url=url + "/v1", api_key="sk-one").models.list().data
+        with pytest.raises(openai.AuthenticationError):
+            openai.OpenAI(base_url=url + "/v1", api_key="sk-wrong", max_retries=0).models.list()
+        assert requests.get(url + "/health", timeout=5).ok
+        answered = requests.get(url + "/api/version", headers={"X-Request-ID": "req-abc123",
+                                                              "Authorization": "Bearer sk-one"}, timeout=5)
+        assert answered.headers["X-Request-ID"] == "req-abc123"
+        time.sleep(0.5)
+        assert re.search(r'"GET /api/version HTTP/1.1" 200 .* id=req-abc123', url.log_text())

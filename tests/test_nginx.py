@@ -68,9 +68,9 @@ def proxy(shim, tmp_path_factory):
     nginx.stop()
 
 
-def arrival_times(response):
-    """(seconds since the request, line) for each non-empty line as it arrives."""
-    started = time.perf_counter()
+def arrival_times(response, started=None):
+    """(seconds since `started` (default: now), line) for each non-empty line as it arrives."""
+    started = started or time.perf_counter()
     return [(time.perf_counter() - started, line) for line in response.iter_lines() if line]
 
 
@@ -141,9 +141,10 @@ def test_silent_stream_outlives_nginx_default_read_timeout(tmp_path):
             nginx = Nginx(tmp_path, int(url.rsplit(":", 1)[1]), read_timeout=False)
             try:
                 body = {"model": "slow", "messages": [{"role": "user", "content": "hi"}], "stream": True}
+                started = time.perf_counter()
                 with requests.post(nginx.url + "/v1/chat/completions", json=body, stream=True,
                                    timeout=120) as response:
-                    times = arrival_times(response)
+                    times = arrival_times(response, started)
             finally:
                 nginx.stop()
     finally:

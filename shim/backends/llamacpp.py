@@ -40,6 +40,7 @@ class LocalModel:
     load_lock: object = field(default_factory=real_lock)
     expires_at: float | None = None
     embedder: object = None
+    loaded_ctx: int | None = None
     _metadata: dict | None = None
     _digest: str | None = None
 
@@ -53,29 +54,52 @@ class LocalModel:
                 raise BackendUnavailable(f"cannot read model file {self.config.path}: {err}") from err
         return self._metadata
 
+    def context_for(self, num_ctx):
+        """The context window a request asking for num_ctx (None: whatever is loaded) runs with."""
+        if num_ctx is None:
+            return self.loaded_ctx or self.config.n_ctx
+        return min(num_ctx, self.trained_context())
+
+    def resize(self, num_ctx):
+        """Load the model again with the window num_ctx asks for, as Ollama does; the caller holds `lock`."""
+        n_ctx = self.context_for(num_ctx)
+        if n_ctx == self.loaded_ctx:
+            return 0
+        with self.load_lock:
+            if self.llm is not None:
+                self.llm.close()
+                self.llm = None
+            return self._load(n_ctx)
+
     def load(self):
         """Load the model if it is not loaded; returns the nanoseconds it took (0 if it was loaded)."""
         with self.load_lock:
-            if self.llm is not None:
-                return 0
-            started = time.perf_counter_ns()
-            try:
-                import llama_cpp
-                self.llm = llama_cpp.Llama(model_path=self.config.path, n_ctx=self.config.n_ctx,
-                                           n_threads=self.n_threads, n_threads_batch=self.n_threads,
-                                           verbose=False)
-            except (ImportError, ValueError, OSError) as err:
-                raise BackendUnavailable(f"cannot load model {self.config.name}: {err}") from err
-            self.formatter = prompts.ChatTemplate.for_model(self.llm, self.config.chat_template)
-            return time.perf_counter_ns() - started
+            return self._load(self.config.n_ctx) if self.llm is None else 0
+
+    def _load(self, n_ctx):
+        started = time.perf_counter_ns()
+        try:
+            import llama_cpp
+            self.llm = llama_cpp.Llama(model_path=self.config.path, n_ctx=n_ctx, n_threads=self.n_threads,
+                                       n_threads_batch=self.n_threads, verbose=False)
+        except (ImportError, ValueError, OSError) as err:
+            raise BackendUnavailable(f"cannot load model {self.config.name}: {err}") from err
+        self.formatter = prompts.ChatTemplate.for_model(self.llm, self.config.chat_template)
+        self.loaded_ctx = n_ctx
+        return time.perf_counter_ns() - started
+
+    def trained_context(self):
+        """The context length the model was trained for (a larger window is never used)."""
+        meta = self.metadata
+        return int(meta.get(f"{meta.get('general.architecture', '')}.context_length") or self.config.n_ctx)
 
     def unload(self):
         """Free the model's memory."""
-        with self.load_lock, self.lock:
+        with self.lock, self.load_lock:
             for llm in (self.llm, self.embedder):
                 if llm is not None:
                     llm.close()
-            self.llm = self.formatter = self.embedder = None
+            self.llm = self.formatter = self.embedder = self.loaded_ctx = None
 
     def load_embedder(self):
         """A second instance of the model in embedding mode (mean pooling), loaded on first use."""
@@ -97,7 +121,8 @@ class LocalModel:
             name=self.config.name, backend="local", family=arch,
             parameter_size=meta.get("general.size_label", ""),
             quantization=_FILE_TYPES.get(meta.get("general.file_type"), "unknown"),
-            size=stat.st_size, digest=self.digest(), context_length=self.config.n_ctx,
+            size=stat.st_size, digest=self.digest(),
+            context_length=self.loaded_ctx or self.config.n_ctx,
             modified_at=stat.st_mtime, capabilities=("completion", "tools"),
             template=meta.get("tokenizer.chat_template", ""), loaded=self.llm is not None,
             expires_at=self.expires_at,
@@ -234,11 +259,15 @@ class _Run:
     def run(self):
         started = time.perf_counter_ns()
         load_ns = self.model.load()
-        llm = self.model.llm
-        tokens = prompts.prompt_tokens(llm, self.model.formatter, self.request)
-        max_tokens = self._check_fits(llm, tokens)
+        tokens = prompts.prompt_tokens(self.model.llm, self.model.formatter, self.request)
+        self._check_fits(self.model.context_for(self.request.num_ctx), tokens)
         self.emit(g.Accepted(prompt_tokens=len(tokens)))
         with self.model.lock:
+            load_ns += self.model.load()  # again: keep_alive may have unloaded it while this request waited
+            if self.request.num_ctx is not None:
+                load_ns += self.model.resize(self.request.num_ctx)
+            llm = self.model.llm
+            max_tokens = self._check_fits(llm.n_ctx(), tokens)
             for index in range(self.request.n):
                 if self.cancel.is_set():
                     return
@@ -248,8 +277,7 @@ class _Run:
                                    g.Timings(total, load_ns, finish.timings.prompt_eval_ns, finish.timings.eval_ns),
                                    finish.context))
 
-    def _check_fits(self, llm, tokens):
-        n_ctx = llm.n_ctx()
+    def _check_fits(self, n_ctx, tokens):
         requested = self.request.max_tokens
         if len(tokens) >= n_ctx:
             raise ContextLengthExceeded(
