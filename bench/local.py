@@ -8,35 +8,38 @@ from .common import MODEL, PROMPT, median, running_shim, time_ndjson, time_sse
 TOKENS = 128
 
 
-def direct(runs):
-    """llama-cpp-python's own streaming chat completion on the same model, prompt and settings."""
+def direct_stream(llm):
+    """One run of llama-cpp-python's own streaming chat completion: (TTFT, time of the last token, tokens)."""
+    started = time.perf_counter()
+    first = last = None
+    tokens = 0
+    for chunk in llm.create_chat_completion(PROMPT, temperature=0, max_tokens=TOKENS, stream=True):
+        if chunk["choices"][0]["delta"].get("content"):
+            last = time.perf_counter()
+            first = first or last
+            tokens += 1
+    return first - started, last - started, tokens
+
+
+def interleaved(url, runs):
+    """direct, SSE and NDJSON runs taken in turn, so that the machine's drift touches all three alike."""
     from llama_cpp import Llama
 
     from shim.backends.llamacpp import embedded_model_path
     llm = Llama(model_path=embedded_model_path(), n_ctx=4096, n_threads=os.cpu_count(), verbose=False)
-    results = []
-    for _ in range(runs + 1):
-        started = time.perf_counter()
-        first = last = None
-        tokens = 0
-        for chunk in llm.create_chat_completion(PROMPT, temperature=0, max_tokens=TOKENS, stream=True):
-            if chunk["choices"][0]["delta"].get("content"):
-                last = time.perf_counter()
-                first = first or last
-                tokens += 1
-        results.append((first - started, last - started, tokens))
-    llm.close()
-    return results[1:]  # the first run warms the caches up
-
-
-def through_shim(url, runs):
-    """The same through shim's SSE and NDJSON streams."""
     sse_body = {"model": MODEL, "messages": PROMPT, "max_tokens": TOKENS, "temperature": 0, "stream": True}
     ndjson_body = {"model": MODEL, "messages": PROMPT, "options": {"num_predict": TOKENS, "temperature": 0}}
-    time_sse(url + "/v1/chat/completions", sse_body)
-    sse = [time_sse(url + "/v1/chat/completions", sse_body) for _ in range(runs)]
-    ndjson = [time_ndjson(url + "/api/chat", ndjson_body) for _ in range(runs)]
-    return sse, ndjson
+    paths = {"llama-cpp-python, direct": lambda: direct_stream(llm),
+             "shim, OpenAI SSE": lambda: time_sse(url + "/v1/chat/completions", sse_body),
+             "shim, Ollama NDJSON": lambda: time_ndjson(url + "/api/chat", ndjson_body)}
+    results = {name: [] for name in paths}
+    for round_ in range(runs + 1):
+        for name, run in paths.items():
+            result = run()
+            if round_:  # the first round warms caches up
+                results[name].append(result)
+    llm.close()
+    return results
 
 
 def summary(results):
@@ -45,13 +48,10 @@ def summary(results):
             median([first * 1000 for first, _, _ in results]), results[0][2])
 
 
-def single(runs=5):
+def single(runs=9):
     """Benchmark 1 as a markdown table."""
-    rows = {"llama-cpp-python, direct": summary(direct(runs))}
     with running_shim() as url:
-        sse, ndjson = through_shim(url, runs)
-    rows["shim, OpenAI SSE"] = summary(sse)
-    rows["shim, Ollama NDJSON"] = summary(ndjson)
+        rows = {name: summary(results) for name, results in interleaved(url, runs).items()}
     base = rows["llama-cpp-python, direct"]
     lines = ["| path | tokens | tokens/s (end to end) | decode tokens/s | time to first token | ratio to direct |",
              "|---|---|---|---|---|---|"]
