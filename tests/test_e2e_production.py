@@ -43,13 +43,18 @@ def read_sse_tokens(response, count):
     raise AssertionError("stream ended early")
 
 
-def test_stream_disconnect_stops_generation_within_a_few_tokens(server):
-    before = len(CANCELLED.findall(server.log_text()))
-    body = {"model": MODEL, "messages": LONG, "max_tokens": 1500, "temperature": 0, "stream": True}
-    response = requests.post(server + "/v1/chat/completions", json=body, stream=True, timeout=30)
+def read_then_hang_up(entry, generating_server, model=MODEL):
+    """Stream a long answer from `entry`, hang up after 10 tokens; (tokens read, tokens the model generated)."""
+    before = len(CANCELLED.findall(generating_server.log_text()))
+    body = {"model": model, "messages": LONG, "max_tokens": 1500, "temperature": 0, "stream": True}
+    response = requests.post(entry + "/v1/chat/completions", json=body, stream=True, timeout=30)
     received = read_sse_tokens(response, 10)
     response.close()
-    generated = wait_for_cancel(server, before)
+    return received, wait_for_cancel(generating_server, before)
+
+
+def test_stream_disconnect_stops_generation_within_a_few_tokens(server):
+    received, generated = read_then_hang_up(server, server)
     print(f"\nstreaming: client read {received} tokens, server generated {generated} "
           f"({generated - received} after the disconnect)")
     assert received <= generated <= received + 5
@@ -126,12 +131,7 @@ def front(server):
 
 @pytest.mark.parametrize("model", ["via-ollama", "via-openai"])
 def test_upstream_stream_disconnect_stops_the_upstream_generation(server, front, model):
-    before = len(CANCELLED.findall(server.log_text()))
-    body = {"model": model, "messages": LONG, "max_tokens": 1500, "temperature": 0, "stream": True}
-    response = requests.post(front + "/v1/chat/completions", json=body, stream=True, timeout=30)
-    received = read_sse_tokens(response, 10)
-    response.close()
-    generated = wait_for_cancel(server, before)
+    received, generated = read_then_hang_up(front, server, model)
     print(f"\n{model}: client read {received} tokens, the upstream generated {generated}")
     assert received <= generated <= received + 8, "two hops, each stops within a few tokens"
 
