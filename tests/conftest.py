@@ -32,3 +32,11 @@ def pytest_terminal_summary(terminalreporter):
     from tests.test_hostile import CASES
     if CASES["count"]:
         terminalreporter.write_line(f"hostile input: {CASES['count']} malformed or adversarial requests sent")
+
+
+@pytest.fixture
+def shim_url_with():
+    """Start a real shim with the given TOML config; yields a function that returns its URL."""
+    import contextlib
+    with contextlib.ExitStack() as stack:
+        yield lambda config: stack.enter_context(running_shim(config))
