@@ -41,7 +41,12 @@ def worker_pid(master_pid):
 
 
 def run(counts=(1, 1000)):
-    """Benchmark 4 as a markdown table."""
+    """Benchmark 4 as markdown tables: with SSE heartbeats (the default), and with them off."""
+    return "\n\n".join(f"heartbeat_seconds = {beat}:\n\n" + held(counts, beat) for beat in ("10", "0"))
+
+
+def held(counts, heartbeat):
+    """How many slow streams one worker holds, and their memory, with the given heartbeat setting."""
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # the servers started below inherit it
     lines = ["| open SSE streams | worker RSS | per stream | streams completed |", "|---|---|---|---|"]
@@ -50,7 +55,7 @@ def run(counts=(1, 1000)):
         config = (f'embedded_model = false\nlog_level = "warning"\n[backends.oa]\ntype = "openai"\n'
                   f'url = "http://127.0.0.1:{up}/v1"\nmodels = ["instant"]\n')
         # The per-model queue bound would turn most of these streams away; here every one of them is wanted.
-        with running_shim(config, env={"SHIM_MAX_QUEUE": "100000"}) as url:
+        with running_shim(config, env={"SHIM_MAX_QUEUE": "100000", "SHIM_HEARTBEAT_SECONDS": heartbeat}) as url:
             port = int(url.rsplit(":", 1)[1])
             pid = worker_pid(url.proc.pid)
             base = rss_kb(pid)

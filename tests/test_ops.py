@@ -99,3 +99,20 @@ def test_ready_and_metrics():
     assert 'shim_requests_total{model="fake-model",route="/v1/chat/completions",status="200"}' in text
     assert 'shim_completion_tokens_total{model="fake-model"}' in text
     assert "shim_time_to_first_token_seconds_bucket" in text
+
+
+def test_streams_without_heartbeats():
+    client = make_client(heartbeat_seconds=0)
+    text = client.post("/v1/chat/completions", json={**CHAT, "stream": True}).get_data(as_text=True)
+    assert text.endswith("data: [DONE]\n\n") and '"content":"Hello"' in text and ": ping" not in text
+
+
+def test_silent_stream_gets_pings():
+    fake = FakeBackend()
+    fake.hold = threading.Event()
+    client = make_client(fake, heartbeat_seconds=0.05)
+    response = client.post("/v1/chat/completions", json={**CHAT, "stream": True})
+    frames = [next(response.response) for _ in range(4)]
+    fake.hold.set()
+    assert b"Hello" in frames[0] and frames[1:] == [b": ping\n\n"] * 3
+    response.close()

@@ -120,7 +120,8 @@ def embed(model, inputs, truncate=True):
 
 def stream_response(started, render_chunks, frame, error_frame, end=(), mimetype="text/event-stream"):
     """A streaming Response: events rendered to chunks and framed; errors in-band; a hang-up cancels."""
-    events = with_heartbeats(started.events, services().settings.heartbeat_seconds)
+    interval = services().settings.heartbeat_seconds
+    events = with_heartbeats(started.events, interval) if interval > 0 else started.events
 
     def body():
         metrics.OPEN_STREAMS.inc()
@@ -144,7 +145,9 @@ def stream_response(started, render_chunks, frame, error_frame, end=(), mimetype
         finally:
             metrics.OPEN_STREAMS.dec()
             started.cancel.set()
-            events.close()
+            close = getattr(events, "close", None)
+            if close:
+                close()
     return Response(body(), mimetype=mimetype, headers=STREAM_HEADERS)
 
 
