@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from .. import generation as g
 from ..errors import InvalidRequest, Unsupported
@@ -31,7 +31,6 @@ class Call:
     stream: bool = False
     include_usage: bool = False
     echo: bool = False
-    extras: dict = field(default_factory=dict)
 
 
 # ---------------------------------------------------------------- requests
