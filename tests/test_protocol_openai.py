@@ -586,3 +586,12 @@ def test_render_envelope_success_and_error():
     assert oa.render_envelope({"a": 1}) == {"success": True, "code": "200", "message": "successful", "data": {"a": 1}}
     assert oa.render_envelope(err=ModelNotFound("x")) == {"success": False, "code": "404",
                                                           "message": "model 'x' not found", "data": None}
+
+
+def test_parse_chat_names_tool_results_after_their_call():
+    call = {"id": "call_9", "type": "function", "function": {"name": "get_weather", "arguments": "{}"}}
+    messages = [{"role": "user", "content": "weather?"}, {"role": "assistant", "content": None, "tool_calls": [call]},
+                {"role": "tool", "tool_call_id": "call_9", "content": "sunny"},
+                {"role": "tool", "tool_call_id": "call_unknown", "content": "?"}]
+    parsed = oa.parse_chat({"model": "m", "messages": messages}).request.messages
+    assert (parsed[2].name, parsed[3].name) == ("get_weather", None)

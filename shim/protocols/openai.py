@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 from dataclasses import dataclass
 
 from .. import generation as g
@@ -45,7 +46,7 @@ def parse_chat(body) -> Call:
     tools = tool_fields.parse_tools(body)
     request = g.GenerationRequest(
         model=_model(body),
-        messages=tuple(_parse_message(m, i) for i, m in enumerate(messages)),
+        messages=_name_tool_results(tuple(_parse_message(m, i) for i, m in enumerate(messages))),
         tools=tools,
         tool_choice=tool_fields.parse_tool_choice(body, tools),
         parallel_tool_calls=f.get(body, "parallel_tool_calls", bool, default=True),
@@ -199,6 +200,13 @@ def _parse_message(message, i):
         tool_call_id=f.get(message, "tool_call_id", str, param=f"{where}.tool_call_id"),
         name=f.get(message, "name", str, param=f"{where}.name"),
     )
+
+
+def _name_tool_results(messages):
+    """Tool messages named after the call they answer (OpenAI's carry only its id; templates want the name)."""
+    names = {c.id: c.name for m in messages for c in m.tool_calls if c.id}
+    return tuple(dataclasses.replace(m, name=names[m.tool_call_id])
+                 if m.role == "tool" and not m.name and m.tool_call_id in names else m for m in messages)
 
 
 def _parse_content(content, where, allow_null):
