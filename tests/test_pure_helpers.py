@@ -367,3 +367,11 @@ def test_router_close_closes_backends_that_can_close():
     backend = FakeBackend()
     Router({"a": backend, "b": object()}, []).close()
     assert backend.closed
+
+
+@pytest.mark.parametrize("configured, workers, cores, expected", [(None, 1, 2, 2), (None, 2, 2, 1), (None, 4, 2, 1),
+                                                                  (3, 2, 2, 3)])
+def test_threads_per_worker_shares_the_cores(monkeypatch, configured, workers, cores, expected):
+    from shim.backends import threads_per_worker
+    monkeypatch.setattr("os.cpu_count", lambda: cores)
+    assert threads_per_worker(Settings(n_threads=configured, workers=workers)) == expected
