@@ -46,9 +46,7 @@ def with_heartbeats(items, interval):
             yield from _drain(lambda: channel.get(timeout=interval), gevent.queue.Empty)
         finally:
             feeder.kill()
-            close = getattr(items, "close", None)
-            if close:
-                close()
+            close(items)
     else:
         yield from _iterate_threads(lambda emit: _forward(items, emit), interval)
 
@@ -108,5 +106,11 @@ def configure_pool(size):
 
 def call_in_thread(fn):
     """fn() run on an OS thread; its result or its exception, in the caller's context."""
-    results = [item for item in iterate_in_thread(lambda emit: emit(fn())) if item is not HEARTBEAT]
-    return results[0]
+    return list(iterate_in_thread(lambda emit: emit(fn())))[0]
+
+
+def close(items):
+    """Close a generator (or anything with close()); leave other iterables alone."""
+    closer = getattr(items, "close", None)
+    if closer:
+        closer()

@@ -15,7 +15,7 @@ from .. import metrics
 from ..errors import Cancelled, InvalidRequest, PayloadTooLarge, ShimError, Unsupported
 from ..generation import Cancel, Finish, TextDelta, ToolCallDelta
 from ..streaming import HEARTBEAT
-from ..threads import with_heartbeats
+from ..threads import close, with_heartbeats
 
 log = logging.getLogger("shim")
 
@@ -80,12 +80,12 @@ def start(generation_request):
 def _observed(events, model, started, admission):
     """The events, measured: time to first token, time between tokens, tokens in and out; frees the slot."""
     last = None
+    itl, ttft = metrics.ITL.labels(model), metrics.TTFT.labels(model)  # once, not per token
     try:
         for event in events:
             if isinstance(event, (TextDelta, ToolCallDelta)):
                 now = time.perf_counter()
-                (metrics.ITL.labels(model).observe(now - last) if last else
-                 metrics.TTFT.labels(model).observe(now - started))
+                itl.observe(now - last) if last else ttft.observe(now - started)
                 last = now
             elif isinstance(event, Finish):
                 metrics.TOKENS_IN.labels(model).inc(event.usage.prompt_tokens)
@@ -145,9 +145,7 @@ def stream_response(started, render_chunks, frame, error_frame, end=(), mimetype
         finally:
             metrics.OPEN_STREAMS.dec()
             started.cancel.set()
-            close = getattr(events, "close", None)
-            if close:
-                close()
+            close(events)
     return Response(body(), mimetype=mimetype, headers=STREAM_HEADERS)
 
 
@@ -165,9 +163,7 @@ def gather(started):
         return events
     finally:
         started.cancel.set()
-        close = getattr(started.events, "close", None)
-        if close:
-            close()
+        close(started.events)
 
 
 def client_watch():

@@ -112,10 +112,19 @@ def _owner(name):
     return backend, target
 
 
-def _progress(action, body, **fields):
-    stream = body.get("stream", True) is not False
-    backend, target = _owner(fields["model"])
-    parts = backend.manage(action, stream=stream, **{**fields, "model": target})
+def _manage(action, body, owner, **fields):
+    """Run a management action on the owning instance and answer with its progress."""
+    backend, target = owner
+    stream = _streams(body)
+    return _progress(stream, backend.manage(action, stream=stream, **{**fields, "model": target}))
+
+
+def _streams(body):
+    return body.get("stream", True) is not False
+
+
+def _progress(stream, parts):
+    """Progress objects as NDJSON lines, or only the last one when the client asked for no stream."""
     if not stream:
         return jsonify(list(parts)[-1])
     return common.stream_response(common.Started(common.prime(parts)), lambda part: [part], _frame, _error_frames,
@@ -128,18 +137,17 @@ def pull():
     body = common.read_json()
     name = protocol.parse_model_name(body)
     try:
-        _owner(name)
+        owner = _owner(name)
     except Unsupported:
-        return jsonify({"status": "success"}) if body.get("stream") is False else Response(
-            ndjson_line({"status": "success"}), mimetype="application/x-ndjson")
-    return _progress("pull", body, model=name, insecure=bool(body.get("insecure")))
+        return _progress(_streams(body), [{"status": "success"}])
+    return _manage("pull", body, owner, insecure=bool(body.get("insecure")))
 
 
 @bp.post("/api/push")
 def push():
     """Push a model from the Ollama instance that has it."""
     body = common.read_json()
-    return _progress("push", body, model=protocol.parse_model_name(body), insecure=bool(body.get("insecure")))
+    return _manage("push", body, _owner(protocol.parse_model_name(body)), insecure=bool(body.get("insecure")))
 
 
 @bp.post("/api/create")
@@ -147,7 +155,7 @@ def create():
     """Create a model on an Ollama instance."""
     body = common.read_json()
     fields = protocol.parse_create(body)
-    return _progress("create", body, **fields)
+    return _manage("create", body, _owner(fields.pop("model")), **fields)
 
 
 @bp.post("/api/copy")

@@ -183,8 +183,7 @@ class LlamaCppBackend:
         if keep_alive == 0:
             model.unload()
             return "unload"
-        for event in iterate_in_thread(lambda emit: model.load()):
-            pass
+        call_in_thread(model.load)
         self._touch(model, keep_alive)
         return "load"
 

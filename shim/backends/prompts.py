@@ -4,6 +4,7 @@ from __future__ import annotations
 import jinja2
 
 from ..errors import InvalidRequest
+from ..protocols.tools import render_tool, render_tool_call
 from . import toolcalls
 
 
@@ -54,7 +55,7 @@ def prompt_tokens(llm, template, request):
 
 def _chat_tokens(llm, template, messages, request):
     dicts = [_message_dict(m) for m in messages]
-    tools = [toolcalls.tool_dict(t) for t in request.tools] if request.tool_choice != "none" else []
+    tools = [render_tool(t) for t in request.tools] if request.tool_choice != "none" else []
     if tools and not template.handles_tools:
         dicts = toolcalls.with_instructions(dicts, request.tools, request.tool_choice)
         tools = []
@@ -74,7 +75,7 @@ def _tokenize_rendered(llm, text, add_bos):
 def _message_dict(message):
     rendered = {"role": message.role, "content": message.content}
     if message.tool_calls:
-        rendered["tool_calls"] = [toolcalls.call_dict(c) for c in message.tool_calls]
+        rendered["tool_calls"] = [render_tool_call(c) for c in message.tool_calls]
         if not message.content:
             rendered["content"] = toolcalls.calls_as_text(message.tool_calls)
     if message.tool_call_id:

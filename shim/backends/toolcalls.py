@@ -7,6 +7,7 @@ import secrets
 import string
 
 from .. import generation as g
+from ..protocols.tools import render_tool
 
 _ID_ALPHABET = string.ascii_lowercase + string.digits
 _TAGGED = re.compile(r"<tool_call>\s*(.*?)\s*(?:</tool_call>|$)", re.S)
@@ -17,17 +18,6 @@ def new_call_id():
     return "call_" + "".join(secrets.choice(_ID_ALPHABET) for _ in range(24))
 
 
-def tool_dict(tool):
-    """A tool as chat templates and OpenAI render it."""
-    return {"type": "function", "function": {"name": tool.name, "description": tool.description,
-                                             "parameters": dict(tool.parameters)}}
-
-
-def call_dict(call):
-    """A tool call as chat templates and OpenAI render it."""
-    return {"id": call.id, "type": "function", "function": {"name": call.name, "arguments": call.arguments}}
-
-
 def calls_as_text(calls):
     """An assistant turn's tool calls in the JSON form the model was told to write."""
     rendered = [{"name": c.name, "arguments": _loads(c.arguments, {})} for c in calls]
@@ -36,7 +26,7 @@ def calls_as_text(calls):
 
 def with_instructions(messages, tools, tool_choice):
     """The messages with a system note that lists the tools and how to call them."""
-    listing = "\n".join(json.dumps(tool_dict(t)["function"]) for t in tools)
+    listing = "\n".join(json.dumps(render_tool(t)["function"]) for t in tools)
     if tool_choice in (None, "auto"):
         how = ("If a tool helps, answer with only a JSON object {\"name\": <tool name>, \"arguments\": <object>}; "
                "otherwise answer in plain text.")

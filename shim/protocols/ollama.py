@@ -398,8 +398,7 @@ def upstream_call(request, seed_offset=0):
                  "images": [base64.b64encode(i).decode() for i in request.images] or None}
         return "generate", {**common, **{k: v for k, v in extra.items() if v is not None}}
     messages = [_upstream_message(m) for m in request.messages]
-    tools = [{"type": "function", "function": {"name": t.name, "description": t.description,
-                                               "parameters": dict(t.parameters)}} for t in request.tools]
+    tools = [tool_fields.render_tool(t) for t in request.tools]
     return "chat", {**common, "messages": messages, "tools": tools if request.tool_choice != "none" else None}
 
 

@@ -319,7 +319,7 @@ def _message(choice):
 
 
 def _tool_call(call, position=None):
-    rendered = {"id": call.id, "type": "function", "function": {"name": call.name, "arguments": call.arguments}}
+    rendered = tool_fields.render_tool_call(call)
     return rendered if position is None else {"index": position, **rendered}
 
 
@@ -504,8 +504,7 @@ def upstream_request(request):
     if request.response_format:
         body["response_format"] = _upstream_format(request.response_format)
     if request.tools:
-        body["tools"] = [{"type": "function", "function": {"name": t.name, "description": t.description,
-                                                           "parameters": dict(t.parameters)}} for t in request.tools]
+        body["tools"] = [tool_fields.render_tool(t) for t in request.tools]
         choice = request.tool_choice or "auto"
         body["tool_choice"] = choice if choice in ("auto", "none", "required") else \
             {"type": "function", "function": {"name": choice}}

@@ -4,6 +4,17 @@ from ..errors import InvalidRequest
 from . import fields as f
 
 
+def render_tool(tool):
+    """A tool as OpenAI, Ollama and chat templates spell it."""
+    return {"type": "function", "function": {"name": tool.name, "description": tool.description,
+                                             "parameters": dict(tool.parameters)}}
+
+
+def render_tool_call(call):
+    """A tool call as OpenAI and chat templates spell it (arguments as a JSON text)."""
+    return {"id": call.id, "type": "function", "function": {"name": call.name, "arguments": call.arguments}}
+
+
 def parse_tools(body):
     """The tools of a request (OpenAI's and Ollama's shapes are the same)."""
     tools = []
