@@ -59,6 +59,10 @@ class Settings:
     models: tuple[ModelConfig, ...] = ()
     backends: tuple[BackendConfig, ...] = ()
     n_threads: Optional[int] = None
+    slots: int = 4
+    "Sequences each local model decodes together (continuous batching); each has its own n_ctx-token KV cache."
+    prefill_chunk: int = 64
+    "Prompt tokens a decode step loads beside the running sequences, so a long prompt never stalls them."
     keep_alive: float = -1.0
     "Seconds a local model stays loaded after its last request; negative keeps it loaded."
     max_body_bytes: int = 8 * 1024 * 1024
@@ -130,6 +134,10 @@ class Settings:
                 raise ConfigError(f"backend {b.name!r} has type {b.type!r}; expected ollama or openai")
         if not 1 <= self.port <= 65535:
             raise ConfigError(f"port {self.port} is out of range")
+        if not 1 <= self.slots <= 64:
+            raise ConfigError(f"slots {self.slots} is out of range (1-64)")
+        if not 1 <= self.prefill_chunk <= 448:
+            raise ConfigError(f"prefill_chunk {self.prefill_chunk} is out of range (1-448)")
 
 
 def _check_types(kind, values):
@@ -153,7 +161,8 @@ def _read_toml(path):
         raise ConfigError(f"cannot read config file {path}: {err}") from err
 
 
-_ENV = {"HOST": str, "PORT": int, "WORKERS": int, "EMBEDDED_MODEL": bool, "N_THREADS": int, "KEEP_ALIVE": float,
+_ENV = {"HOST": str, "PORT": int, "WORKERS": int, "EMBEDDED_MODEL": bool, "N_THREADS": int, "SLOTS": int,
+        "PREFILL_CHUNK": int, "KEEP_ALIVE": float,
         "MAX_BODY_BYTES": int, "HEARTBEAT_SECONDS": float, "THREAD_POOL_SIZE": int, "GRACEFUL_TIMEOUT": int,
         "LOG_LEVEL": str, "MAX_QUEUE": int, "PRELOAD": bool, "API_KEYS": tuple, "API_KEY_FILE": str,
         "CORS_ORIGINS": tuple, "METRICS_DIR": str}

@@ -87,14 +87,66 @@ def _iterate_threads(produce, heartbeat=None):
 
 def _iterate_gevent(produce):
     import gevent
-    import gevent.queue
 
-    hub = gevent.get_hub()
-    channel = gevent.queue.Queue()
-    # A gevent queue may only be touched from the hub's thread: the worker thread schedules each put there.
-    emit = lambda item: hub.loop.run_callback_threadsafe(channel.put, item)  # noqa: E731
-    hub.threadpool.spawn(_run, produce, emit)
-    yield from _drain(channel.get, gevent.queue.Empty)
+    channel = Channel()
+    gevent.get_hub().threadpool.spawn(_run, produce, channel.put)
+    yield from channel
+
+
+class Channel:
+    """Items handed from any OS thread to one consumer, who iterates them in its own context (gevent or not)."""
+
+    def __init__(self):
+        if gevent_active():
+            import gevent
+            import gevent.queue
+            hub, items = gevent.get_hub(), gevent.queue.Queue()
+            # A gevent queue may only be touched from its hub's thread: each put is scheduled there.
+            self._put = lambda item: hub.loop.run_callback_threadsafe(items.put, item)
+            self._get, self._empty = items.get, gevent.queue.Empty
+        else:
+            items = queue.Queue()
+            self._put, self._get, self._empty = items.put, items.get, queue.Empty
+
+    def put(self, item):
+        """Hand one item over."""
+        self._put(item)
+
+    def fail(self, error):
+        """End the items with an error, raised in the consumer."""
+        self._put(_Raised(error))
+
+    def end(self):
+        """End the items."""
+        self._put(_END)
+
+    def __iter__(self):
+        return _drain(self._get, self._empty)
+
+
+def start_thread(target):
+    """Run target() on a new OS thread, even where gevent has patched threading; returns a join() to wait for it."""
+    if gevent_active():
+        from gevent.monkey import get_original
+        start_new_thread = get_original("_thread", "start_new_thread")
+    else:
+        import _thread
+        start_new_thread = _thread.start_new_thread
+    done = real_lock()
+    done.acquire()
+
+    def run():
+        try:
+            target()
+        finally:
+            done.release()
+
+    start_new_thread(run, ())
+
+    def join():
+        with done:
+            pass
+    return join
 
 
 def configure_pool(size):

@@ -27,7 +27,8 @@ def build_router(settings):
     from .llamacpp import LlamaCppBackend
 
     local = local_models(settings)
-    backends = {"local": LlamaCppBackend(local, n_threads=threads_per_worker(settings), keep_alive=settings.keep_alive)}
+    backends = {"local": LlamaCppBackend(local, n_threads=threads_per_worker(settings), keep_alive=settings.keep_alive,
+                                         slots=settings.slots, prefill_chunk=settings.prefill_chunk)}
     routes = []
     for m in local:
         routes.append(Route(m.name, "local", m.name))

@@ -1,22 +1,21 @@
 """The local runtime: GGUF models run in-process by llama.cpp (llama-cpp-python), on real OS threads."""
 from __future__ import annotations
 
-import codecs
 import hashlib
 import importlib.util
-import logging
 import os
-import threading
 import time
 from dataclasses import dataclass, field
 
 from .. import generation as g
 from ..errors import BackendUnavailable, ContextLengthExceeded, ModelNotFound, Unsupported
-from ..threads import call_in_thread, iterate_in_thread, real_lock
+from ..threads import Channel, call_in_thread, real_lock, start_thread
 from . import gguf, prompts, sampling, toolcalls
-from .stops import StopScanner
+from .engine import Engine
+from .scheduler import Job, Scheduler, fits
 
-log = logging.getLogger("shim.llamacpp")
+BATCH_SIZE = 512
+"Tokens one decode step may carry: every running sequence's next token and the prompt chunks loading."
 
 
 def embedded_model_path():
@@ -29,18 +28,20 @@ def embedded_model_path():
 
 @dataclass
 class LocalModel:
-    """One configured GGUF model and, once loaded, its llama.cpp instance."""
+    """One configured GGUF model and, once loaded, its engine and the scheduler that decodes on it."""
 
     config: object
     n_threads: int
-    llm: object = None
+    slots: int = 4
+    prefill_chunk: int = 64
+    engine: object = None
+    scheduler: object = None
     formatter: object = None
-    lock: object = field(default_factory=real_lock)
-    "Held while the model decodes: a Llama object is not safe for concurrent calls."
     load_lock: object = field(default_factory=real_lock)
+    "Held while the model loads or unloads, and while a request is handed to its scheduler."
+    embed_lock: object = field(default_factory=real_lock)
     expires_at: float | None = None
     embedder: object = None
-    loaded_ctx: int | None = None
     _metadata: dict | None = None
     _digest: str | None = None
 
@@ -54,39 +55,46 @@ class LocalModel:
                 raise BackendUnavailable(f"cannot read model file {self.config.path}: {err}") from err
         return self._metadata
 
+    @property
+    def loaded_ctx(self):
+        """The context window per sequence of the loaded engine, or None."""
+        return self.engine.n_ctx if self.engine is not None else None
+
     def context_for(self, num_ctx):
         """The context window a request asking for num_ctx (None: whatever is loaded) runs with."""
         if num_ctx is None:
             return self.loaded_ctx or self.config.n_ctx
         return min(num_ctx, self.trained_context())
 
-    def resize(self, num_ctx):
-        """Load the model again with the window num_ctx asks for, as Ollama does; the caller holds `lock`."""
-        n_ctx = self.context_for(num_ctx)
-        if n_ctx == self.loaded_ctx:
-            return 0
-        with self.load_lock:
-            if self.llm is not None:
-                self.llm.close()
-                self.llm = None
-            return self._load(n_ctx)
-
     def load(self):
         """Load the model if it is not loaded; returns the nanoseconds it took (0 if it was loaded)."""
         with self.load_lock:
-            return self._load(self.config.n_ctx) if self.llm is None else 0
+            return self._load()
 
-    def _load(self, n_ctx):
+    def _load(self):
+        if self.engine is not None:
+            return 0
         started = time.perf_counter_ns()
-        try:
-            import llama_cpp
-            self.llm = llama_cpp.Llama(model_path=self.config.path, n_ctx=n_ctx, n_threads=self.n_threads,
-                                       n_threads_batch=self.n_threads, verbose=False)
-        except (ImportError, ValueError, OSError) as err:
-            raise BackendUnavailable(f"cannot load model {self.config.name}: {err}") from err
-        self.formatter = prompts.ChatTemplate.for_model(self.llm, self.config.chat_template)
-        self.loaded_ctx = n_ctx
+        self.engine = Engine(self.config.path, self.config.n_ctx, self.slots, self.n_threads, BATCH_SIZE)
+        self.formatter = prompts.ChatTemplate.for_model(self.engine.llm, self.config.chat_template)
+        self.scheduler = Scheduler(self.engine, self.prefill_chunk, self.config.name)
         return time.perf_counter_ns() - started
+
+    def submit(self, request, cancel, channel):
+        """Hand a request to the scheduler (loading the model first if need be); returns its prompt's length."""
+        with self.load_lock:
+            load_ns = self._load()
+            engine = self.engine
+            tokens = prompts.prompt_tokens(engine.llm, self.formatter, request)
+            n_ctx = None if request.num_ctx is None else self.context_for(request.num_ctx)
+            fits(len(tokens), request, n_ctx or engine.n_ctx)
+            samplers = _samplers(engine, request)
+            self.scheduler.submit(Job(request, tokens, n_ctx, samplers, cancel, channel, load_ns))
+        return len(tokens)
+
+    def busy(self):
+        """Whether a request is running or waiting."""
+        return self.scheduler is not None and self.scheduler.busy()
 
     def trained_context(self):
         """The context length the model was trained for (a larger window is never used)."""
@@ -94,12 +102,14 @@ class LocalModel:
         return int(meta.get(f"{meta.get('general.architecture', '')}.context_length") or self.config.n_ctx)
 
     def unload(self):
-        """Free the model's memory."""
-        with self.lock, self.load_lock:
-            for llm in (self.llm, self.embedder):
-                if llm is not None:
-                    llm.close()
-            self.llm = self.formatter = self.embedder = self.loaded_ctx = None
+        """Free the model's memory, once the requests it has are done."""
+        with self.load_lock, self.embed_lock:
+            if self.scheduler is not None:
+                self.scheduler.stop()
+            for owner in (self.engine, self.embedder):
+                if owner is not None:
+                    owner.close()
+            self.engine = self.scheduler = self.formatter = self.embedder = None
 
     def load_embedder(self):
         """A second instance of the model in embedding mode (mean pooling), loaded on first use."""
@@ -124,7 +134,7 @@ class LocalModel:
             size=stat.st_size, digest=self.digest(),
             context_length=self.loaded_ctx or self.config.n_ctx,
             modified_at=stat.st_mtime, capabilities=("completion", "tools"),
-            template=meta.get("tokenizer.chat_template", ""), loaded=self.llm is not None,
+            template=meta.get("tokenizer.chat_template", ""), loaded=self.engine is not None,
             expires_at=self.expires_at,
             extra={"model_info": {k: v for k, v in meta.items() if not isinstance(v, (list, dict))}},
         )
@@ -146,13 +156,13 @@ _FILE_TYPES = {0: "F32", 1: "F16", 2: "Q4_0", 3: "Q4_1", 7: "Q8_0", 8: "Q5_0", 9
 
 
 class LlamaCppBackend:
-    """Serves local GGUF models; one decode at a time per model, each on an OS thread."""
+    """Serves local GGUF models; each model's requests are decoded together by its scheduler."""
 
     name = "local"
 
-    def __init__(self, model_configs, *, n_threads=None, keep_alive=-1):
+    def __init__(self, model_configs, *, n_threads=None, keep_alive=-1, slots=4, prefill_chunk=64):
         threads = n_threads or os.cpu_count() or 1
-        self._models = {m.name: LocalModel(m, threads) for m in model_configs}
+        self._models = {m.name: LocalModel(m, threads, slots, prefill_chunk) for m in model_configs}
         self.keep_alive = keep_alive
 
     def models(self):
@@ -168,7 +178,7 @@ class LlamaCppBackend:
 
     def check(self):
         """Ready when every model is loaded."""
-        return all(m.llm is not None for m in self._models.values())
+        return all(m.engine is not None for m in self._models.values())
 
     def model(self, name):
         """The LocalModel called name, or ModelNotFound."""
@@ -181,19 +191,22 @@ class LlamaCppBackend:
         """Load a model now (Ollama's empty-prompt request); keep_alive 0 unloads it instead."""
         model = self.model(name)
         if keep_alive == 0:
-            model.unload()
+            call_in_thread(model.unload)
             return "unload"
         call_in_thread(model.load)
         self._touch(model, keep_alive)
         return "load"
 
     def generate(self, request, cancel):
-        """Yield Accepted, text deltas and one Finish per choice, decoding on an OS thread."""
+        """Yield Accepted, then the choices' deltas and one Finish each, as the model's scheduler decodes them."""
         model = self.model(request.model)
         _check_supported(request)
         self._expire()
+        channel = Channel()
         try:
-            yield from iterate_in_thread(lambda emit: _Run(model, request, cancel, emit).run())
+            prompt_tokens = call_in_thread(lambda: model.submit(request, cancel, channel))
+            yield g.Accepted(prompt_tokens=prompt_tokens)
+            yield from channel
         finally:
             cancel.set()
             self._touch(model, request.keep_alive)
@@ -211,15 +224,16 @@ class LlamaCppBackend:
     def _touch(self, model, keep_alive):
         seconds = self.keep_alive if keep_alive is None else keep_alive
         if seconds == 0:
-            threading.Thread(target=model.unload, daemon=True).start()
+            start_thread(model.unload)
         model.expires_at = None if seconds < 0 else time.time() + seconds
 
     def _expire(self):
         now = time.time()
         for model in self._models.values():
-            if model.llm is not None and model.expires_at is not None and model.expires_at < now \
-                    and not model.lock.locked():
-                model.unload()
+            if model.engine is not None and model.expires_at is not None and model.expires_at < now \
+                    and not model.busy():
+                model.expires_at = None
+                start_thread(model.unload)
 
 
 def _embed(model, inputs, truncate):
@@ -227,7 +241,7 @@ def _embed(model, inputs, truncate):
     embedder = model.load_embedder()
     load_ns = time.perf_counter_ns() - started
     vectors, count = [], 0
-    with model.lock:
+    with model.embed_lock:
         for text in inputs:
             n_tokens = len(embedder.tokenize(text.encode(), add_bos=True, special=False))
             if n_tokens > embedder.n_ctx() and not truncate:
@@ -249,121 +263,20 @@ def _check_supported(request):
                           param="suffix")
 
 
-class _Run:
-    """One request's generation on the OS thread: prompt, then each choice token by token."""
-
-    def __init__(self, model, request, cancel, emit):
-        self.model, self.request, self.cancel, self.emit = model, request, cancel, emit
-
-    def run(self):
-        started = time.perf_counter_ns()
-        load_ns = self.model.load()
-        tokens = prompts.prompt_tokens(self.model.llm, self.model.formatter, self.request)
-        self._check_fits(self.model.context_for(self.request.num_ctx), tokens)
-        self.emit(g.Accepted(prompt_tokens=len(tokens)))
-        with self.model.lock:
-            load_ns += self.model.load()  # again: keep_alive may have unloaded it while this request waited
-            if self.request.num_ctx is not None:
-                load_ns += self.model.resize(self.request.num_ctx)
-            llm = self.model.llm
-            max_tokens = self._check_fits(llm.n_ctx(), tokens)
-            for index in range(self.request.n):
-                if self.cancel.is_set():
-                    return
-                finish = self._choice(llm, tokens, index, max_tokens)
-                total = time.perf_counter_ns() - started
-                self.emit(g.Finish(finish.reason, index, finish.usage,
-                                   g.Timings(total, load_ns, finish.timings.prompt_eval_ns, finish.timings.eval_ns),
-                                   finish.context))
-
-    def _check_fits(self, n_ctx, tokens):
-        requested = self.request.max_tokens
-        if len(tokens) >= n_ctx:
-            raise ContextLengthExceeded(
-                f"the prompt is {len(tokens)} tokens, more than the model's context window of {n_ctx} tokens",
-                param="messages" if self.request.messages is not None else "prompt")
-        if requested is not None and len(tokens) + requested > n_ctx:
-            raise ContextLengthExceeded(
-                f"this model's maximum context length is {n_ctx} tokens; you requested {len(tokens) + requested} "
-                f"tokens ({len(tokens)} in the prompt, {requested} for the completion)", param="max_tokens")
-        return requested if requested is not None else n_ctx - len(tokens)
-
-    def _choice(self, llm, tokens, index, max_tokens):
-        request = self.request
-        tools_on = bool(request.tools) and request.tool_choice != "none"
-        forced = tools_on and request.tool_choice not in (None, "auto")
-        schema = toolcalls.forced_schema(request.tools, request.tool_choice) if forced else None
-        # With tool_choice auto, the model may answer in prose; once it opens a JSON object, that is a call and
-        # is held to the tools' schemas (so strict functions get valid arguments).
-        lazy = toolcalls.forced_schema(request.tools, "required") if tools_on and not forced else None
-        sampler = sampling.build(llm, request.sampling, request.response_format, index, schema, lazy)
-        try:
-            prefill_started = time.perf_counter_ns()
-            sampling.prefill(llm, tokens)
-            prompt_ns = time.perf_counter_ns() - prefill_started
-            out = _Output(self, index, request, toolcalls.CallCatcher(request.tools, forced) if tools_on else None)
-            eval_started = time.perf_counter_ns()
-            generated, reason = self._decode(llm, sampler, out, max_tokens)
-            if self.cancel.is_set():
-                log.info("generation cancelled: model=%s choice=%d generated=%d tokens", self.model.config.name,
-                         index, len(generated))
-            reason = out.close(reason)
-        finally:
+def _samplers(engine, request):
+    """One sampler chain per choice; a constraint that cannot be built is refused before anything runs."""
+    tools_on = bool(request.tools) and request.tool_choice != "none"
+    forced = tools_on and request.tool_choice not in (None, "auto")
+    schema = toolcalls.forced_schema(request.tools, request.tool_choice) if forced else None
+    # With tool_choice auto, the model may answer in prose; once it opens a JSON object, that is a call and
+    # is held to the tools' schemas (so strict functions get valid arguments).
+    lazy = toolcalls.forced_schema(request.tools, "required") if tools_on and not forced else None
+    samplers = []
+    try:
+        for index in range(request.n):
+            samplers.append(sampling.build(engine, request.sampling, request.response_format, index, schema, lazy))
+    except BaseException:
+        for sampler in samplers:
             sampler.close()
-        return g.Finish(reason, index, g.Usage(len(tokens), len(generated)),
-                        g.Timings(0, 0, prompt_ns, time.perf_counter_ns() - eval_started),
-                        tuple(tokens) + tuple(generated))
-
-    def _decode(self, llm, sampler, out, max_tokens):
-        """Sample, hand over and evaluate token after token; returns (tokens, finish reason)."""
-        logprobs = sampling.LogprobReader(llm, self.request.top_logprobs) if self.request.logprobs else None
-        generated = []
-        while len(generated) < max_tokens and not self.cancel.is_set():
-            token = sampler.sample(llm._ctx, -1)
-            if sampling.is_end(llm, token):
-                return generated, "stop"
-            generated.append(token)
-            if out.add(llm.detokenize([token]), logprobs.read(token) if logprobs else None):
-                return generated, "stop"
-            if llm.n_tokens + 1 >= llm.n_ctx():
-                break
-            llm.eval([token])
-        return generated, "length"
-
-
-class _Output:
-    """One choice's way out: bytes to text, stop sequences, tool-call capture, then events."""
-
-    def __init__(self, run, index, request, catcher):
-        self.emit, self.index = run.emit, index
-        self.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        self.scanner = StopScanner(request.stop)
-        self.catcher = catcher
-        self.single_call = not request.parallel_tool_calls
-        self.logprobs = []
-
-    def add(self, piece, logprob):
-        """Take one token's bytes; returns True when a stop sequence ended the choice."""
-        if logprob is not None:
-            self.logprobs.append(logprob)
-        text = self.scanner.feed(self.decoder.decode(piece))
-        self._send(self.catcher.feed(text) if self.catcher else text)
-        return self.scanner.stopped
-
-    def close(self, reason):
-        """Flush what was held back; returns the finish reason (tool_calls when calls were made)."""
-        tail = "" if self.scanner.stopped else self.scanner.flush() + self.decoder.decode(b"", final=True)
-        calls = []
-        if self.catcher:
-            tail = self.catcher.feed(tail)
-            text, calls = self.catcher.finish()
-            tail += text
-        self._send(tail, force=True)
-        for position, call in enumerate(calls[:1] if self.single_call else calls):
-            self.emit(g.ToolCallDelta(call, self.index, position))
-        return "tool_calls" if calls else reason
-
-    def _send(self, text, force=False):
-        if text or (force and self.logprobs) or len(self.logprobs) > 16:
-            self.emit(g.TextDelta(text, self.index, tuple(self.logprobs)))
-            self.logprobs = []
+        raise
+    return samplers

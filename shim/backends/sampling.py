@@ -1,4 +1,4 @@
-"""llama.cpp sampler chains, prompt prefill with KV-cache reuse, and logprob readings for one sequence."""
+"""llama.cpp sampler chains and logprob readings for one sequence."""
 from __future__ import annotations
 
 import json
@@ -19,7 +19,7 @@ def _value(sampling, name):
     return DEFAULTS[name] if value is None else value
 
 
-def build(llm, sampling, response_format, index=0, schema=None, lazy_schema=None):
+def build(engine, sampling, response_format, index=0, schema=None, lazy_schema=None):
     """A sampler chain for one sequence: bias, penalties, grammar, then greedy or the random pipeline.
 
     schema constrains the whole output; lazy_schema only what follows the output's first "{".
@@ -27,10 +27,10 @@ def build(llm, sampling, response_format, index=0, schema=None, lazy_schema=None
     import llama_cpp
     from llama_cpp._internals import LlamaSampler
 
-    grammar = _grammar_sampler(llm, response_format, schema) if lazy_schema is None else \
-        _lazy_grammar_sampler(llm, lazy_schema)
+    grammar = _grammar_sampler(engine.vocab, response_format, schema) if lazy_schema is None else \
+        _lazy_grammar_sampler(engine.vocab, lazy_schema)
     chain = LlamaSampler()
-    n_vocab = llm.n_vocab()
+    n_vocab = engine.n_vocab
     if sampling.logit_bias:
         bad = [t for t in sampling.logit_bias if not 0 <= t < n_vocab]
         if bad:
@@ -39,7 +39,7 @@ def build(llm, sampling, response_format, index=0, schema=None, lazy_schema=None
                               param="logit_bias")
         chain.add_logit_bias(n_vocab, dict(sampling.logit_bias))
     last_n = _value(sampling, "repeat_last_n")
-    chain.add_penalties(n_vocab, llm.n_ctx() if last_n < 0 else last_n, _value(sampling, "repeat_penalty"),
+    chain.add_penalties(n_vocab, engine.n_ctx if last_n < 0 else last_n, _value(sampling, "repeat_penalty"),
                         _value(sampling, "frequency_penalty"), _value(sampling, "presence_penalty"))
     if grammar is not None:
         llama_cpp.llama_sampler_chain_add(chain.sampler, grammar)
@@ -59,7 +59,7 @@ def build(llm, sampling, response_format, index=0, schema=None, lazy_schema=None
     return chain
 
 
-def _grammar_sampler(llm, response_format, schema):
+def _grammar_sampler(vocab, response_format, schema):
     """A grammar sampler for a JSON constraint, or None; an unusable schema is the client's error."""
     if schema is None and response_format is None:
         return None
@@ -73,7 +73,7 @@ def _grammar_sampler(llm, response_format, schema):
             else LlamaGrammar.from_string(JSON_GBNF, verbose=False)
     except Exception as err:  # the converter raises bare Exceptions/ValueErrors for what it cannot express
         raise Unsupported(f"the JSON schema cannot be turned into a grammar: {err}", param="response_format") from err
-    sampler = llama_cpp.llama_sampler_init_grammar(llm._model.vocab, grammar._grammar.encode(),
+    sampler = llama_cpp.llama_sampler_init_grammar(vocab, grammar._grammar.encode(),
                                                    grammar._root.encode())
     if not sampler:
         raise Unsupported("the JSON schema cannot be turned into a grammar", param="response_format")
@@ -84,7 +84,7 @@ def _grammar_sampler(llm, response_format, schema):
 LAZY_TRIGGER = r"\s*(\{[\s\S]*)"
 
 
-def _lazy_grammar_sampler(llm, schema):
+def _lazy_grammar_sampler(vocab, schema):
     """A grammar that waits until the output opens a JSON object, then holds it to the schema."""
     import ctypes
 
@@ -94,41 +94,22 @@ def _lazy_grammar_sampler(llm, schema):
     grammar = LlamaGrammar.from_json_schema(json.dumps(schema), verbose=False)
     patterns = (ctypes.c_char_p * 1)(LAZY_TRIGGER.encode())
     sampler = llama_cpp.llama_sampler_init_grammar_lazy_patterns(
-        llm._model.vocab, grammar._grammar.encode(), grammar._root.encode(), patterns, 1,
+        vocab, grammar._grammar.encode(), grammar._root.encode(), patterns, 1,
         (llama_cpp.llama_token * 0)(), 0)
     if not sampler:
         raise Unsupported("the tools' parameter schemas cannot be turned into a grammar", param="tools")
     return sampler
 
 
-def prefill(llm, tokens):
-    """Evaluate the prompt, reusing the longest prefix already in the KV cache."""
-    cached = llm.input_ids[: llm.n_tokens]
-    common = 0
-    for a, b in zip(cached, tokens):
-        if a != b:
-            break
-        common += 1
-    # The last prompt token is always evaluated again, so that its logits are fresh for sampling.
-    llm.n_tokens = min(common, len(tokens) - 1)
-    llm.eval(tokens[llm.n_tokens:])
-
-
-def is_end(llm, token):
-    """Whether the token ends generation (end of sequence, end of turn)."""
-    import llama_cpp
-    return llama_cpp.llama_vocab_is_eog(llm._model.vocab, token)
-
-
 class LogprobReader:
     """Reads the log probabilities of the distribution the last token was sampled from."""
 
-    def __init__(self, llm, top):
-        self.llm, self.top = llm, top
+    def __init__(self, engine, top):
+        self.engine, self.top = engine, top
 
-    def read(self, token):
-        """The TokenLogprob of token, with the `top` most likely alternatives."""
-        logits = np.ctypeslib.as_array(self.llm._ctx.get_logits_ith(-1), shape=(self.llm.n_vocab(),))
+    def read(self, token, row):
+        """The TokenLogprob of token, sampled from batch row `row`, with the `top` most likely alternatives."""
+        logits = np.ctypeslib.as_array(self.engine.logits(row), shape=(self.engine.n_vocab,))
         shifted = logits - logits.max()
         logprobs = shifted - math.log(float(np.exp(shifted).sum()))
         top = ()
@@ -139,7 +120,7 @@ class LogprobReader:
         return self._one(token, logprobs, top)
 
     def _piece(self, token):
-        raw = self.llm.detokenize([token], special=True)
+        raw = self.engine.piece(token, special=True)
         return raw.decode("utf-8", errors="replace"), tuple(raw)
 
     def _one(self, token, logprobs, top=()):

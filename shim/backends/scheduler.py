@@ -1,0 +1,314 @@
+"""Continuous batching: one decode loop per model, on its own OS thread, over several sequence slots.
+
+Each step evaluates one batch: the next token of every sequence that is generating, and a chunk of the prompts
+of those that are starting. Requests join between steps and leave the moment they end, freeing their slot.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from _queue import Empty, SimpleQueue  # the C queue: gevent leaves it alone, so get() blocks the OS thread
+
+from .. import generation as g
+from ..errors import BackendUnavailable, ContextLengthExceeded
+from ..threads import start_thread
+from . import sampling
+from .output import ChoiceOutput
+
+log = logging.getLogger("shim.llamacpp")
+
+# Copying another slot's cache copies its whole buffer; it pays once it saves this many prompt tokens.
+COPY_WORTH = 16
+_STOP = object()
+
+
+class Job:
+    """One request on its way through the scheduler: its prompt, one sequence per choice, where events go."""
+
+    def __init__(self, request, tokens, n_ctx, samplers, cancel, channel, load_ns=0):
+        self.request, self.tokens, self.n_ctx = request, tokens, n_ctx
+        self.cancel, self.channel, self.load_ns = cancel, channel, load_ns
+        self.started = time.perf_counter_ns()
+        self.sequences = [Sequence(self, index, sampler) for index, sampler in enumerate(samplers)]
+        self.open = len(self.sequences)
+        self.failed = False
+
+    def stopped(self):
+        """Whether the client went away or the job failed."""
+        return self.failed or self.cancel.is_set()
+
+    def ended(self, sequence):
+        """One sequence is over; the channel ends with the last."""
+        sequence.sampler.close()
+        self.open -= 1
+        if self.open == 0 and not self.failed:
+            self.channel.end()
+
+    def fail(self, error):
+        """End the job with an error the client sees."""
+        if not self.failed:
+            self.failed = True
+            self.channel.fail(error)
+
+
+@dataclass(eq=False)
+class Sequence:
+    """One choice of a job: its sampler, its output, and where it stands."""
+
+    job: Job
+    index: int
+    sampler: object
+    slot: Slot | None = None
+    todo: list = field(default_factory=list)
+    "Tokens to evaluate next: what is left of the prompt, then the token just sampled."
+    prefilling: bool = True
+    generated: list = field(default_factory=list)
+    max_tokens: int = 0
+    out: ChoiceOutput | None = None
+    logprobs: object = None
+    admitted: int = 0
+    prompt_ns: int = 0
+
+    def finish(self, reason):
+        """Emit the choice's last events."""
+        job, now = self.job, time.perf_counter_ns()
+        reason = self.out.close(reason)
+        eval_ns = now - self.admitted - self.prompt_ns
+        job.channel.put(g.Finish(reason, self.index, g.Usage(len(job.tokens), len(self.generated)),
+                                 g.Timings(now - job.started, job.load_ns, self.prompt_ns, eval_ns),
+                                 tuple(job.tokens) + tuple(self.generated)))
+
+
+@dataclass(eq=False)
+class Slot:
+    """One sequence id of the context and the tokens its KV cache holds (kept after use, for prefix reuse)."""
+
+    seq_id: int
+    cached: list = field(default_factory=list)
+    sequence: Sequence | None = None
+    last_used: int = 0
+
+
+class Scheduler:
+    """Decodes the sequences of many requests together, on one OS thread that owns the model's context."""
+
+    def __init__(self, engine, prefill_chunk, name):
+        self.engine, self.prefill_chunk, self.name = engine, prefill_chunk, name
+        self.slots = [Slot(i) for i in range(engine.slots)]
+        self.waiting = deque()
+        self.inbox = SimpleQueue()
+        self.steps = 0
+        self._stopping = False
+        self.join = start_thread(self._loop)
+
+    def submit(self, job):
+        """Queue a job; its events arrive on its channel."""
+        self.inbox.put(job)
+
+    def stop(self):
+        """Finish what was submitted, then end the loop; returns once it has."""
+        self.inbox.put(_STOP)
+        self.join()
+
+    def busy(self):
+        """Whether any sequence is running or waiting."""
+        return bool(self.waiting or not self.inbox.empty() or self._running())
+
+    def _running(self):
+        return [s for s in self.slots if s.sequence is not None]
+
+    def _loop(self):
+        while True:
+            idle = not self.waiting and not self._running()
+            if idle and self._stopping:
+                return
+            self._receive(block=idle)
+            try:
+                self._step()
+            except Exception as err:  # a failure ends the requests in flight, never the loop
+                log.exception("decode step failed: model=%s", self.name)
+                self._fail_running(BackendUnavailable(f"the local runtime failed: {err}"))
+
+    def _receive(self, block):
+        while True:
+            try:
+                item = self.inbox.get(block=block)
+            except Empty:
+                return
+            block = False
+            if item is _STOP:
+                self._stopping = True
+            else:
+                self.waiting.extend(item.sequences)
+
+    def _step(self):
+        self._drop_stopped()
+        self._admit()
+        rows = self._fill_batch()
+        if not rows:
+            return
+        status = self.engine.decode()
+        self.steps += 1
+        if status != 0:
+            raise RuntimeError(f"llama_decode returned {status}")
+        for sequence, evaluated, row in rows:
+            sequence.slot.cached.extend(evaluated)
+            del sequence.todo[:len(evaluated)]
+            if row is not None:
+                self._next_token(sequence, row)
+
+    # ------------------------------------------------------------------ joining and leaving
+
+    def _drop_stopped(self):
+        for sequence in [s for s in self.waiting if s.job.stopped()]:
+            self.waiting.remove(sequence)
+            sequence.job.ended(sequence)
+        for slot in self._running():
+            if slot.sequence.job.stopped():
+                sequence = slot.sequence
+                if sequence.job.cancel.is_set():
+                    log.info("generation cancelled: model=%s choice=%d generated=%d tokens", self.name,
+                             sequence.index, len(sequence.generated))
+                self._leave(sequence)
+
+    def _leave(self, sequence):
+        slot = sequence.slot
+        slot.sequence, slot.last_used = None, self.steps
+        sequence.job.ended(sequence)
+
+    def _fail_running(self, error):
+        for slot in self._running():
+            slot.sequence.job.fail(error)
+            self._leave(slot.sequence)
+            slot.cached = []
+            self.engine.forget(slot.seq_id)
+
+    def _admit(self):
+        while self.waiting:
+            free = [s for s in self.slots if s.sequence is None]
+            sequence = self.waiting[0]
+            if not free or self._worth_waiting(sequence.job.tokens):
+                return
+            job = sequence.job
+            if job.n_ctx is not None and job.n_ctx != self.engine.n_ctx:
+                if self._running():
+                    return  # a different window needs a new context: the sequences in it finish first
+                self.engine.resize(job.n_ctx)
+                for slot in self.slots:
+                    slot.cached = []
+            self.waiting.popleft()
+            try:
+                self._place(sequence, free)
+            except ContextLengthExceeded as err:
+                job.fail(err)
+                job.ended(sequence)
+
+    def _worth_waiting(self, prompt):
+        """Whether a prompt a running sequence is still loading would give more to copy than any cache now."""
+        cached = max(_common(s.cached, prompt) for s in self.slots)
+        loading = [s.cached + s.sequence.todo for s in self._running() if s.sequence.prefilling]
+        return any(_common(tokens, prompt) > cached + COPY_WORTH for tokens in loading)
+
+    def _place(self, sequence, free):
+        job, engine = sequence.job, self.engine
+        prompt = job.tokens
+        sequence.max_tokens = fits(len(prompt), job.request, engine.n_ctx)
+        slot = max(free, key=lambda s: (_common(s.cached, prompt), -s.last_used))
+        reuse = _common(slot.cached, prompt)
+        source = max(self.slots, key=lambda s: _common(s.cached, prompt))
+        if _common(source.cached, prompt) > reuse + COPY_WORTH:
+            engine.copy(source.seq_id, slot.seq_id)
+            slot.cached = list(source.cached)
+            reuse = _common(slot.cached, prompt)
+        # The last prompt token is always evaluated again, so that its logits are fresh for sampling.
+        reuse = engine.forget(slot.seq_id, min(reuse, len(prompt) - 1))
+        del slot.cached[reuse:]
+        sequence.todo = list(prompt[reuse:])
+        sequence.slot, slot.sequence = slot, sequence
+        sequence.out = ChoiceOutput(job.channel.put, sequence.index, job.request)
+        if job.request.logprobs:
+            sequence.logprobs = sampling.LogprobReader(engine, job.request.top_logprobs)
+        sequence.admitted = time.perf_counter_ns()
+
+    # ------------------------------------------------------------------ one step
+
+    def _fill_batch(self):
+        """Put the step's tokens into the batch; returns (sequence, tokens evaluated, logits row or None)."""
+        engine, rows = self.engine, []
+        running = sorted(self._running(), key=lambda s: s.sequence.admitted)
+        budget = max(1, min(self.prefill_chunk, engine.batch_size - len(running)))
+        # Generating sequences go first, one token each, so a long prompt loading beside them never stalls them.
+        for slot in running:
+            sequence = slot.sequence
+            if not sequence.prefilling:
+                rows.append((sequence, sequence.todo[:1], engine.add(sequence.todo[0], len(slot.cached),
+                                                                     slot.seq_id, True)))
+        for slot in running:
+            sequence = slot.sequence
+            if sequence.prefilling and budget > 0:
+                chunk = sequence.todo[:budget]
+                budget -= len(chunk)
+                last = len(chunk) == len(sequence.todo)
+                row = None
+                for offset, token in enumerate(chunk):
+                    row = engine.add(token, len(slot.cached) + offset, slot.seq_id,
+                                     last and offset == len(chunk) - 1)
+                rows.append((sequence, chunk, row if last else None))
+        return rows
+
+    def _next_token(self, sequence, row):
+        """Sample a sequence's next token from its logits row, hand it out, and see whether the choice ends."""
+        if sequence.prefilling:
+            sequence.prefilling = False
+            sequence.prompt_ns = time.perf_counter_ns() - sequence.admitted
+        try:
+            reason = self._sample(sequence, row)
+        except Exception as err:  # one request's failure (a sampler, a tool-call parse) ends only that request
+            log.exception("sampling failed: model=%s", self.name)
+            sequence.job.fail(BackendUnavailable(f"the local runtime failed: {err}"))
+            reason = None
+        if reason is not None:
+            if not sequence.job.stopped():
+                sequence.finish(reason)
+            self._leave(sequence)
+
+    def _sample(self, sequence, row):
+        """The next token into the sequence's output; returns a finish reason once the choice is over."""
+        if len(sequence.generated) >= sequence.max_tokens:
+            return "length"
+        token = sequence.sampler.sample(self.engine.ctx, row)
+        if self.engine.is_end(token):
+            return "stop"
+        sequence.generated.append(token)
+        logprob = sequence.logprobs.read(token, row) if sequence.logprobs else None
+        if sequence.out.add(self.engine.piece(token), logprob):
+            return "stop"
+        if len(sequence.generated) >= sequence.max_tokens or len(sequence.slot.cached) + 1 >= self.engine.n_ctx:
+            return "length"
+        sequence.todo = [token]
+        return None
+
+
+def fits(n_prompt, request, n_ctx):
+    """The tokens a request may generate in an n_ctx window, or ContextLengthExceeded naming what does not fit."""
+    requested = request.max_tokens
+    if n_prompt >= n_ctx:
+        raise ContextLengthExceeded(
+            f"the prompt is {n_prompt} tokens, more than the model's context window of {n_ctx} tokens",
+            param="messages" if request.messages is not None else "prompt")
+    if requested is not None and n_prompt + requested > n_ctx:
+        raise ContextLengthExceeded(
+            f"this model's maximum context length is {n_ctx} tokens; you requested {n_prompt + requested} "
+            f"tokens ({n_prompt} in the prompt, {requested} for the completion)", param="max_tokens")
+    return requested if requested is not None else n_ctx - n_prompt
+
+
+def _common(a, b):
+    """The length of the common prefix of two token lists."""
+    n = min(len(a), len(b))
+    for i in range(n):
+        if a[i] != b[i]:
+            return i
+    return n
