@@ -146,6 +146,8 @@ class Usage:
 
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    cached_tokens: int = 0
+    "Prompt tokens taken from the KV cache rather than evaluated (OpenAI's prompt_tokens_details.cached_tokens)."
 
     @property
     def total_tokens(self):
@@ -277,7 +279,12 @@ def collect(events) -> list[Choice]:
 
 def total_usage(choices) -> Usage:
     """The usage of a request: the prompt once, the completions of all choices added up."""
-    finishes = [c.finish for c in choices if c.finish]
+    return usage_of([c.finish for c in choices if c.finish])
+
+
+def usage_of(finishes) -> Usage:
+    """The usage of a request from its choices' Finish events."""
     if not finishes:
         return Usage()
-    return Usage(max(f.usage.prompt_tokens for f in finishes), sum(f.usage.completion_tokens for f in finishes))
+    return Usage(max(f.usage.prompt_tokens for f in finishes), sum(f.usage.completion_tokens for f in finishes),
+                 max(f.usage.cached_tokens for f in finishes))

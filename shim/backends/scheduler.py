@@ -70,13 +70,15 @@ class Sequence:
     logprobs: object = None
     admitted: int = 0
     prompt_ns: int = 0
+    cached: int = 0
+    "Prompt tokens found in the KV cache."
 
     def finish(self, reason):
         """Emit the choice's last events."""
         job, now = self.job, time.perf_counter_ns()
         reason = self.out.close(reason)
         eval_ns = now - self.admitted - self.prompt_ns
-        job.channel.put(g.Finish(reason, self.index, g.Usage(len(job.tokens), len(self.generated)),
+        job.channel.put(g.Finish(reason, self.index, g.Usage(len(job.tokens), len(self.generated), self.cached),
                                  g.Timings(now - job.started, job.load_ns, self.prompt_ns, eval_ns),
                                  tuple(job.tokens) + tuple(self.generated)))
 
@@ -206,10 +208,14 @@ class Scheduler:
                 job.ended(sequence)
 
     def _worth_waiting(self, prompt):
-        """Whether a prompt a running sequence is still loading would give more to copy than any cache now."""
+        """Whether a running sequence is loading more of this prompt than any cache holds now.
+
+        Then the prompt waits until that load is done and copies it (a few steps at most), instead of loading
+        the same tokens a second time: what identical prompts arriving together, and the choices of n > 1, do.
+        """
         cached = max(_common(s.cached, prompt) for s in self.slots)
         loading = [s.cached + s.sequence.todo for s in self._running() if s.sequence.prefilling]
-        return any(_common(tokens, prompt) > cached + COPY_WORTH for tokens in loading)
+        return any(_common(tokens, prompt) > max(cached, COPY_WORTH) for tokens in loading)
 
     def _place(self, sequence, free):
         job, engine = sequence.job, self.engine
@@ -225,7 +231,7 @@ class Scheduler:
         # The last prompt token is always evaluated again, so that its logits are fresh for sampling.
         reuse = engine.forget(slot.seq_id, min(reuse, len(prompt) - 1))
         del slot.cached[reuse:]
-        sequence.todo = list(prompt[reuse:])
+        sequence.cached, sequence.todo = reuse, list(prompt[reuse:])
         sequence.slot, slot.sequence = slot, sequence
         sequence.out = ChoiceOutput(job.channel.put, sequence.index, job.request)
         if job.request.logprobs:

@@ -344,7 +344,7 @@ def _legacy_logprobs(items, at=0):
 def render_usage(usage):
     """OpenAI's usage object."""
     return {"prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens,
-            "total_tokens": usage.total_tokens}
+            "total_tokens": usage.total_tokens, "prompt_tokens_details": {"cached_tokens": usage.cached_tokens}}
 
 
 class ChatStream:
@@ -380,9 +380,7 @@ class ChatStream:
         """The chunks after the last event: the usage chunk when asked for."""
         if not self.include_usage:
             return []
-        usage = g.Usage(max((f.usage.prompt_tokens for f in self._finishes), default=0),
-                        sum(f.usage.completion_tokens for f in self._finishes))
-        return [{**self._base(), "choices": [], "usage": render_usage(usage)}]
+        return [{**self._base(), "choices": [], "usage": render_usage(g.usage_of(self._finishes))}]
 
     def _with_role(self, index, delta):
         if index in self._started:
@@ -589,6 +587,7 @@ class UpstreamReader:
         usage = self.usage or {}
         prompt = usage.get("prompt_tokens", 0)
         completion = usage.get("completion_tokens", self.pieces)
+        cached = (usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0
         events = []
         indexes = sorted(set(self.reasons) | set(self.calls)) or [0]
         for index in indexes:
@@ -599,7 +598,7 @@ class UpstreamReader:
             reason = self.reasons.get(index, "stop")
             last = index == indexes[-1]
             events.append(g.Finish("tool_calls" if calls and reason == "stop" else reason, index,
-                                   g.Usage(prompt, completion if last else 0), timings))
+                                   g.Usage(prompt, completion if last else 0, cached), timings))
         return events
 
 
