@@ -60,27 +60,48 @@ def single(runs=9):
     return "\n".join(lines)
 
 
-def concurrent(clients_list=(1, 4, 8)):
-    """Benchmark 2 as a markdown table."""
-    body = {"model": MODEL, "messages": PROMPT, "max_tokens": TOKENS, "temperature": 0, "stream": True}
-    lines = ["| clients | aggregate tokens/s | TTFT p50 | TTFT max | streams complete |", "|---|---|---|---|---|"]
-    with running_shim() as url:
-        time_sse(url + "/v1/chat/completions", body)
-        for clients in clients_list:
-            results = [None] * clients
+SUBJECTS = ["robot", "sailor", "gardener", "baker", "pilot", "wizard", "fox", "miner", "poet", "knight",
+            "owl", "tailor", "whale", "clockmaker", "astronaut"]
+"Each used once: 1 + 4 + 8 clients with prompts no cache has seen."
+NO_END = {"0": -100, "2": -100}
+"SmolLM2's end tokens, banned so that every stream is TOKENS long."
 
-            def run(i):
-                results[i] = time_sse(url + "/v1/chat/completions", body)
-            threads = [threading.Thread(target=run, args=(i,)) for i in range(clients)]
-            started = time.perf_counter()
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join()
-            wall = time.perf_counter() - started
-            tokens = sum(r[2] for r in results)
-            ttfts = sorted(r[0] for r in results)
-            complete = sum(1 for r in results if r[2] == TOKENS)
-            lines.append(f"| {clients} | {tokens / wall:.1f} | {median(ttfts) * 1000:.0f} ms | "
-                         f"{ttfts[-1] * 1000:.0f} ms | {complete}/{clients} |")
+
+def concurrent(clients_list=(1, 4, 8)):
+    """Benchmark 2 as a markdown table: the same prompt for every client, then a different prompt each."""
+    lines = ["| clients | prompts | aggregate tokens/s | TTFT p50 | TTFT max | streams complete |",
+             "|---|---|---|---|---|---|"]
+    with running_shim() as url:
+        time_sse(url + "/v1/chat/completions", _body(PROMPT[0]["content"]))
+        for distinct in (False, True):
+            for clients in clients_list:
+                lines.append(_clients_row(url, clients, distinct))
     return "\n".join(lines)
+
+
+def _body(content):
+    return {"model": MODEL, "messages": [{"role": "user", "content": content}], "max_tokens": TOKENS,
+            "temperature": 0, "stream": True, "logit_bias": NO_END}
+
+
+def _clients_row(url, clients, distinct):
+    """One row: `clients` streams started at once, each TOKENS long."""
+    # Distinct prompts never met before, so only the chat template's own system prompt can come from the cache.
+    contents = [f"Write a long story about a {SUBJECTS.pop()} who learns to paint." if distinct
+                else PROMPT[0]["content"] for _ in range(clients)]
+    results = [None] * clients
+
+    def run(i):
+        results[i] = time_sse(url + "/v1/chat/completions", _body(contents[i]))
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(clients)]
+    started = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - started
+    tokens = sum(r[2] for r in results)
+    ttfts = sorted(r[0] for r in results)
+    complete = sum(1 for r in results if r[2] == TOKENS)
+    return (f"| {clients} | {'distinct' if distinct else 'same'} | {tokens / wall:.1f} | {median(ttfts) * 1000:.0f} ms "
+            f"| {ttfts[-1] * 1000:.0f} ms | {complete}/{clients} |")

@@ -27,7 +27,8 @@ def test_chat_completion_json(client, fake):
     assert body["object"] == "chat.completion"
     assert body["choices"][0]["message"] == {"role": "assistant", "content": "Hello world", "refusal": None}
     assert body["choices"][0]["finish_reason"] == "stop"
-    assert body["usage"] == {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}
+    assert body["usage"] == {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5,
+                           "prompt_tokens_details": {"cached_tokens": 0}}
     assert fake.history[0].messages[0].content == "hi"
 
 

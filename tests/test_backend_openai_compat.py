@@ -757,6 +757,14 @@ def test_upstream_reader_holds_finishes_until_the_end():
     assert reader.end(timings) == [g.Finish("stop", 0, g.Usage(3, 1), timings)]
 
 
+def test_upstream_reader_keeps_the_upstream_cached_token_count():
+    reader = protocol.UpstreamReader()
+    reader.events(chunk("a", finish="stop"))
+    reader.events({**usage_chunk(30, 2), "usage": {"prompt_tokens": 30, "completion_tokens": 2, "total_tokens": 32,
+                                                   "prompt_tokens_details": {"cached_tokens": 24}}})
+    assert reader.end(g.Timings())[0].usage == g.Usage(30, 2, 24)
+
+
 def test_upstream_reader_with_nothing_read_still_finishes():
     assert protocol.UpstreamReader().end(g.Timings()) == [g.Finish("stop", 0, g.Usage(0, 0), g.Timings())]
 

@@ -418,7 +418,8 @@ def test_render_chat_text_choice():
         "id": "chatcmpl-1", "object": "chat.completion", "created": 123, "model": "m", "system_fingerprint": "fp_shim"}
     assert out["choices"] == [{"index": 0, "message": {"role": "assistant", "content": "Hello", "refusal": None},
                                "logprobs": None, "finish_reason": "length"}]
-    assert out["usage"] == {"prompt_tokens": 4, "completion_tokens": 2, "total_tokens": 6}
+    assert out["usage"] == {"prompt_tokens": 4, "completion_tokens": 2, "total_tokens": 6,
+                           "prompt_tokens_details": {"cached_tokens": 0}}
 
 
 def test_render_chat_tool_calls_have_null_content():
@@ -436,7 +437,17 @@ def test_render_chat_usage_counts_prompt_once_over_choices():
                g.Choice(1, "b", finish=finish(index=1, prompt=10, completion_tokens=5))]
     out = oa.render_chat(choices, id="x", created=1, model="m")
     assert [c["index"] for c in out["choices"]] == [0, 1]
-    assert out["usage"] == {"prompt_tokens": 10, "completion_tokens": 8, "total_tokens": 18}
+    assert out["usage"] == {"prompt_tokens": 10, "completion_tokens": 8, "total_tokens": 18,
+                           "prompt_tokens_details": {"cached_tokens": 0}}
+
+
+def test_usage_says_how_many_prompt_tokens_came_from_the_cache():
+    cached = g.Finish("stop", 0, g.Usage(40, 3, cached_tokens=32), g.Timings())
+    out = oa.render_chat([g.Choice(0, "a", finish=cached)], id="x", created=1, model="m")
+    assert out["usage"]["prompt_tokens_details"] == {"cached_tokens": 32}
+    s = stream(include_usage=True)
+    s.chunks(cached)
+    assert s.end()[0]["usage"]["prompt_tokens_details"] == {"cached_tokens": 32}
 
 
 def test_render_chat_logprobs_shape():
@@ -523,7 +534,8 @@ def test_chat_stream_include_usage_final_chunk():
     assert all(c["usage"] is None for c in chunks)
     [last] = s.end()
     assert last["choices"] == []
-    assert last["usage"] == {"prompt_tokens": 9, "completion_tokens": 6, "total_tokens": 15}
+    assert last["usage"] == {"prompt_tokens": 9, "completion_tokens": 6, "total_tokens": 15,
+                           "prompt_tokens_details": {"cached_tokens": 0}}
     assert (last["id"], last["object"]) == ("chatcmpl-1", "chat.completion.chunk")
 
 
@@ -565,7 +577,8 @@ def test_completion_stream_include_usage():
     [last] = s.end()
     assert chunk["usage"] is None
     assert last["choices"] == [] and last["object"] == "text_completion"
-    assert last["usage"] == {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4}
+    assert last["usage"] == {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4,
+                           "prompt_tokens_details": {"cached_tokens": 0}}
 
 
 # ---------------------------------------------------------------- errors and envelope

@@ -292,18 +292,30 @@ def test_a_job_cancelled_while_waiting_never_runs(make):
     assert not any(500 <= t < 510 for b in s.engine.batches for t, *_ in b)
 
 
-def test_another_context_size_waits_for_the_running_sequences_then_resizes(make):
+def test_a_larger_context_waits_for_the_running_sequences_then_resizes(make):
     s = make(slots=2, n_ctx=1024, step_seconds=0.002)
     running = job(range(100, 110), max_tokens=30)
     s.submit(running)
     next(iter(running.channel))
-    resized = job(range(500, 510), max_tokens=5, n_ctx=512)
+    resized = job(range(500, 510), max_tokens=5, n_ctx=2048)
     s.submit(resized)
     assert finish(events(resized)).reason == "length"
     assert finish(events(running)).usage.completion_tokens == 30
-    assert s.engine.resizes == [512]
+    assert s.engine.resizes == [2048]
+    steps_of = lambda low: [i for i, b in enumerate(s.engine.batches) if any(low <= t < low + 10 for t, *_ in b)]  # noqa: E731
+    assert max(steps_of(100)) < min(steps_of(500))
 
 
+def test_a_smaller_context_runs_beside_the_others_held_to_its_size(make):
+    s = make(slots=2, n_ctx=1024)
+    small = job(range(100, 130), max_tokens=None, n_ctx=40)
+    s.submit(small)
+    end = finish(events(small))
+    assert s.engine.resizes == [] and end.reason == "length" and end.usage.completion_tokens == 10
+    too_long = job(range(100, 150), n_ctx=40)
+    s.submit(too_long)
+    [error] = events(too_long)
+    assert isinstance(error, ContextLengthExceeded) and "40" in str(error)
 def test_a_prompt_that_no_longer_fits_after_a_resize_fails_alone(make):
     s = make(slots=1, n_ctx=64)
     j = job(range(100, 180), max_tokens=5)

@@ -66,6 +66,8 @@ class Sequence:
     prefilling: bool = True
     generated: list = field(default_factory=list)
     max_tokens: int = 0
+    window: int = 0
+    "The context window the sequence is held to (its request's num_ctx, else the context's)."
     out: ChoiceOutput | None = None
     logprobs: object = None
     admitted: int = 0
@@ -194,9 +196,11 @@ class Scheduler:
             if not free or self._worth_waiting(sequence.job.tokens):
                 return
             job = sequence.job
-            if job.n_ctx is not None and job.n_ctx != self.engine.n_ctx:
+            # A smaller window runs inside the loaded one (held to its own size); only a larger one needs a new
+            # context, and the sequences in the old one finish first.
+            if job.n_ctx is not None and job.n_ctx > self.engine.n_ctx:
                 if self._running():
-                    return  # a different window needs a new context: the sequences in it finish first
+                    return
                 self.engine.resize(job.n_ctx)
                 for slot in self.slots:
                     slot.cached = []
@@ -220,7 +224,8 @@ class Scheduler:
     def _place(self, sequence, free):
         job, engine = sequence.job, self.engine
         prompt = job.tokens
-        sequence.max_tokens = fits(len(prompt), job.request, engine.n_ctx)
+        sequence.window = job.n_ctx or engine.n_ctx
+        sequence.max_tokens = fits(len(prompt), job.request, sequence.window)
         slot = max(free, key=lambda s: (_common(s.cached, prompt), -s.last_used))
         reuse = _common(slot.cached, prompt)
         source = max(self.slots, key=lambda s: _common(s.cached, prompt))
@@ -291,7 +296,7 @@ class Scheduler:
         logprob = sequence.logprobs.read(token, row) if sequence.logprobs else None
         if sequence.out.add(self.engine.piece(token), logprob):
             return "stop"
-        if len(sequence.generated) >= sequence.max_tokens or len(sequence.slot.cached) + 1 >= self.engine.n_ctx:
+        if len(sequence.generated) >= sequence.max_tokens or len(sequence.slot.cached) + 1 >= sequence.window:
             return "length"
         sequence.todo = [token]
         return None
