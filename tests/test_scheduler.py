@@ -228,6 +228,20 @@ def test_the_same_prompt_again_evaluates_only_its_last_token(make):
     assert text(evs) == alone(prompt, 3)
 
 
+def test_a_prompt_sharing_little_takes_the_oldest_slot_and_leaves_a_recent_cache_alone(make):
+    s = make(slots=2)
+    conversation = list(range(100, 150))
+    first = job(conversation, max_tokens=3)
+    s.submit(first)
+    events(first)
+    stranger = job(conversation[:5] + list(range(600, 620)), max_tokens=3)
+    s.submit(stranger)
+    assert finish(events(stranger)).usage.cached_tokens == 0
+    again = job(conversation + [7], max_tokens=3)
+    s.submit(again)
+    assert finish(events(again)).usage.cached_tokens == 50
+
+
 def test_a_prefix_held_by_a_running_sequence_is_copied_into_a_free_slot(make):
     s = make(slots=2, step_seconds=0.002)
     system = list(range(100, 160))
