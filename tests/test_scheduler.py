@@ -242,6 +242,20 @@ def test_a_prompt_sharing_little_takes_the_oldest_slot_and_leaves_a_recent_cache
     assert finish(events(again)).usage.cached_tokens == 50
 
 
+def test_a_prompt_branching_off_a_cache_copies_it_and_leaves_it_whole(make):
+    s = make(slots=2)
+    conversation = list(range(100, 150))
+    first = job(conversation, max_tokens=30)
+    s.submit(first)
+    events(first)
+    branch = job(conversation[:40] + [7, 8], max_tokens=3)
+    s.submit(branch)
+    assert finish(events(branch)).usage.cached_tokens == 40 and s.engine.copies == [(0, 1)]
+    again = job(conversation + [9], max_tokens=3)
+    s.submit(again)
+    assert finish(events(again)).usage.cached_tokens == 50
+
+
 def test_a_prefix_held_by_a_running_sequence_is_copied_into_a_free_slot(make):
     s = make(slots=2, step_seconds=0.002)
     system = list(range(100, 160))

@@ -246,14 +246,15 @@ class Scheduler:
 
     @staticmethod
     def _slot_for(prompt, free):
-        """The free slot to use: the least recently used, unless another's cache saves clearly more of the prompt.
+        """The free slot to use: the one whose cache the prompt continues, else the least recently used.
 
-        Taking a slot overwrites what its cache holds beyond the shared prefix, so a slot holding a recent
-        conversation is kept for it unless reusing it is worth more than a copy.
+        Taking a slot overwrites what its cache holds past the shared prefix; rather than lose more than a copy
+        costs, the prompt goes to the oldest slot, and _place copies the shared prefix over.
         """
-        oldest = min(free, key=lambda s: s.last_used)
         best = max(free, key=lambda s: (_common(s.cached, prompt), -s.last_used))
-        return best if _common(best.cached, prompt) > _common(oldest.cached, prompt) + COPY_WORTH else oldest
+        if len(best.cached) - _common(best.cached, prompt) <= COPY_WORTH:
+            return best
+        return min(free, key=lambda s: s.last_used)
 
     # ------------------------------------------------------------------ one step
 
