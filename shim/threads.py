@@ -100,28 +100,58 @@ class Channel:
         if gevent_active():
             import gevent
             import gevent.queue
-            hub, items = gevent.get_hub(), gevent.queue.Queue()
-            # A gevent queue may only be touched from its hub's thread: each put is scheduled there.
-            self._put = lambda item: hub.loop.run_callback_threadsafe(items.put, item)
-            self._get, self._empty = items.get, gevent.queue.Empty
+            self._hub, self._items, self._empty = gevent.get_hub(), gevent.queue.Queue(), gevent.queue.Empty
         else:
-            items = queue.Queue()
-            self._put, self._get, self._empty = items.put, items.get, queue.Empty
+            self._hub, self._items, self._empty = None, queue.Queue(), queue.Empty
 
     def put(self, item):
         """Hand one item over."""
-        self._put(item)
-
-    def fail(self, error):
-        """End the items with an error, raised in the consumer."""
-        self._put(_Raised(error))
-
-    def end(self):
-        """End the items."""
-        self._put(_END)
+        _deliver([(self, item)])
 
     def __iter__(self):
-        return _drain(self._get, self._empty)
+        return _drain(self._items.get, self._empty)
+
+
+class Courier:
+    """Gathers items for many channels and hands them over together: one wake-up of their loop per flush."""
+
+    def __init__(self):
+        self._pending = []
+
+    def put(self, channel, item):
+        """Queue one item for a channel."""
+        self._pending.append((channel, item))
+
+    def fail(self, channel, error):
+        """Queue the error that ends a channel's items (raised in its consumer)."""
+        self._pending.append((channel, _Raised(error)))
+
+    def end(self, channel):
+        """Queue the end of a channel's items."""
+        self._pending.append((channel, _END))
+
+    def flush(self):
+        """Hand over everything queued, in order."""
+        pending, self._pending = self._pending, []
+        if pending:
+            _deliver(pending)
+
+
+def _deliver(pairs):
+    hubs = {}
+    for channel, item in pairs:
+        hubs.setdefault(channel._hub, []).append((channel, item))
+    for hub, batch in hubs.items():
+        if hub is None:
+            _put_all(batch)
+        else:
+            # A gevent queue may only be touched from its hub's thread: the puts are scheduled there, together.
+            hub.loop.run_callback_threadsafe(_put_all, batch)
+
+
+def _put_all(pairs):
+    for channel, item in pairs:
+        channel._items.put(item)
 
 
 def start_thread(target):

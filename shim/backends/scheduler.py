@@ -13,7 +13,7 @@ from _queue import Empty, SimpleQueue  # the C queue: gevent leaves it alone, so
 
 from .. import generation as g
 from ..errors import BackendUnavailable, ContextLengthExceeded
-from ..threads import start_thread
+from ..threads import Courier, start_thread
 from . import sampling
 from .output import ChoiceOutput
 
@@ -31,6 +31,8 @@ class Job:
     def __init__(self, request, tokens, n_ctx, samplers, cancel, channel, load_ns=0):
         self.request, self.tokens, self.n_ctx = request, tokens, n_ctx
         self.cancel, self.channel, self.load_ns = cancel, channel, load_ns
+        self.courier = None
+        "Set by the scheduler: what carries the job's events to its channel."
         self.started = time.perf_counter_ns()
         self.sequences = [Sequence(self, index, sampler) for index, sampler in enumerate(samplers)]
         self.open = len(self.sequences)
@@ -45,13 +47,17 @@ class Job:
         sequence.sampler.close()
         self.open -= 1
         if self.open == 0 and not self.failed:
-            self.channel.end()
+            self.courier.end(self.channel)
 
     def fail(self, error):
         """End the job with an error the client sees."""
         if not self.failed:
             self.failed = True
-            self.channel.fail(error)
+            self.courier.fail(self.channel, error)
+
+    def post(self, event):
+        """Send one event to the client."""
+        self.courier.put(self.channel, event)
 
 
 @dataclass(eq=False)
@@ -81,7 +87,7 @@ class Sequence:
         job, now = self.job, time.perf_counter_ns()
         reason = self.out.close(reason)
         eval_ns = now - self.admitted - self.prompt_ns
-        job.channel.put(g.Finish(reason, self.index, g.Usage(len(job.tokens), len(self.generated), self.cached),
+        job.post(g.Finish(reason, self.index, g.Usage(len(job.tokens), len(self.generated), self.cached),
                                  g.Timings(now - job.started, job.load_ns, self.prompt_ns, eval_ns),
                                  tuple(job.tokens) + tuple(self.generated)))
 
@@ -104,12 +110,16 @@ class Scheduler:
         self.slots = [Slot(i) for i in range(engine.slots)]
         self.waiting = deque()
         self.inbox = SimpleQueue()
+        # The step's events leave together, so the worker's event loop wakes once per step, not once per token:
+        # each wake-up can take a core from llama.cpp's threads in the middle of a decode.
+        self.courier = Courier()
         self.steps = 0
         self._stopping = False
         self.join = start_thread(self._loop)
 
     def submit(self, job):
         """Queue a job; its events arrive on its channel."""
+        job.courier = self.courier
         self.inbox.put(job)
 
     def stop(self):
@@ -135,6 +145,7 @@ class Scheduler:
             except Exception as err:  # a failure ends the requests in flight, never the loop
                 log.exception("decode step failed: model=%s", self.name)
                 self._fail_running(BackendUnavailable(f"the local runtime failed: {err}"))
+            self.courier.flush()
 
     def _receive(self, block):
         while True:
@@ -239,7 +250,7 @@ class Scheduler:
         del slot.cached[reuse:]
         sequence.cached, sequence.todo = reuse, list(prompt[reuse:])
         sequence.slot, slot.sequence = slot, sequence
-        sequence.out = ChoiceOutput(job.channel.put, sequence.index, job.request)
+        sequence.out = ChoiceOutput(job.post, sequence.index, job.request)
         if job.request.logprobs:
             sequence.logprobs = sampling.LogprobReader(engine, job.request.top_logprobs)
         sequence.admitted = time.perf_counter_ns()
