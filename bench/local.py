@@ -3,7 +3,7 @@ import os
 import threading
 import time
 
-from .common import MODEL, PROMPT, median, running_shim, time_ndjson, time_sse
+from .common import MODEL, PROMPT, median, rss_kb, running_shim, time_ndjson, time_sse
 
 TOKENS = 128
 
@@ -83,6 +83,22 @@ def concurrent(clients_list=(1, 4, 8), rounds=3):
                 rate, ttft_p50, ttft_max, complete = (median(r[k] for r in runs[distinct]) for k in range(4))
                 lines.append(f"| {clients} | {'distinct' if distinct else 'same'} | {rate:.1f} | "
                              f"{ttft_p50 * 1000:.0f} ms | {ttft_max * 1000:.0f} ms | {complete:.0f}/{clients} |")
+    return "\n".join(lines)
+
+
+def slots(choices=(1, 4, 8), clients=8, rounds=2):
+    """The slots setting: a worker's memory, and what `clients` distinct streams at once get; medians of rounds."""
+    from .streams import worker_pid
+    lines = ["| slots | worker RSS | aggregate tokens/s | TTFT p50 | TTFT max | streams complete |",
+             "|---|---|---|---|---|---|"]
+    for count in choices:
+        with running_shim(env={"SHIM_SLOTS": str(count)}) as url:
+            time_sse(url + "/v1/chat/completions", _body(PROMPT[0]["content"]))
+            rss = rss_kb(worker_pid(url.proc.pid))
+            runs = [_clients_round(url, clients, True) for _ in range(rounds)]
+            rate, ttft_p50, ttft_max, complete = (median(r[k] for r in runs) for k in range(4))
+            lines.append(f"| {count} | {rss / 1024:.0f} MiB | {rate:.1f} | {ttft_p50 * 1000:.0f} ms | "
+                         f"{ttft_max * 1000:.0f} ms | {complete:.0f}/{clients} |")
     return "\n".join(lines)
 
 

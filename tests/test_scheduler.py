@@ -62,6 +62,8 @@ class FakeEngine:
         self.kv[target] = list(self.kv[source])
 
     def resize(self, n_ctx):
+        if n_ctx > 100_000:
+            raise BackendUnavailable(f"cannot make a context of {self.slots} x {n_ctx} tokens")
         self.resizes.append(n_ctx)
         self.n_ctx = n_ctx
         self.kv = {i: [] for i in range(self.slots)}
@@ -344,6 +346,17 @@ def test_a_smaller_context_runs_beside_the_others_held_to_its_size(make):
     s.submit(too_long)
     [error] = events(too_long)
     assert isinstance(error, ContextLengthExceeded) and "40" in str(error)
+def test_a_context_that_cannot_be_made_fails_its_request_alone(make):
+    s = make(slots=2)
+    huge = job(range(100, 110), n_ctx=200_000)
+    s.submit(huge)
+    [error] = events(huge)
+    assert isinstance(error, BackendUnavailable) and "200000" in str(error)
+    after = job(range(100, 110), max_tokens=3)
+    s.submit(after)
+    assert finish(events(after)).reason == "length"
+
+
 def test_a_prompt_that_no_longer_fits_after_a_resize_fails_alone(make):
     s = make(slots=1, n_ctx=64)
     j = job(range(100, 180), max_tokens=5)

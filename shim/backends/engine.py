@@ -27,9 +27,7 @@ class Engine:
     def resize(self, n_ctx):
         """A fresh context whose sequences hold n_ctx tokens each (every KV cache is emptied)."""
         previous = self.n_ctx if self.ctx is not None else None
-        if self.ctx is not None:
-            self.ctx.close()
-            self.ctx = None
+        self._close_context()
         try:
             self._make_context(n_ctx)
         except BackendUnavailable:
@@ -58,6 +56,11 @@ class Engine:
         self.memory = llama_cpp.llama_get_memory(self.ctx.ctx)
         self.n_ctx = n_ctx
 
+    def _close_context(self):
+        if self.ctx is not None:
+            self.ctx.close()
+        self.ctx = self.memory = None
+
     def add(self, token, position, seq_id, logits):
         """Put one token of one sequence into the next batch; returns its row (where its logits will be)."""
         batch = self._batch
@@ -71,7 +74,7 @@ class Engine:
         """Evaluate the batch built with add(); returns llama_decode's status (0: done)."""
         import llama_cpp
         try:
-            return llama_cpp.llama_decode(self.ctx.ctx, self._batch)
+            return llama_cpp.llama_decode(self.ctx.ctx, self._batch) if self.ctx is not None else -1
         finally:
             self._batch.n_tokens = 0
 
@@ -85,6 +88,8 @@ class Engine:
         Returns how many tokens of the cache are left.
         """
         import llama_cpp
+        if self.memory is None:
+            return 0
         if llama_cpp.llama_memory_seq_rm(self.memory, seq_id, start, -1):
             return start
         llama_cpp.llama_memory_seq_rm(self.memory, seq_id, -1, -1)
@@ -93,8 +98,9 @@ class Engine:
     def copy(self, source, target):
         """Make target's cache a copy of source's (llama.cpp copies the whole buffer before the next decode)."""
         import llama_cpp
-        llama_cpp.llama_memory_seq_rm(self.memory, target, -1, -1)
-        llama_cpp.llama_memory_seq_cp(self.memory, source, target, -1, -1)
+        if self.memory is not None:
+            llama_cpp.llama_memory_seq_rm(self.memory, target, -1, -1)
+            llama_cpp.llama_memory_seq_cp(self.memory, source, target, -1, -1)
 
     def is_end(self, token):
         """Whether the token ends generation (end of sequence, end of turn)."""
@@ -108,9 +114,7 @@ class Engine:
     def close(self):
         """Free the context, the batch and the model."""
         import llama_cpp
-        if self.ctx is not None:
-            self.ctx.close()
-            self.ctx = None
+        self._close_context()
         if self._batch is not None:
             llama_cpp.llama_batch_free(self._batch)
             self._batch = None

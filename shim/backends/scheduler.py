@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from _queue import Empty, SimpleQueue  # the C queue: gevent leaves it alone, so get() blocks the OS thread
 
 from .. import generation as g
-from ..errors import BackendUnavailable, ContextLengthExceeded
+from ..errors import BackendUnavailable, ContextLengthExceeded, ShimError
 from ..threads import Courier, start_thread
 from . import sampling
 from .output import ChoiceOutput
@@ -210,18 +210,21 @@ class Scheduler:
             job = sequence.job
             # A smaller window runs inside the loaded one (held to its own size); only a larger one needs a new
             # context, and the sequences in the old one finish first.
-            if job.n_ctx is not None and job.n_ctx > self.engine.n_ctx:
-                if self._running():
-                    return
-                self.engine.resize(job.n_ctx)
-                for slot in self.slots:
-                    slot.cached = []
+            if job.n_ctx is not None and job.n_ctx > self.engine.n_ctx and self._running():
+                return
             self.waiting.popleft()
             try:
+                if job.n_ctx is not None and job.n_ctx > self.engine.n_ctx:
+                    self._resize(job.n_ctx)
                 self._place(sequence, free)
-            except ContextLengthExceeded as err:
+            except ShimError as err:
                 job.fail(err)
                 job.ended(sequence)
+
+    def _resize(self, n_ctx):
+        for slot in self.slots:
+            slot.cached = []
+        self.engine.resize(n_ctx)
 
     def _worth_waiting(self, prompt):
         """Whether a running sequence is loading more of this prompt than any cache holds now.
