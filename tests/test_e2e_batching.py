@@ -202,3 +202,19 @@ def test_a_client_leaving_frees_its_slot_for_a_waiting_one(two_slots):
     # The third request got its first token only once the first client had gone and its slot was free.
     assert len(waiting) == 1 and waiting[0] and waiting[0][0] > left_at
     assert len(CANCELLED.findall(two_slots.log_text())) > before
+
+
+def test_a_larger_num_ctx_waits_for_the_running_streams_then_gets_its_window(two_slots):
+    running = []
+    first = threading.Thread(target=_timed_stream, args=(two_slots, "Tell me a story about a dragon.", 40, running))
+    first.start()
+    time.sleep(0.3)
+    oll = ollama.Client(host=two_slots)
+    larger = oll.generate(model=MODEL, prompt="Name three colors.", options={"num_ctx": 8192, "num_predict": 10})
+    done_at = time.monotonic()
+    first.join(60)
+    assert larger.done and larger.eval_count == 10 and len(running) == 1 and len(running[0]) >= 30
+    # The new context was made once the running stream was over, so that stream was never cut short.
+    assert running[0][-1] < done_at
+    loaded = requests.get(two_slots + "/api/ps", timeout=10).json()["models"]
+    assert [m["context_length"] for m in loaded if m["model"] == MODEL] == [8192]

@@ -110,6 +110,13 @@ def events(j, timeout=10):
     return result
 
 
+def run(s, prompt, **kwargs):
+    """Submit a job and wait for all its events."""
+    j = job(prompt, **kwargs)
+    s.submit(j)
+    return events(j)
+
+
 def text(evs, index=0):
     return "".join(e.text for e in evs if isinstance(e, g.TextDelta) and e.index == index)
 
@@ -207,12 +214,8 @@ def test_with_every_slot_busy_a_job_waits_then_takes_the_freed_slot(make):
 def test_a_shared_prefix_is_reused_from_an_idle_slot(make):
     s = make(slots=2)
     system = list(range(100, 140))
-    first = job(system + [7, 8], max_tokens=3)
-    s.submit(first)
-    events(first)
-    second = job(system + [9, 9, 9], max_tokens=4)
-    s.submit(second)
-    evs = events(second)
+    run(s, system + [7, 8], max_tokens=3)
+    evs = run(s, system + [9, 9, 9], max_tokens=4)
     assert finish(evs).usage.cached_tokens == 40
     assert text(evs) == alone(system + [9, 9, 9], 4)
     evaluated = sum(len(b) for b in s.engine.batches)
@@ -222,10 +225,8 @@ def test_a_shared_prefix_is_reused_from_an_idle_slot(make):
 def test_the_same_prompt_again_evaluates_only_its_last_token(make):
     s = make(slots=1)
     prompt = list(range(100, 130))
-    for _ in range(2):
-        j = job(prompt, max_tokens=3)
-        s.submit(j)
-        evs = events(j)
+    run(s, prompt, max_tokens=3)
+    evs = run(s, prompt, max_tokens=3)
     assert finish(evs).usage.cached_tokens == 29
     assert text(evs) == alone(prompt, 3)
 
@@ -233,29 +234,18 @@ def test_the_same_prompt_again_evaluates_only_its_last_token(make):
 def test_a_prompt_sharing_little_takes_the_oldest_slot_and_leaves_a_recent_cache_alone(make):
     s = make(slots=2)
     conversation = list(range(100, 150))
-    first = job(conversation, max_tokens=3)
-    s.submit(first)
-    events(first)
-    stranger = job(conversation[:5] + list(range(600, 620)), max_tokens=3)
-    s.submit(stranger)
-    assert finish(events(stranger)).usage.cached_tokens == 0
-    again = job(conversation + [7], max_tokens=3)
-    s.submit(again)
-    assert finish(events(again)).usage.cached_tokens == 50
+    run(s, conversation, max_tokens=3)
+    assert finish(run(s, conversation[:5] + list(range(600, 620)), max_tokens=3)).usage.cached_tokens == 0
+    assert finish(run(s, conversation + [7], max_tokens=3)).usage.cached_tokens == 50
 
 
 def test_a_prompt_branching_off_a_cache_copies_it_and_leaves_it_whole(make):
     s = make(slots=2)
     conversation = list(range(100, 150))
-    first = job(conversation, max_tokens=30)
-    s.submit(first)
-    events(first)
-    branch = job(conversation[:40] + [7, 8], max_tokens=3)
-    s.submit(branch)
-    assert finish(events(branch)).usage.cached_tokens == 40 and s.engine.copies == [(0, 1)]
-    again = job(conversation + [9], max_tokens=3)
-    s.submit(again)
-    assert finish(events(again)).usage.cached_tokens == 50
+    run(s, conversation, max_tokens=30)
+    assert finish(run(s, conversation[:40] + [7, 8], max_tokens=3)).usage.cached_tokens == 40
+    assert s.engine.copies == [(0, 1)]
+    assert finish(run(s, conversation + [9], max_tokens=3)).usage.cached_tokens == 50
 
 
 def test_a_prefix_held_by_a_running_sequence_is_copied_into_a_free_slot(make):
