@@ -244,14 +244,17 @@ class Scheduler:
         slot = self._slot_for(prompt, free)
         reuse = _common(slot.cached, prompt)
         source = max(self.slots, key=lambda s: _common(s.cached, prompt))
+        copied = None
         if _common(source.cached, prompt) > reuse + COPY_WORTH:
             engine.copy(source.seq_id, slot.seq_id)
-            slot.cached = list(source.cached)
+            slot.cached, copied = list(source.cached), source.seq_id
             reuse = _common(slot.cached, prompt)
         # The last prompt token is always evaluated again, so that its logits are fresh for sampling.
         reuse = engine.forget(slot.seq_id, min(reuse, len(prompt) - 1))
         del slot.cached[reuse:]
         sequence.cached, sequence.todo = reuse, list(prompt[reuse:])
+        log.debug("placed: model=%s choice=%d slot=%d prompt=%d cached=%d copied_from=%s", self.name,
+                  sequence.index, slot.seq_id, len(prompt), reuse, copied)
         sequence.slot, slot.sequence = slot, sequence
         sequence.out = ChoiceOutput(job.post, sequence.index, job.request)
         if job.request.logprobs:
@@ -276,7 +279,11 @@ class Scheduler:
         """Put the step's tokens into the batch; returns (sequence, tokens evaluated, logits row or None)."""
         engine, rows = self.engine, []
         running = sorted(self._running(), key=lambda s: s.sequence.admitted)
-        budget = max(1, min(self.prefill_chunk, engine.batch_size - len(running)))
+        generating = any(not slot.sequence.prefilling for slot in running)
+        # Prompts load in chunks only beside generating sequences, which a long prompt must not stall; alone, a
+        # prompt loads whole (as llama.cpp would), which is also what keeps a lone request's numbers unchanged.
+        budget = max(1, min(self.prefill_chunk if generating else engine.batch_size,
+                            engine.batch_size - len(running)))
         # Generating sequences go first, one token each, so a long prompt loading beside them never stalls them.
         for slot in running:
             sequence = slot.sequence
