@@ -213,7 +213,7 @@ def test_a_larger_num_ctx_waits_for_the_running_streams_then_gets_its_window(two
     larger = oll.generate(model=MODEL, prompt="Name three colors.", options={"num_ctx": 8192, "num_predict": 10})
     done_at = time.monotonic()
     first.join(60)
-    assert larger.done and larger.eval_count == 10 and len(running) == 1 and len(running[0]) >= 30
+    assert larger.done and 1 <= larger.eval_count <= 10 and len(running) == 1 and len(running[0]) >= 30
     # The new context was made once the running stream was over, so that stream was never cut short.
     assert running[0][-1] < done_at
     loaded = requests.get(two_slots + "/api/ps", timeout=10).json()["models"]
