@@ -276,14 +276,14 @@ def test_a_model_missing_upstream_is_not_found_through_both_clients(front, oai, 
 
 # ---------------------------------------------------------------- broken upstreams
 
-def failure_cases():
-    for kind in KINDS:
-        for mode in MODES:
-            yield pytest.param(kind, mode, id=f"{kind}-{mode}")
+def each_failure(test):
+    """Run a test for every broken upstream kind and mode, whole and streamed."""
+    cases = [pytest.param(kind, mode, id=f"{kind}-{mode}") for kind in KINDS for mode in MODES]
+    test = pytest.mark.parametrize("stream", [False, True], ids=["whole", "stream"])(test)
+    return pytest.mark.parametrize("kind, mode", cases)(test)
 
 
-@pytest.mark.parametrize("kind, mode", list(failure_cases()))
-@pytest.mark.parametrize("stream", [False, True], ids=["whole", "stream"])
+@each_failure
 def test_openai_client_gets_a_clear_error(oai, oll, kind, mode, stream):
     model, backend = broken_model(kind, mode), backend_of(kind, mode)
     received = []
@@ -308,8 +308,7 @@ def test_openai_client_gets_a_clear_error(oai, oll, kind, mode, stream):
     assert_front_alive(oai, oll)
 
 
-@pytest.mark.parametrize("kind, mode", list(failure_cases()))
-@pytest.mark.parametrize("stream", [False, True], ids=["whole", "stream"])
+@each_failure
 def test_ollama_client_gets_a_clear_error(oai, oll, kind, mode, stream):
     model, backend = broken_model(kind, mode), backend_of(kind, mode)
     received = []

@@ -375,3 +375,11 @@ def test_threads_per_worker_shares_the_cores(monkeypatch, configured, workers, c
     from shim.backends import threads_per_worker
     monkeypatch.setattr("os.cpu_count", lambda: cores)
     assert threads_per_worker(Settings(n_threads=configured, workers=workers)) == expected
+
+
+@pytest.mark.parametrize("tools, choice, mode", [
+    ((), "required", (False, False)), (("t",), "none", (False, False)), (("t",), None, (True, False)),
+    (("t",), "auto", (True, False)), (("t",), "required", (True, True)), (("t",), "get_weather", (True, True))])
+def test_call_mode_says_whether_tools_count_and_a_call_is_forced(tools, choice, mode):
+    request = g.GenerationRequest(model="m", prompt="p", tools=tools, tool_choice=choice)
+    assert tc.call_mode(request) == mode

@@ -265,8 +265,7 @@ def _check_supported(request):
 
 def _samplers(engine, request):
     """One sampler chain per choice; a constraint that cannot be built is refused before anything runs."""
-    tools_on = bool(request.tools) and request.tool_choice != "none"
-    forced = tools_on and request.tool_choice not in (None, "auto")
+    tools_on, forced = toolcalls.call_mode(request)
     schema = toolcalls.forced_schema(request.tools, request.tool_choice) if forced else None
     # With tool_choice auto, the model may answer in prose; once it opens a JSON object, that is a call and
     # is held to the tools' schemas (so strict functions get valid arguments).

@@ -30,7 +30,7 @@ class OllamaBackend(upstream.UpstreamBackend):
     def generate(self, request, cancel):
         """Yield Accepted, then Ollama's parts as events; n choices are n requests."""
         upstream.refuse(request, self.name, "logit_bias")
-        forced = bool(request.tools) and request.tool_choice not in (None, "auto", "none")
+        forced = toolcalls.call_mode(request)[1]
         if forced:
             # Ollama cannot be told to call a tool; its own grammar can be: ask for the call's JSON as the format.
             schema = toolcalls.forced_schema(request.tools, request.tool_choice)

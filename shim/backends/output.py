@@ -15,8 +15,7 @@ class ChoiceOutput:
         self.emit, self.index = emit, index
         self.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self.scanner = StopScanner(request.stop)
-        tools_on = bool(request.tools) and request.tool_choice != "none"
-        forced = tools_on and request.tool_choice not in (None, "auto")
+        tools_on, forced = toolcalls.call_mode(request)
         self.catcher = toolcalls.CallCatcher(request.tools, forced) if tools_on else None
         self.single_call = not request.parallel_tool_calls
         self.logprobs = []

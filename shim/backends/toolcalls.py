@@ -18,6 +18,12 @@ def new_call_id():
     return "call_" + "".join(secrets.choice(_ID_ALPHABET) for _ in range(24))
 
 
+def call_mode(request):
+    """(tools on, a call forced) for a request: tools count unless tool_choice is none; any choice but auto forces."""
+    on = bool(request.tools) and request.tool_choice != "none"
+    return on, on and request.tool_choice not in (None, "auto")
+
+
 def calls_as_text(calls):
     """An assistant turn's tool calls in the JSON form the model was told to write."""
     rendered = [{"name": c.name, "arguments": _loads(c.arguments, {})} for c in calls]
