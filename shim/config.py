@@ -4,6 +4,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import tomllib
+import typing
 from dataclasses import dataclass, field
 from typing import Mapping, Optional
 
@@ -110,8 +111,8 @@ class Settings:
         unknown = set(values) - {f.name for f in dataclasses.fields(cls)}
         if unknown:
             raise ConfigError(f"unknown settings: {', '.join(sorted(unknown))}")
-        for name in ("api_keys", "cors_origins"):
-            if isinstance(values.get(name), list):
+        for name, kind in env_settings().values():
+            if kind is tuple and isinstance(values.get(name), list):
                 values[name] = tuple(values[name])
         values["models"] = tuple(_model(m) for m in values.get("models", ()))
         values["backends"] = tuple(_backend(name, b) for name, b in _named(values.get("backends", {})))
@@ -161,24 +162,40 @@ def _read_toml(path):
         raise ConfigError(f"cannot read config file {path}: {err}") from err
 
 
-_ENV = {"HOST": str, "PORT": int, "WORKERS": int, "EMBEDDED_MODEL": bool, "N_THREADS": int, "SLOTS": int,
-        "PREFILL_CHUNK": int, "KEEP_ALIVE": float,
-        "MAX_BODY_BYTES": int, "HEARTBEAT_SECONDS": float, "THREAD_POOL_SIZE": int, "GRACEFUL_TIMEOUT": int,
-        "LOG_LEVEL": str, "MAX_QUEUE": int, "PRELOAD": bool, "API_KEYS": tuple, "API_KEY_FILE": str,
-        "CORS_ORIGINS": tuple, "METRICS_DIR": str}
+def env_settings():
+    """Each scalar setting's SHIM_* variable name and the type its value is read as, derived from the fields."""
+    hints = typing.get_type_hints(Settings)
+    found = {}
+    for f in dataclasses.fields(Settings):
+        kind = _scalar(hints[f.name])
+        if kind is not None:
+            found["SHIM_" + f.name.upper()] = (f.name, kind)
+    return found
+
+
+def _scalar(hint):
+    """The type an environment value is read as: bool, int, float, str, or tuple (comma-separated strings)."""
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    if typing.get_origin(hint) is typing.Union and len(args) == 1:
+        hint = args[0]
+    if hint in (bool, int, float, str):
+        return hint
+    if typing.get_origin(hint) is tuple and typing.get_args(hint) == (str, ...):
+        return tuple
+    return None
 
 
 def _from_env(environ):
     values = {}
-    for key, kind in _ENV.items():
-        raw = environ.get("SHIM_" + key)
+    for key, (name, kind) in env_settings().items():
+        raw = environ.get(key)
         if raw is None or raw == "":
             continue
         try:
-            values[key.lower()] = _parse_bool(raw) if kind is bool else (
+            values[name] = _parse_bool(raw) if kind is bool else (
                 tuple(s.strip() for s in raw.split(",") if s.strip()) if kind is tuple else kind(raw))
         except ValueError:
-            raise ConfigError(f"SHIM_{key}={raw!r} is not a valid {kind.__name__}") from None
+            raise ConfigError(f"{key}={raw!r} is not a valid {kind.__name__}") from None
     return values
 
 

@@ -383,3 +383,20 @@ def test_threads_per_worker_shares_the_cores(monkeypatch, configured, workers, c
 def test_call_mode_says_whether_tools_count_and_a_call_is_forced(tools, choice, mode):
     request = g.GenerationRequest(model="m", prompt="p", tools=tools, tool_choice=choice)
     assert tc.call_mode(request) == mode
+
+
+def test_configuration_doc_lists_every_setting_with_its_environment_name():
+    import pathlib
+    import re
+    from shim.config import env_settings
+    doc = (pathlib.Path(__file__).parent.parent / "docs" / "configuration.md").read_text()
+    rows = dict(re.findall(r"^\| `(\w+)` \| `(SHIM_\w+)`", doc, re.M))
+    expected = {name: key for key, (name, _kind) in env_settings().items()}
+    assert rows == expected
+
+
+def test_every_scalar_setting_reads_from_the_environment():
+    import dataclasses
+    from shim.config import env_settings
+    scalar = {f.name for f in dataclasses.fields(Settings)} - {"models", "backends"}
+    assert {name for name, _kind in env_settings().values()} == scalar
