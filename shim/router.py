@@ -6,7 +6,7 @@ import fnmatch
 import logging
 from dataclasses import dataclass
 
-from .errors import ModelNotFound, ShimError
+from .errors import BackendUnavailable, ModelNotFound, ShimError
 
 log = logging.getLogger("shim.router")
 
@@ -45,7 +45,16 @@ class Router:
                 backend = self.backends[backend_name]
                 if backend.has_model(candidate):
                     return backend, candidate
-        raise ModelNotFound(name)
+        raise self._not_found(name)
+
+    def _not_found(self, name):
+        """ModelNotFound, or BackendUnavailable if a backend that may serve name could not say whether it does."""
+        unasked = [b for b in self.dynamic if getattr(self.backends[b], "list_error", None) is not None]
+        if unasked:
+            return BackendUnavailable(f"cannot tell whether model '{name}' is served: the model list of backend "
+                                      f"{', '.join(unasked)} is unavailable (upstream unreachable or failing)",
+                                      param="model")
+        return ModelNotFound(name)
 
     def models(self):
         """Every name clients can use, once each, with what its backend says of the model behind it."""
@@ -72,7 +81,7 @@ class Router:
     def _serves(self, backend_name, model):
         try:
             return self.resolve(model)[0] is self.backends[backend_name]
-        except ModelNotFound:
+        except (ModelNotFound, BackendUnavailable):
             return False
 
     def close(self):

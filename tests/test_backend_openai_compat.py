@@ -1,13 +1,18 @@
 """OpenAICompatBackend against a mocked OpenAI-compatible upstream (the `responses` library): the exact requests
 it sends, how it reads SSE into events, how upstream failures map to shim errors, failover and model lists."""
 import base64
+import contextlib
 import io
 import json
 import logging
+import socket
+import threading
+import time
 
 import pytest
 import requests
 import responses
+from werkzeug.wrappers import Response
 
 from shim import generation as g
 from shim.backends import upstream
@@ -17,6 +22,7 @@ from shim.errors import (BackendUnavailable, InvalidRequest, ModelNotFound, Serv
                          UpstreamError)
 from shim.protocols import openai as protocol
 from shim.streaming import parse_sse
+from tests.fake_upstream import FakeUpstream
 
 URL_A = "http://up-a.test/v1"
 URL_B = "http://up-b.test/v1"
@@ -347,6 +353,91 @@ def test_api_key_echoed_by_the_upstream_is_not_passed_on(rsps):
     assert KEY not in err.value.message
 
 
+HEADER_SECRET = "hdr-SECRET-9876543210"
+URL_SECRET = "pw-SECRET-5555"
+URL_WITH_CREDENTIALS = f"http://user:{URL_SECRET}@up-a.test/v1"
+SECRETS = (KEY, KEY[3:], KEY[:12], HEADER_SECRET, URL_SECRET)
+
+
+def assert_no_secret(err, caplog):
+    for text in (err.message, str(err), repr(err), caplog.text, *(str(r.args) for r in caplog.records)):
+        for secret in SECRETS:
+            assert secret not in text, text
+
+
+def _echo_in_stream(mock, url=URL_A):
+    add_stream(mock, sse_text(chunk("a"), {"error": {"message": f"invalid header 'Authorization: Bearer {KEY}'"}}),
+               url=url)
+
+
+def _echo_in_garbage_event(mock, url=URL_A):
+    add_stream(mock, f"data: Authorization: Bearer {KEY}\n\n", url=url)
+
+
+def _echo_past_the_cut(mock, url=URL_A):
+    mock.add(responses.POST, url + "/chat/completions", status=401, content_type="text/plain",
+             body="x" * 170 + f" rejected {KEY}")
+
+
+def _echo_other_header(mock, url=URL_A):
+    add_error(mock, 403, f"x-api-key {HEADER_SECRET} is not allowed here", url=url)
+
+
+def _echo_unkeyed_bearer(mock, url=URL_A):
+    add_error(mock, 401, f'{{"authorization": "Bearer {KEY}"}} refused', url=url)
+
+
+@pytest.mark.parametrize("setup", [_echo_in_stream, _echo_in_garbage_event, _echo_past_the_cut, _echo_other_header,
+                                   _echo_unkeyed_bearer])
+def test_secrets_echoed_by_the_upstream_never_reach_errors_or_logs(rsps, caplog, setup):
+    caplog.set_level(logging.DEBUG)
+    setup(rsps)
+    with pytest.raises(ShimError) as err:
+        run(make_backend(headers={"X-Api-Key": HEADER_SECRET}), chat())
+    assert "[redacted]" in err.value.message
+    assert_no_secret(err.value, caplog)
+
+
+@pytest.mark.parametrize("setup", [_fail_500, _echo_in_stream, _fail_unreachable])
+def test_credentials_in_the_url_are_never_logged_nor_shown(rsps, caplog, setup):
+    caplog.set_level(logging.DEBUG)
+    setup(rsps, URL_WITH_CREDENTIALS) if setup is _echo_in_stream else rsps.add(
+        responses.POST, URL_WITH_CREDENTIALS + "/chat/completions",
+        **({"body": requests.ConnectionError(f"cannot reach {URL_WITH_CREDENTIALS}")} if setup is _fail_unreachable
+           else {"json": {"error": {"message": f"no route to {URL_WITH_CREDENTIALS}/chat"}}, "status": 500}))
+    with pytest.raises(ShimError) as err:
+        run(make_backend(urls=(URL_WITH_CREDENTIALS,)), chat())
+    assert_no_secret(err.value, caplog)
+
+
+def test_scrubber_takes_out_every_kind_of_credential():
+    scrub = upstream.Scrubber.for_backend(BackendConfig(
+        name="up", type="openai", urls=(URL_WITH_CREDENTIALS,), api_key=KEY,
+        headers={"X-Api-Key": HEADER_SECRET, "X-Org": "acme"}))
+    text = scrub(f"key {KEY}; hdr {HEADER_SECRET}; url http://bob:hunter2@host:1/v1 and {URL_WITH_CREDENTIALS}; "
+                 f"Authorization: Basic dXNlcjpwYXNz; api_key=abc123def; Bearer other-token-1; sk-proj-abcdefghijklmnop;"
+                 f" {URL_SECRET}; org acme")
+    for secret in (*SECRETS, "hunter2", "bob:", "dXNlcjpwYXNz", "abc123def", "other-token-1", "sk-proj"):
+        assert secret not in text, text
+    assert "http://[redacted]@host:1/v1" in text and "org acme" in text and "up-a.test/v1" in text
+
+
+@pytest.mark.parametrize("body", ['["bad"]', '"boom"', "42", "null"], ids=["list", "string", "number", "null"])
+def test_an_error_body_that_is_json_but_not_an_object_is_an_upstream_error(rsps, body):
+    rsps.add(responses.POST, URL_A + "/chat/completions", body=body, status=500, content_type="application/json")
+    with pytest.raises(UpstreamError) as err:
+        run(make_backend(), chat())
+    assert err.value.status == 502 and err.value.code == "upstream_error"
+    assert "500" in err.value.message and body.strip('"') in err.value.message
+
+
+@pytest.mark.parametrize("body", [["bad"], "boom"], ids=["list", "string"])
+def test_an_error_body_that_is_json_but_not_an_object_fails_over(rsps, body):
+    rsps.add(responses.POST, URL_A + "/chat/completions", json=body, status=503)
+    add_answer(rsps, "from B", url=URL_B)
+    assert text_of(run(make_backend(urls=(URL_A, URL_B)), chat())) == "from B"
+
+
 # ---------------------------------------------------------------- SSE parsing
 
 def test_parse_sse_skips_comments_and_joins_multiline_data():
@@ -599,6 +690,77 @@ def test_a_body_that_is_not_a_complete_stream_is_an_upstream_error(rsps, body, c
     add_stream(rsps, body, content_type=content_type)
     with pytest.raises(UpstreamError):
         run(make_backend(), chat())
+
+
+def _stalling_after_done(record):
+    """An answer that sends its whole stream, [DONE] included, then keeps the connection open for 3 s."""
+    def body():
+        yield sse_text(chunk("Hi", role="assistant"), chunk(finish="stop"), usage_chunk(3, 1)).encode()
+        time.sleep(3)
+    return Response(body(), mimetype="text/event-stream")
+
+
+def test_the_answer_ends_at_done_even_if_the_upstream_keeps_the_connection_open():
+    with FakeUpstream(_stalling_after_done) as server:
+        backend = OpenAICompatBackend(BackendConfig(name="up", type="openai", urls=(server.url,), read_timeout=10.0))
+        started = time.monotonic()
+        events = run(backend, chat())
+        assert time.monotonic() - started < 1.0
+        assert text_of(events) == "Hi" and finishes(events)[0].reason == "stop"
+        assert text_of(run(backend, chat())) == "Hi", "the pool must still serve after dropping the connection"
+        backend.close()
+
+
+class KeepAliveUpstream:
+    """A raw HTTP/1.1 server that answers each request with a chunked SSE answer on a kept-alive connection; the
+    body's last chunk follows [DONE] after `stall` seconds. Counts the connections it accepted."""
+
+    def __init__(self, stall):
+        self.stall, self.connections = stall, 0
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        with contextlib.suppress(OSError):
+            while True:
+                conn, _ = self.listener.accept()
+                self.connections += 1
+                threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn):
+        body = sse_text(chunk("Hi", role="assistant"), chunk(finish="stop")).encode()
+        with conn, contextlib.suppress(OSError):
+            reader = conn.makefile("rb")
+            while True:
+                head = b"".join(iter(reader.readline, b"\r\n"))
+                if not head:
+                    return
+                length = int(next((line.split(b":")[1] for line in head.split(b"\r\n")
+                                   if line.lower().startswith(b"content-length")), b"0"))
+                reader.read(length)
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+                             + b"%x\r\n%s\r\n" % (len(body), body))
+                time.sleep(self.stall)
+                conn.sendall(b"0\r\n\r\n")
+
+    def close(self):
+        self.listener.close()
+
+
+@pytest.mark.parametrize("stall, connections", [(0, 1), (3, 3)], ids=["ends-at-once", "stalls"])
+def test_a_kept_alive_connection_is_reused_only_if_the_answer_ends_promptly_after_done(stall, connections):
+    server = KeepAliveUpstream(stall)
+    backend = OpenAICompatBackend(BackendConfig(name="up", type="openai", urls=(server.url,), read_timeout=10.0))
+    try:
+        for _ in range(3):
+            started = time.monotonic()
+            assert text_of(run(backend, chat())) == "Hi"
+            assert time.monotonic() - started < 1.0
+        assert server.connections == connections
+    finally:
+        backend.close()
+        server.close()
 
 
 # ---------------------------------------------------------------- failover and endpoint selection

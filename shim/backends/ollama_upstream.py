@@ -63,7 +63,7 @@ class OllamaBackend(upstream.UpstreamBackend):
                     done = done or bool(data.get("done"))
                     yield from reader.events(data)
             except _STREAM_ERRORS as err:
-                raise UpstreamError(f"{self.name} broke off the stream: {_describe(err)}") from err
+                raise UpstreamError(f"{self.name} broke off the stream: {self._describe(err)}") from err
             finally:
                 parts.close()
         if not done:
@@ -74,12 +74,8 @@ class OllamaBackend(upstream.UpstreamBackend):
         parts = getattr(self.clients[endpoint.url], method)(**kwargs)
         try:
             return next(parts, None), parts
-        except ollama.ResponseError as err:
-            raise upstream.error_for_status(err.status_code, err.error, self.name, request.model) from err
-        except (ConnectionError, httpx.TransportError) as err:
-            raise upstream.unreachable(self.name, err) from err
-        except (httpx.HTTPError, ValueError) as err:
-            raise UpstreamError(f"{self.name} sent an answer shim cannot read: {_describe(err)}") from err
+        except (ollama.ResponseError, ConnectionError, httpx.HTTPError, ValueError) as err:
+            raise self._error(err, request.model) from err
 
     def load(self, name, keep_alive=None):
         """Load (or with keep_alive 0 unload) a model on the instance."""
@@ -113,11 +109,20 @@ class OllamaBackend(upstream.UpstreamBackend):
         def attempt(endpoint):
             try:
                 return getattr(self.clients[endpoint.url], method)(**kwargs)
-            except ollama.ResponseError as err:
-                raise upstream.error_for_status(err.status_code, err.error, self.name, kwargs.get("model")) from err
-            except (ConnectionError, httpx.TransportError) as err:
-                raise upstream.unreachable(self.name, err) from err
+            except (ollama.ResponseError, ConnectionError, httpx.HTTPError, ValueError) as err:
+                raise self._error(err, kwargs.get("model")) from err
         return upstream.with_failover(self.pool, attempt)[1]
+
+    def _error(self, err, model):
+        """The shim error for a failed call, every upstream-originated text in it scrubbed of credentials."""
+        if isinstance(err, ollama.ResponseError):
+            return upstream.error_for_status(err.status_code, self.scrub(err.error), self.name, model)
+        if isinstance(err, (ConnectionError, httpx.TransportError)):
+            return upstream.unreachable(self.name, err)
+        return UpstreamError(f"{self.name} sent an answer shim cannot read: {self._describe(err)}")
+
+    def _describe(self, err):
+        return self.scrub(err.error if isinstance(err, ollama.ResponseError) else f"{type(err).__name__}: {err}")
 
     def _fetch_models(self):
         listed = self._call("list")
@@ -133,10 +138,6 @@ def _prepend(first, rest):
     if first is not None:
         yield first
     yield from rest
-
-
-def _describe(err):
-    return err.error if isinstance(err, ollama.ResponseError) else f"{type(err).__name__}: {err}"
 
 
 def _as_tool_call(events, request, index):

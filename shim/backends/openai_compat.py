@@ -13,6 +13,10 @@ from ..streaming import parse_sse
 from . import upstream
 
 POOL_SIZE = 1024
+ERROR_TEXT_CHARS = 200
+"How much of an upstream's error text is passed on."
+DONE_GRACE = 0.25
+"Seconds the end of an answer may take to arrive after [DONE] before its connection is dropped instead of pooled."
 
 
 class OpenAICompatBackend(upstream.UpstreamBackend):
@@ -20,7 +24,6 @@ class OpenAICompatBackend(upstream.UpstreamBackend):
 
     def __init__(self, config):
         super().__init__(config)
-        self.config_key = config.api_key
         self.session = requests.Session()
         # Proxy variables and .netrc would be looked up on every request (a measured third of the proxy's
         # overhead); upstreams are configured explicitly instead.
@@ -50,7 +53,7 @@ class OpenAICompatBackend(upstream.UpstreamBackend):
                     return
                 if data.strip() == "[DONE]":
                     complete = True
-                    _drain(response)
+                    _release(response)
                     break
                 for event in self._read(reader, data):
                     first = first or time.perf_counter_ns()
@@ -83,10 +86,14 @@ class OpenAICompatBackend(upstream.UpstreamBackend):
         except requests.RequestException as err:
             raise upstream.unreachable(self.name, err) from err
         if response.status_code >= 400:
-            with response:
-                message = upstream.scrub(_error_text(response), self.config_key)
-                raise upstream.error_for_status(response.status_code, message, self.name, model)
+            raise self._refusal(response, model)
         return response
+
+    def _refusal(self, response, model=None):
+        """The shim error for an upstream's error answer, its text scrubbed of credentials before it is cut short."""
+        with response:
+            message = self.scrub(_error_text(response))[:ERROR_TEXT_CHARS]
+        return upstream.error_for_status(response.status_code, message, self.name, model)
 
     def _post_json(self, endpoint, path, body, model):
         with self._open(endpoint, path, {**body}, model) as response:
@@ -108,11 +115,11 @@ class OpenAICompatBackend(upstream.UpstreamBackend):
         try:
             chunk = json.loads(data)
         except ValueError:
-            raise UpstreamError(f"{self.name} sent a stream event that is not JSON: {data[:80]!r}") from None
+            raise UpstreamError(f"{self.name} sent a stream event that is not JSON: {self.scrub(data)[:80]!r}") from None
         try:
             return reader.events(chunk)
         except (ValueError, KeyError, TypeError, AttributeError) as err:
-            raise UpstreamError(f"{self.name} sent an error or an unreadable event: {err}") from err
+            raise UpstreamError(f"{self.name} sent an error or an unreadable event: {self.scrub(err)}") from err
 
     def _fetch_models(self):
         def attempt(endpoint):
@@ -121,8 +128,7 @@ class OpenAICompatBackend(upstream.UpstreamBackend):
             except requests.RequestException as err:
                 raise upstream.unreachable(self.name, err) from err
             if response.status_code >= 400:
-                raise upstream.error_for_status(response.status_code,
-                                                upstream.scrub(_error_text(response), self.config_key), self.name)
+                raise self._refusal(response)
             return response.json()
         try:
             _, data = upstream.with_failover(self.pool, attempt)
@@ -132,21 +138,34 @@ class OpenAICompatBackend(upstream.UpstreamBackend):
             raise UpstreamError(f"{self.name} sent a model list shim cannot read") from err
 
 
-def _drain(response):
-    """Read what is left of a finished answer, so its connection goes back to the pool instead of being closed."""
+def _release(response):
+    """Read the end of a finished answer if it comes within DONE_GRACE, so its connection can be reused.
+
+    An upstream that keeps the answer open after [DONE] is not waited for: the read times out and the `with` that
+    holds the response closes its connection instead of pooling it.
+    """
+    sock = getattr(getattr(response.raw, "connection", None), "sock", None)
+    if sock is None:  # the connection closes with this answer (or is no socket): there is nothing to keep
+        return
+    timeout = sock.gettimeout()
+    sock.settimeout(DONE_GRACE)
     try:
         for _ in response.iter_content(chunk_size=None):
             pass
-    except requests.RequestException:
-        pass
+    except (requests.RequestException, OSError):
+        return
+    sock.settimeout(timeout)
 
 
 def _error_text(response):
+    """What an error answer says: its error message when it has one, else its body (JSON of any shape, or not)."""
     try:
         body = response.json()
     except ValueError:
-        return response.text[:200] or response.reason
-    error = body.get("error") if isinstance(body, dict) else None
+        return response.text or response.reason or ""
+    if not isinstance(body, dict):
+        return body if isinstance(body, str) else json.dumps(body)
+    error = body.get("error")
     if isinstance(error, dict):
-        return error.get("message") or json.dumps(error)
-    return str(error or body.get("message") or body)[:200]
+        return str(error.get("message") or json.dumps(error))
+    return str(error or body.get("message") or json.dumps(body))

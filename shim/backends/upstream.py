@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import threading
 import time
+import urllib.parse
 
 from ..errors import (BackendUnavailable, InvalidRequest, ModelNotFound, ServerBusy, ShimError, Unsupported,
                       UpstreamError)
@@ -20,6 +22,8 @@ class Endpoint:
 
     def __init__(self, url):
         self.url = url.rstrip("/")
+        self.shown = without_userinfo(self.url)
+        "The URL as logs may show it: without credentials."
         self.outstanding = 0
         self.down_until = 0.0
 
@@ -56,7 +60,7 @@ class EndpointPool:
 
     def failed(self, endpoint, why):
         """Take endpoint out of rotation for a while."""
-        log.warning("upstream %s failed: %s", endpoint.url, why)
+        log.warning("upstream %s failed: %s", endpoint.shown, why)
         endpoint.down_until = time.monotonic() + DOWN_SECONDS
 
     def succeeded(self, endpoint):
@@ -92,6 +96,7 @@ class UpstreamBackend:
 
     def __init__(self, config):
         self.name = config.name
+        self.scrub = Scrubber.for_backend(config)
         self.pool = EndpointPool(config.urls)
         self._models = ModelListCache(self._fetch_models, name=config.name)
 
@@ -105,6 +110,11 @@ class UpstreamBackend:
     def has_model(self, name):
         """Whether the upstream lists name."""
         return any(m.name == name for m in self.models())
+
+    @property
+    def list_error(self):
+        """Why the last attempt to list the upstream's models failed, or None if it did not."""
+        return self._models.error
 
     def check(self):
         """Whether an endpoint answers now."""
@@ -121,15 +131,16 @@ class ModelListCache:
     def __init__(self, fetch, ttl=10.0, name="upstream"):
         self.fetch, self.ttl, self.name = fetch, ttl, name
         self._value, self._at = [], float("-inf")
+        self.error = None
 
     def get(self):
         """The cached list, refreshed when stale."""
         if time.monotonic() - self._at > self.ttl:
             try:
-                self._value = list(self.fetch())
+                self._value, self.error = list(self.fetch()), None
             except ShimError as err:
                 log.warning("cannot list the models of %s: %s", self.name, err.message)
-                self._value = []
+                self._value, self.error = [], err
             self._at = time.monotonic()
         return self._value
 
@@ -156,11 +167,51 @@ def error_for_status(status, message, backend, model=None):
     return UpstreamError(f"{backend} answered {status}: {message}")
 
 
-def scrub(message, secret):
-    """The message without the secret in it (upstreams sometimes echo the key they refused)."""
-    if secret and secret in message:
-        return message.replace(secret, "[redacted]")
-    return message
+REDACTED = "[redacted]"
+_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/?#\s@]+@")
+_AUTH_SCHEME = re.compile(r"(?i)\b(bearer|basic|token|digest)(\s+)[^\s\"',;}]+")
+_KEY_FIELD = re.compile(r"(?i)((?:proxy-)?authorization|x-api-key|api[-_]?key|access[-_]token)(\"?'?\s*[:=]\s*[\"']?)"
+                        r"(?!bearer\b|basic\b|token\b|digest\b)[^\s\"',;}]+")
+_SK_KEY = re.compile(r"\bsk-[A-Za-z0-9_-]{12,}")
+_SECRET_HEADER = re.compile(r"(?i)auth|key|token|secret|cookie|session|password")
+
+
+class Scrubber:
+    """Takes credentials out of upstream-originated text: configured secrets, URL userinfo, auth header values."""
+
+    def __init__(self, secrets=()):
+        # Longest first, so a secret containing another is replaced whole; very short ones would redact prose.
+        self.secrets = sorted({s for s in secrets if s and len(s) >= 4}, key=len, reverse=True)
+
+    @classmethod
+    def for_backend(cls, config):
+        """A scrubber for everything secret in a backend's configuration."""
+        secrets = [config.api_key]
+        secrets += [v for k, v in config.headers.items() if _SECRET_HEADER.search(k)]
+        for url in config.urls:
+            parts = urllib.parse.urlsplit(url)
+            secrets += [parts.password, urllib.parse.unquote(parts.password or "") or None]
+            if parts.username and parts.password is not None:
+                secrets.append(f"{parts.username}:{parts.password}")
+        return cls(secrets)
+
+    def __call__(self, text):
+        """text without any credential in it."""
+        text = str(text)
+        for secret in self.secrets:
+            text = text.replace(secret, REDACTED)
+        text = _USERINFO.sub(lambda m: m.group(1) + REDACTED + "@", text)
+        text = _AUTH_SCHEME.sub(lambda m: m.group(1) + m.group(2) + REDACTED, text)
+        text = _KEY_FIELD.sub(lambda m: m.group(1) + m.group(2) + REDACTED, text)
+        return _SK_KEY.sub(REDACTED, text)
+
+
+def without_userinfo(url):
+    """url with any user:password@ taken out."""
+    parts = urllib.parse.urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return urllib.parse.urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
 
 
 def unreachable(backend, err):
