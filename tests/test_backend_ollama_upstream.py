@@ -444,6 +444,57 @@ def test_errors_and_logs_never_carry_the_key(up, caplog):
     assert KEY not in err.message and KEY not in caplog.text
 
 
+URL_SECRET = "pw-SECRET-4444"
+
+
+def with_credentials(server):
+    return server.url.replace("http://", f"http://user:{URL_SECRET}@")
+
+
+def assert_no_secret(err, caplog):
+    for text in (err.message, str(err), repr(err), caplog.text, *(str(r.args) for r in caplog.records)):
+        assert KEY not in text and KEY[:12] not in text and URL_SECRET not in text, text
+
+
+@pytest.mark.parametrize("handler", [
+    lambda r: error_json(401, f"unauthorized: Authorization: Bearer {KEY}"),
+    lambda r: error_json(500, f"upstream {r.headers['authorization']} failed"),
+    lambda r: ndjson({"error": f"token {KEY} expired"}),
+    lambda r: ndjson(chat_part("Hel"), {"error": f"header {r.headers['authorization']} rejected"}),
+], ids=["401", "500", "in-stream-first", "in-stream-after-text"])
+def test_secrets_echoed_by_the_upstream_never_reach_errors_or_logs(up, caplog, handler):
+    caplog.set_level(logging.DEBUG)
+    up.handler = handler
+    err, _ = first_error(make_backend(up), chat())
+    assert "[redacted]" in err.message
+    assert_no_secret(err, caplog)
+
+
+def test_credentials_in_the_url_are_never_logged_nor_shown(up, caplog):
+    caplog.set_level(logging.DEBUG)
+    up.handler = lambda r: error_json(500, "down")
+    err, _ = first_error(make_backend(urls=(with_credentials(up),)), chat())
+    assert "answered 500" in err.message
+    assert_no_secret(err, caplog)
+    assert up.url in caplog.text, "the endpoint is still named, without its credentials"
+
+
+def test_credentials_in_the_url_are_sent_as_basic_auth(up):
+    backend = OllamaBackend(BackendConfig(name="oll", type="ollama", urls=(with_credentials(up),)))
+    assert text_of(run(backend, chat())) == "Hi"
+    expected = "Basic " + base64.b64encode(f"user:{URL_SECRET}".encode()).decode()
+    assert up.requests[0].headers["authorization"] == expected
+
+
+def test_a_failing_model_list_is_remembered_until_one_succeeds(up):
+    up.handler = lambda r: error_json(500, "x")
+    backend = make_backend(up)
+    assert not backend.has_model("m") and isinstance(backend.list_error, UpstreamError)
+    backend._models.ttl = 0
+    up.handler = lambda r: Response(json.dumps(TAGS), mimetype="application/json")
+    assert backend.has_model("tiny:latest") and backend.list_error is None
+
+
 # ---------------------------------------------------------------- failover
 
 def test_failover_on_500(up, up2):

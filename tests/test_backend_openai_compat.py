@@ -21,6 +21,7 @@ from shim.config import BackendConfig
 from shim.errors import (BackendUnavailable, InvalidRequest, ModelNotFound, ServerBusy, ShimError, Unsupported,
                          UpstreamError)
 from shim.protocols import openai as protocol
+from shim.router import Router
 from shim.streaming import parse_sse
 from tests.fake_upstream import FakeUpstream
 
@@ -886,6 +887,23 @@ def test_model_list_fails_over(rsps):
     backend = make_backend(urls=(URL_A, URL_B))
     assert [m.name for m in backend.models()] == ["llama-3-8b", "qwen2.5"]
     assert backend.check()
+
+
+def test_a_name_no_backend_lists_is_unavailable_while_a_backend_cannot_be_asked(rsps):
+    rsps.add(responses.GET, URL_A + "/models", body=requests.ConnectionError("refused"))
+    rsps.add(responses.GET, URL_B + "/models", json=MODEL_LIST)
+    down, live = (OpenAICompatBackend(BackendConfig(name=name, type="openai", urls=(url,), api_key=KEY))
+                  for name, url in (("down", URL_A), ("live", URL_B)))
+    router = Router({"down": down, "live": live}, [], dynamic=["down", "live"])
+    assert router.resolve("qwen2.5") == (live, "qwen2.5")
+    with pytest.raises(BackendUnavailable) as err:
+        router.resolve("llama3")
+    assert err.value.status == 503 and err.value.param == "model"
+    assert "down" in err.value.message and "llama3" in err.value.message
+    assert "live" not in err.value.message and "up-a.test" not in err.value.message and KEY not in err.value.message
+    assert [m.name for m in router.models()] == ["llama-3-8b", "qwen2.5"]
+    with pytest.raises(ModelNotFound):
+        Router({"live": live}, [], dynamic=["live"]).resolve("llama3")
 
 
 def test_model_list_cache_refreshes_after_ttl():

@@ -50,15 +50,18 @@ type = "openai"
 url = "{broken}/v1"
 read_timeout = 20.0
 
+# Routed explicitly: a dynamic backend that is down makes every unknown name 503 (see test_down_front_*).
 [backends.dead_ollama]
 type = "ollama"
 url = "http://127.0.0.1:{closed}"
 connect_timeout = 2.0
+models = ["ollama-unreachable"]
 
 [backends.dead_openai]
 type = "openai"
 url = "http://127.0.0.1:{closed}/v1"
 connect_timeout = 2.0
+models = ["openai-unreachable"]
 
 [[models]]
 name = "via-ollama"
@@ -339,3 +342,105 @@ def test_raw_error_bodies_have_each_protocols_shape(front):
                               json={"model": "openai-500", "messages": QUESTION, "stream": False})
     assert oll_error.status_code == 502 and set(oll_error.json()) == {"error"}
     assert isinstance(oll_error.json()["error"], str) and "answered 500" in oll_error.json()["error"]
+
+
+# ---------------------------------------------------------------- upstreams down or leaking secrets
+
+SECRET_KEY = "sk-front-SECRET-0123456789abcdef"
+URL_SECRET = "pw-SECRET-7777"
+
+DOWN_CONFIG = """
+embedded_model = false
+
+[backends.down_ollama]
+type = "ollama"
+url = "http://user:{url_secret}@127.0.0.1:{closed}"
+connect_timeout = 2.0
+
+[backends.down_openai]
+type = "openai"
+url = "http://user:{url_secret}@127.0.0.1:{closed}/v1"
+api_key = "{key}"
+connect_timeout = 2.0
+
+[backends.leaky_ollama]
+type = "ollama"
+url = "{leaky}"
+api_key = "{key}"
+models = ["leak-ollama-*"]
+
+[backends.leaky_openai]
+type = "openai"
+url = "{leaky}/v1"
+api_key = "{key}"
+models = ["leak-openai-*"]
+"""
+
+
+def leaky_answer(record):
+    """An upstream that echoes the credentials it was sent: before any output (401) or after some (in-stream)."""
+    echoed = f"refused Authorization: {record.headers.get('authorization')}"
+    model = (record.json or {}).get("model", "")
+    if record.path.startswith("/v1/"):
+        if model.endswith("early"):
+            return error_json(401, {"message": echoed, "type": "invalid_request_error"})
+        piece = {"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m",
+                 "choices": [{"index": 0, "delta": {"content": "Hel"}, "finish_reason": None}]}
+        return Response(f"data: {json.dumps(piece)}\n\ndata: {json.dumps({'error': {'message': echoed}})}\n\n",
+                        mimetype="text/event-stream")
+    if model.endswith("early"):
+        return error_json(401, echoed)
+    piece = {"model": "m", "created_at": "2024-01-01T00:00:00Z", "message": {"role": "assistant", "content": "Hel"},
+             "done": False}
+    return Response(json.dumps(piece) + "\n" + json.dumps({"error": echoed}) + "\n", mimetype="application/x-ndjson")
+
+
+@pytest.fixture(scope="module")
+def down_front():
+    """A front whose dynamic backends are down, with two upstreams that echo the credentials they get."""
+    with FakeUpstream(leaky_answer) as leaky:
+        config = DOWN_CONFIG.format(url_secret=URL_SECRET, closed=free_port(), key=SECRET_KEY, leaky=leaky.url)
+        with running_shim(config) as url:
+            yield url
+
+
+def assert_no_secret(*texts):
+    for text in texts:
+        for secret in (SECRET_KEY, SECRET_KEY[3:15], URL_SECRET):
+            assert secret not in text, text
+
+
+def test_down_front_a_model_its_dynamic_backends_cannot_be_asked_about_is_503_in_both_protocols(down_front):
+    oai = openai.OpenAI(base_url=down_front + "/v1", api_key="unused", max_retries=0, timeout=30)
+    with pytest.raises(openai.APIStatusError) as caught:
+        oai.chat.completions.create(model="llama3", messages=QUESTION, max_tokens=2)
+    oai.close()
+    error = caught.value
+    assert error.status_code == 503 and error.body["code"] == "backend_unavailable"
+    assert "down_ollama" in error.body["message"] and "down_openai" in error.body["message"]
+    assert "127.0.0.1" not in error.body["message"]
+    oll = ollama.Client(host=down_front, timeout=30)
+    for stream in (False, True):
+        with pytest.raises(ollama.ResponseError) as caught:
+            list(oll.chat(model="llama3", messages=QUESTION, stream=True)) if stream else oll.chat(
+                model="llama3", messages=QUESTION)
+        assert caught.value.status_code == 503
+        assert "down_ollama" in caught.value.error and "down_openai" in caught.value.error
+        assert "127.0.0.1" not in caught.value.error
+    oll.close()
+    assert_no_secret(str(error.body), down_front.log_text())
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("when", ["early", "late"])
+def test_down_front_credentials_echoed_by_an_upstream_reach_neither_client_nor_log(down_front, kind, when):
+    model = f"leak-{kind}-{when}"
+    oai = openai.OpenAI(base_url=down_front + "/v1", api_key="unused", max_retries=0, timeout=30)
+    with pytest.raises(openai.APIError) as caught:
+        for _ in oai.chat.completions.create(model=model, messages=QUESTION, max_tokens=8, stream=True):
+            pass
+    oai.close()
+    assert "[redacted]" in caught.value.body["message"]
+    oll = requests.post(down_front + "/api/chat", json={"model": model, "messages": QUESTION}, timeout=30)
+    assert "[redacted]" in oll.text
+    assert_no_secret(str(caught.value.body), oll.text, down_front.log_text())

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import urllib.parse
 
 import httpx
 import ollama
@@ -24,8 +25,7 @@ class OllamaBackend(upstream.UpstreamBackend):
         if config.api_key:
             headers["Authorization"] = f"Bearer {config.api_key}"
         timeout = httpx.Timeout(config.read_timeout, connect=config.connect_timeout)
-        self.clients = {e.url: ollama.Client(host=e.url, timeout=timeout, headers=headers)
-                        for e in self.pool.endpoints}
+        self.clients = {e.url: _client(e.url, timeout, headers) for e in self.pool.endpoints}
 
     def generate(self, request, cancel):
         """Yield Accepted, then Ollama's parts as events; n choices are n requests."""
@@ -132,6 +132,15 @@ class OllamaBackend(upstream.UpstreamBackend):
                             size=m.size or 0, digest=m.digest or "",
                             modified_at=m.modified_at.timestamp() if m.modified_at else 0)
                 for m in listed.models]
+
+
+def _client(url, timeout, headers):
+    """An ollama client for url; credentials in it become Basic auth (the client itself would drop them)."""
+    parts = urllib.parse.urlsplit(url)
+    auth = None
+    if parts.username is not None and not any(k.lower() == "authorization" for k in headers):
+        auth = httpx.BasicAuth(urllib.parse.unquote(parts.username), urllib.parse.unquote(parts.password or ""))
+    return ollama.Client(host=upstream.without_userinfo(url), timeout=timeout, headers=headers, auth=auth)
 
 
 def _prepend(first, rest):
