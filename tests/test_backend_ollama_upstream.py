@@ -480,7 +480,7 @@ def test_credentials_in_the_url_are_never_logged_nor_shown(up, caplog):
 
 
 def test_credentials_in_the_url_are_sent_as_basic_auth(up):
-    backend = OllamaBackend(BackendConfig(name="oll", type="ollama", urls=(with_credentials(up),)))
+    backend = make_backend(urls=(with_credentials(up),))
     assert text_of(run(backend, chat())) == "Hi"
     expected = "Basic " + base64.b64encode(f"user:{URL_SECRET}".encode()).decode()
     assert up.requests[0].headers["authorization"] == expected

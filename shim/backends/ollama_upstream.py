@@ -135,10 +135,10 @@ class OllamaBackend(upstream.UpstreamBackend):
 
 
 def _client(url, timeout, headers):
-    """An ollama client for url; credentials in it become Basic auth (the client itself would drop them)."""
+    """An ollama client for url; credentials in it become Basic auth, as requests makes them for the openai type."""
     parts = urllib.parse.urlsplit(url)
     auth = None
-    if parts.username is not None and not any(k.lower() == "authorization" for k in headers):
+    if parts.username is not None:  # the ollama client itself would drop them
         auth = httpx.BasicAuth(urllib.parse.unquote(parts.username), urllib.parse.unquote(parts.password or ""))
     return ollama.Client(host=upstream.without_userinfo(url), timeout=timeout, headers=headers, auth=auth)
 
