@@ -418,8 +418,8 @@ def test_scrubber_takes_out_every_kind_of_credential():
         name="up", type="openai", urls=(URL_WITH_CREDENTIALS,), api_key=KEY,
         headers={"X-Api-Key": HEADER_SECRET, "X-Org": "acme"}))
     text = scrub(f"key {KEY}; hdr {HEADER_SECRET}; url http://bob:hunter2@host:1/v1 and {URL_WITH_CREDENTIALS}; "
-                 f"Authorization: Basic dXNlcjpwYXNz; api_key=abc123def; Bearer other-token-1; sk-proj-abcdefghijklmnop;"
-                 f" {URL_SECRET}; org acme")
+                 f"Authorization: Basic dXNlcjpwYXNz; api_key=abc123def; Bearer other-token-1; "
+                 f"sk-proj-abcdefghijklmnop; {URL_SECRET}; org acme")
     for secret in (*SECRETS, "hunter2", "bob:", "dXNlcjpwYXNz", "abc123def", "other-token-1", "sk-proj"):
         assert secret not in text, text
     assert "http://[redacted]@host:1/v1" in text and "org acme" in text and "up-a.test/v1" in text

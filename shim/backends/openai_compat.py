@@ -115,7 +115,8 @@ class OpenAICompatBackend(upstream.UpstreamBackend):
         try:
             chunk = json.loads(data)
         except ValueError:
-            raise UpstreamError(f"{self.name} sent a stream event that is not JSON: {self.scrub(data)[:80]!r}") from None
+            shown = self.scrub(data)[:80]
+            raise UpstreamError(f"{self.name} sent a stream event that is not JSON: {shown!r}") from None
         try:
             return reader.events(chunk)
         except (ValueError, KeyError, TypeError, AttributeError) as err:
