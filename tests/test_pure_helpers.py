@@ -345,6 +345,29 @@ def test_router_resolve(name, backend, target):
     assert ROUTER.resolve(name) == (backend, target)
 
 
+@pytest.mark.parametrize("name, key", [
+    ("smollm2:135m", "smollm2:135m"),
+    ("smollm2", "smollm2:135m"),
+    ("smollm2:latest", "smollm2:135m"),
+    ("qwen", "qwen:latest"),
+    ("gpt-4o", "gpt-*"),
+    ("gpt-anything-at-all:latest", "gpt-*"),
+    ("claude-3", "claude-fixed"),
+])
+def test_router_route_keys_by_the_route_not_the_spelling(name, key):
+    assert ROUTER.route(name).key == key
+
+
+class UpstreamLike(FakeBackend):
+    def has_model(self, name):
+        return name in self.names
+
+
+def test_router_route_keys_a_listed_model_of_a_dynamic_backend_by_its_listed_name():
+    router = Router({"up": UpstreamLike(["llama3:latest"])}, [], dynamic=["up"])
+    assert router.route("llama3").key == "llama3:latest"
+
+
 @pytest.mark.parametrize("name", ["llama3", "smollm2:1.7b", "GPT-4o", ""])
 def test_router_resolve_unknown_raises_model_not_found(name):
     with pytest.raises(ModelNotFound) as info:
