@@ -229,16 +229,23 @@ def test_lone_surrogate_anywhere_is_a_400_naming_the_field(client, method, path,
     (b'{"model": "fake-model", "messages": [], "\\udc00": 1}', "a key in the request body holds"),
     (b'{"model": "fake-model", "options": {"ok": {"\\ud800x": 1}}}', "a key in 'options.ok' holds"),
     (b'{"model": "\xed\xa0\x80"}', "'model' holds"),  # a surrogate sent as raw (CESU-style) UTF-8 bytes
+    (b'{"model": "\\uDBFF"}', "'model' holds"),
+    (b'{"model": "fake-model", "messages": ["\\ud83d", "\\ude00"]}', "'messages[1]' holds"),  # a pair's halves apart
 ])
 def test_lone_surrogate_in_a_key_or_raw_bytes_is_a_400(client, body, message):
     response = client.post("/api/chat", data=body, content_type="application/json")
     assert response.status_code == 400 and message in response.get_json()["error"]
 
 
-def test_a_surrogate_pair_is_one_character_and_passes(client, fake):
-    body = '{"model": "fake-model", "messages": [{"role": "user", "content": "\\ud83d\\ude00"}]}'
-    response = client.post("/v1/chat/completions", data=body, content_type="application/json")
-    assert response.status_code == 200 and fake.history[0].messages[0].content == "\U0001F600"
+@pytest.mark.parametrize("content, text", [
+    ("\\ud83d\\ude00", "\U0001F600"),  # a pair is one character
+    ("\\\\ud800", "\\ud800"),  # an escaped backslash, then the letters ud800
+    ("\ud55c\uad6d\uc5b4", "\ud55c\uad6d\uc5b4"),  # Hangul: raw UTF-8 bytes starting 0xed, no surrogate
+])
+def test_strings_without_lone_surrogates_pass(client, fake, content, text):
+    body = '{"model": "fake-model", "messages": [{"role": "user", "content": "%s"}]}' % content
+    response = client.post("/v1/chat/completions", data=body.encode(), content_type="application/json")
+    assert response.status_code == 200 and fake.history[0].messages[0].content == text
 
 
 def test_stream_response_without_a_tail(client):

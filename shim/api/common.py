@@ -40,7 +40,7 @@ def read_json():
     if not data.strip():
         raise InvalidRequest("missing request body")
     try:
-        return reject_lone_surrogates(json.loads(data))
+        return reject_lone_surrogates(json.loads(data), data)
     except UnicodeDecodeError:
         raise InvalidRequest("request body is not valid UTF-8") from None
     except ValueError as err:
@@ -49,10 +49,12 @@ def read_json():
         raise InvalidRequest("request body is nested too deeply") from None
 
 
-def reject_lone_surrogates(body):
-    """The parsed body itself, or a 400 naming the first string (key or value) that holds a lone surrogate."""
-    # JSON's \ud800 escapes decode to Python strings no encoder accepts: refused here, they would fail whatever
-    # later writes them out (an error message echoing a model name, a prompt sent upstream) with a 500.
+def reject_lone_surrogates(body, data=None):
+    """The parsed body itself, or a 400 naming a string (key or value) in it that holds a lone surrogate."""
+    # JSON's \ud800 escapes (and CESU-8 bytes) decode to Python strings no encoder accepts: refused here, they would
+    # fail whatever later writes them out (an error message echoing a model name, a prompt sent upstream) with a 500.
+    if data is not None and not _may_hold_surrogates(data):
+        return body
     stack = [(body, None)]
     while stack:
         value, trail = stack.pop()
@@ -63,10 +65,24 @@ def reject_lone_surrogates(body):
             for key, inner in value.items():
                 if _lone_surrogate(key):
                     raise _surrogate_error(_path(trail), key=True)
-                stack.append((inner, (trail, key)))
+                if isinstance(inner, (str, dict, list)):
+                    stack.append((inner, (trail, key)))
         elif isinstance(value, list):
-            stack.extend((inner, (trail, index)) for index, inner in enumerate(value))
+            stack.extend((inner, (trail, index)) for index, inner in enumerate(value)
+                         if isinstance(inner, (str, dict, list)))
     return body
+
+
+_SURROGATE_ESCAPES = re.compile(rb"\\u[dD][89abAB][0-9a-fA-F]{2}(?:\\u[dD][c-fC-F][0-9a-fA-F]{2})?|\\u[dD][c-fC-F]")
+"In raw JSON: a high surrogate escape with the low one after it if there is one (12 bytes), or a low one alone."
+_SURROGATE_BYTES = re.compile(rb"\xed[\xa0-\xbf]")
+"A surrogate's three UTF-8 bytes begin so (json.loads lets them through)."
+
+
+def _may_hold_surrogates(data):
+    """Whether raw JSON may hold a lone surrogate: an escape that is not half of a pair, or a surrogate's bytes."""
+    # Found at C speed; an escaped backslash before "u" may look like one, and the walk then finds nothing.
+    return _SURROGATE_BYTES.search(data) is not None or any(len(e) != 12 for e in _SURROGATE_ESCAPES.findall(data))
 
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
