@@ -172,6 +172,14 @@ def test_many_spellings_under_one_pattern_keep_metrics_bounded():
     assert list(client.application.extensions["shim"].admission._counts) == ["fake-*"]
 
 
+def test_embeddings_are_counted_under_the_route():
+    client = make_client(routes=[Route("fake-model", "fake", "fake-model"), Route("alias", "fake", "fake-model")])
+    assert client.post("/v1/embeddings", json={"model": "alias", "input": "hi"}).status_code == 200
+    text = client.get("/metrics").get_data(as_text=True)
+    assert 'shim_requests_total{model="fake-model",route="/v1/embeddings",status="200"}' in text
+    assert 'model="alias"' not in text
+
+
 def test_spellings_of_one_model_share_its_queue():
     fake = FakeBackend()
     fake.hold = threading.Event()

@@ -297,6 +297,13 @@ def test_settings_load_missing_file_raises_config_error(tmp_path):
         Settings.load(environ={}, path=str(tmp_path / "absent.toml"))
 
 
+def test_settings_management_is_off_admin_or_open():
+    assert Settings().management == "admin" and Settings().admin_keys == ()
+    assert Settings.load(environ={"SHIM_MANAGEMENT": "open", "SHIM_ADMIN_KEYS": "a, b"}).admin_keys == ("a", "b")
+    with pytest.raises(ConfigError, match="management 'yes' must be off, admin or open"):
+        Settings(management="yes").validate()
+
+
 def test_settings_load_wrongly_typed_toml_value_raises_config_error(tmp_path):
     path = tmp_path / "typed.toml"
     path.write_text('port = "8080"')

@@ -193,8 +193,9 @@ def prime(items):
 
 def embed(model, inputs, truncate=True):
     """Raw embeddings of inputs from the backend that serves model."""
-    backend, target = services().router.resolve(model)
-    return backend.embed(target, inputs, truncate)
+    route = services().router.route(model)
+    flask_g.model = route.key
+    return route.backend.embed(route.target, inputs, truncate)
 
 
 def stream_response(started, render_chunks, frame, error_frame, end=tuple, mimetype="text/event-stream"):
