@@ -159,3 +159,14 @@ def test_raw_bodies_against_gunicorn(shim_url, path, raw):
     check_shape(path, response.status_code, response.content)
     assert requests.get(shim_url + "/health", timeout=5).ok, "the worker must live on"
     CASES["count"] += 1
+
+
+@pytest.mark.parametrize("path, body, field", [
+    ("/api/show", b'{"model": "\\ud800"}', "'model'"),
+    ("/api/chat", b'{"model": "smollm2:135m", "messages": [{"role": "user", "content": "hi \\udfff"}]}',
+     "'messages[0].content'"),
+])
+def test_lone_surrogate_against_gunicorn(shim_url, path, body, field):
+    response = requests.post(shim_url + path, data=body, timeout=30, headers={"Content-Type": "application/json"})
+    assert response.status_code == 400 and f"{field} holds a lone UTF-16 surrogate" in response.json()["error"]
+    CASES["count"] += 1
