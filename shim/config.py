@@ -79,6 +79,10 @@ class Settings:
     "Bearer keys clients must send; none means no key is asked for."
     api_key_file: Optional[str] = None
     "A file with one key per line, added to api_keys."
+    management: str = "admin"
+    "Ollama model management (pull, push, create, copy, delete): off, admin (needs one of admin_keys) or open."
+    admin_keys: tuple[str, ...] = field(default=(), repr=False)
+    "Bearer keys that may manage models when management is admin; none turns management off."
     cors_origins: tuple[str, ...] = ()
     "Origins browsers may call from (`*` for any)."
     metrics_dir: Optional[str] = None
@@ -133,6 +137,8 @@ class Settings:
         for b in self.backends:
             if b.type not in ("ollama", "openai"):
                 raise ConfigError(f"backend {b.name!r} has type {b.type!r}; expected ollama or openai")
+        if self.management not in ("off", "admin", "open"):
+            raise ConfigError(f"management {self.management!r} must be off, admin or open")
         if not 1 <= self.port <= 65535:
             raise ConfigError(f"port {self.port} is out of range")
         if not 1 <= self.slots <= 64:

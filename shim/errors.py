@@ -82,6 +82,14 @@ class Unauthorized(ShimError):
     code = "invalid_api_key"
 
 
+class Forbidden(ShimError):
+    """The caller may not do this here (model management that the settings do not allow)."""
+
+    status = 403
+    kind = "permission_error"
+    code = "forbidden"
+
+
 class ServerBusy(ShimError):
     """The model's queue is full; try again later."""
 

@@ -5,6 +5,7 @@ import dataclasses
 import fnmatch
 import logging
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from .errors import BackendUnavailable, ModelNotFound, ShimError
 
@@ -23,6 +24,16 @@ class Route:
     "Whether model lists show this name (implicit spellings such as smollm2:latest are not shown)."
 
 
+class Resolved(NamedTuple):
+    """Where a client-facing name goes, and the bounded name it is counted under."""
+
+    backend: object
+    target: str
+    "The model's name at the backend."
+    key: str
+    "The route's own name (a configured name, a pattern, or a model the backend lists), never the client's spelling."
+
+
 class Router:
     """Resolves model names to (backend, name at that backend) and lists every model served."""
 
@@ -35,16 +46,20 @@ class Router:
 
     def resolve(self, name):
         """The backend and the backend's model name for a client-facing name, or ModelNotFound."""
+        return self.route(name)[:2]
+
+    def route(self, name):
+        """Where a client-facing name goes (backend, name there, key to count it under), or ModelNotFound."""
         for candidate in _spellings(name):
             route = self.exact.get(candidate) or next(
                 (r for r in self.patterns if fnmatch.fnmatchcase(candidate, r.pattern)), None)
             if route:
-                return self.backends[route.backend], route.target or candidate
+                return Resolved(self.backends[route.backend], route.target or candidate, route.target or route.pattern)
         for candidate in _spellings(name):
             for backend_name in self.dynamic:
                 backend = self.backends[backend_name]
                 if backend.has_model(candidate):
-                    return backend, candidate
+                    return Resolved(backend, candidate, candidate)  # a name the backend lists: bounded by its list
         raise self._not_found(name)
 
     def _not_found(self, name):

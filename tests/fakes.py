@@ -21,6 +21,12 @@ class FakeBackend:
         return [g.ModelInfo(name=self.model, backend=self.name, family="fake", context_length=128,
                             modified_at=1_700_000_000, loaded=True)]
 
+    def embed(self, model, inputs, truncate=True):
+        """One small vector per input: its length and a constant."""
+        if model != self.model:
+            raise ModelNotFound(model)
+        return g.Embeddings(tuple((float(len(text)), 1.0) for text in inputs), len(inputs))
+
     def say(self, *pieces, reason="stop", tool_calls=()):
         """Script the next answers: these text pieces, then these calls, then a Finish."""
         self.script = (pieces, reason, tool_calls)

@@ -189,3 +189,68 @@ def test_n_choices(client):
     body = client.post("/v1/chat/completions", json={**CHAT, "n": 3}).get_json()
     assert [c["index"] for c in body["choices"]] == [0, 1, 2]
     assert body["usage"]["completion_tokens"] == 6
+
+
+LONE = "\\ud800"  # JSON text for a high surrogate with no low one after it: valid JSON, not valid Unicode
+
+
+@pytest.mark.parametrize("method, path, body, field", [
+    ("POST", "/v1/chat/completions",
+     '{"model": "fake-model", "messages": [{"role": "user", "content": "hi LONE"}]}', "messages[0].content"),
+    ("POST", "/api/v1/chat/completions", '{"model": "LONE", "messages": []}', "model"),
+    ("POST", "/v1/completions", '{"model": "fake-model", "prompt": ["ok", "LONE"]}', "prompt[1]"),
+    ("POST", "/v1/embeddings", '{"model": "fake-model", "input": "\\udfff"}', "input"),
+    ("POST", "/api/generate", '{"model": "fake-model", "prompt": "x", "options": {"stop": ["LONE"]}}',
+     "options.stop[0]"),
+    ("POST", "/api/chat", '{"model": "fake-model", "messages": [{"role": "user", "content": "x", "images": ["LONE"]}]}',
+     "messages[0].images[0]"),
+    ("POST", "/api/show", '{"model": "LONE"}', "model"),
+    ("POST", "/api/embed", '{"model": "fake-model", "input": ["LONE"]}', "input[0]"),
+    ("POST", "/api/embeddings", '{"model": "fake-model", "prompt": "LONE"}', "prompt"),
+    ("POST", "/api/pull", '{"model": "LONE"}', "model"),
+    ("POST", "/api/push", '{"name": "LONE"}', "name"),
+    ("POST", "/api/create", '{"model": "mine", "system": "LONE"}', "system"),
+    ("POST", "/api/copy", '{"source": "fake-model", "destination": "LONE"}', "destination"),
+    ("DELETE", "/api/delete", '{"model": "LONE"}', "model"),
+])
+def test_lone_surrogate_anywhere_is_a_400_naming_the_field(client, method, path, body, field):
+    response = client.open(path, method=method, data=body.replace("LONE", LONE), content_type="application/json")
+    assert response.status_code == 400, response.get_data()
+    if path.startswith("/v1/"):
+        error = response.get_json()["error"]
+        assert error["param"] == field and "surrogate" in error["message"]
+    else:
+        body = response.get_json()
+        message = body["message"] if path.startswith("/api/v1/") else body["error"]
+        assert f"'{field}' holds a lone UTF-16 surrogate" in message
+
+
+@pytest.mark.parametrize("body, message", [
+    (b'{"model": "fake-model", "messages": [], "\\udc00": 1}', "a key in the request body holds"),
+    (b'{"model": "fake-model", "options": {"ok": {"\\ud800x": 1}}}', "a key in 'options.ok' holds"),
+    (b'{"model": "\xed\xa0\x80"}', "'model' holds"),  # a surrogate sent as raw (CESU-style) UTF-8 bytes
+    (b'{"model": "\\uDBFF"}', "'model' holds"),
+    (b'{"model": "fake-model", "messages": ["\\ud83d", "\\ude00"]}', "'messages[1]' holds"),  # a pair's halves apart
+])
+def test_lone_surrogate_in_a_key_or_raw_bytes_is_a_400(client, body, message):
+    response = client.post("/api/chat", data=body, content_type="application/json")
+    assert response.status_code == 400 and message in response.get_json()["error"]
+
+
+@pytest.mark.parametrize("content, text", [
+    ("\\ud83d\\ude00", "\U0001F600"),  # a pair is one character
+    ("\\\\ud800", "\\ud800"),  # an escaped backslash, then the letters ud800
+    ("\ud55c\uad6d\uc5b4", "\ud55c\uad6d\uc5b4"),  # Hangul: raw UTF-8 bytes starting 0xed, no surrogate
+])
+def test_strings_without_lone_surrogates_pass(client, fake, content, text):
+    body = '{"model": "fake-model", "messages": [{"role": "user", "content": "%s"}]}' % content
+    response = client.post("/v1/chat/completions", data=body.encode(), content_type="application/json")
+    assert response.status_code == 200 and fake.history[0].messages[0].content == text
+
+
+def test_stream_response_without_a_tail(client):
+    from shim.api import common
+    with client.application.test_request_context("/api/pull"):
+        response = common.stream_response(common.Started(iter(["a", "b"])), lambda item: [item],
+                                          lambda chunk: chunk.encode(), lambda err: [b"error: " + err.message.encode()])
+        assert b"".join(response.response) == b"ab"

@@ -126,10 +126,47 @@ def test_mutated_bodies_against_gunicorn_and_the_real_model(shim_url, data):
     CASES["count"] += 1
 
 
+lone_surrogate_text = st.tuples(st.text(max_size=5), st.integers(0xD800, 0xDFFF).map(chr), st.text(max_size=5)).map(
+    "".join)
+"A string holding one unpaired UTF-16 surrogate (st.text never draws surrogates, so it cannot find a pair)."
+with_lone_surrogate = st.recursive(
+    lone_surrogate_text | st.dictionaries(lone_surrogate_text, json_value, min_size=1, max_size=2),
+    lambda inner: st.lists(inner, min_size=1, max_size=3) | st.dictionaries(st.text(max_size=8), inner, min_size=1,
+                                                                            max_size=3), max_leaves=6)
+"A JSON value with a lone surrogate somewhere in it, as a value or a key."
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_lone_surrogates_anywhere_are_a_400_naming_the_field(client, data):
+    path = data.draw(st.sampled_from(OPENAI_POSTS + OLLAMA_POSTS))
+    body = data.draw(mutated_body(path, "M"))
+    key = data.draw(st.sampled_from(sorted(body) + ["unknown_field"]))
+    body[key] = data.draw(with_lone_surrogate)
+    response = client.post(path, data=json.dumps(body), content_type="application/json")  # as \udxxx escapes
+    check_shape(path, response.status_code, response.get_data())
+    assert response.status_code == 400
+    error = response.get_json()
+    message = error["error"]["message"] if path.startswith("/v1/") else error.get("message") or error["error"]
+    assert "lone UTF-16 surrogate" in message and f"'{key}" in message
+    CASES["count"] += 1
+
+
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(path=st.sampled_from(OPENAI_POSTS + OLLAMA_POSTS), raw=raw_bodies())
 def test_raw_bodies_against_gunicorn(shim_url, path, raw):
     response = requests.post(shim_url + path, data=raw, timeout=30, headers={"Content-Type": "application/json"})
     check_shape(path, response.status_code, response.content)
     assert requests.get(shim_url + "/health", timeout=5).ok, "the worker must live on"
+    CASES["count"] += 1
+
+
+@pytest.mark.parametrize("path, body, field", [
+    ("/api/show", b'{"model": "\\ud800"}', "'model'"),
+    ("/api/chat", b'{"model": "smollm2:135m", "messages": [{"role": "user", "content": "hi \\udfff"}]}',
+     "'messages[0].content'"),
+])
+def test_lone_surrogate_against_gunicorn(shim_url, path, body, field):
+    response = requests.post(shim_url + path, data=body, timeout=30, headers={"Content-Type": "application/json"})
+    assert response.status_code == 400 and f"{field} holds a lone UTF-16 surrogate" in response.json()["error"]
     CASES["count"] += 1

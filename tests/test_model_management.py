@@ -1,4 +1,5 @@
-"""Ollama's model management through shim: pull, push, create, copy and delete reach the owning Ollama instance."""
+"""Ollama's model management through shim: pull, push, create, copy and delete reach the owning Ollama instance,
+for the names shim routes there, when the `management` setting lets the caller."""
 import json
 
 import ollama
@@ -31,11 +32,24 @@ def upstream():
         yield fake
 
 
+ADMIN = {"Authorization": "Bearer sk-admin"}
+ROUTED = ["qwen3:*", "llama3:*", "me/*", "mine", "backup", "missing:*"]
+"The names shim routes to the instance, so the only ones it manages there."
+
+
+def managed(upstream, **settings):
+    """A test client over one Ollama instance `box` serving the ROUTED names."""
+    settings = Settings.from_mapping({"embedded_model": False, "preload": False, "admin_keys": ["sk-admin"],
+                                      "backends": {"box": {"type": "ollama", "url": upstream.url, "models": ROUTED}},
+                                      **settings})
+    return create_app(settings).test_client()
+
+
 @pytest.fixture
 def client(upstream):
-    settings = Settings.from_mapping({"embedded_model": False, "preload": False,
-                                      "backends": {"box": {"type": "ollama", "url": upstream.url}}})
-    return create_app(settings).test_client()
+    client = managed(upstream)
+    client.environ_base["HTTP_AUTHORIZATION"] = ADMIN["Authorization"]
+    return client
 
 
 def test_pull_streams_the_instance_progress(client, upstream):
@@ -73,7 +87,7 @@ def test_delete_of_a_missing_model_is_a_404(client):
 
 
 def test_local_models_are_managed_in_the_configuration():
-    client = create_app(Settings()).test_client()
+    client = create_app(Settings(management="open")).test_client()
     assert client.post("/api/pull", json={"model": "smollm2:135m", "stream": False}).get_json() == {
         "status": "success"}
     refused = client.delete("/api/delete", json={"model": "smollm2:135m"})
@@ -81,11 +95,89 @@ def test_local_models_are_managed_in_the_configuration():
 
 
 def test_the_official_client_pulls_through_shim(upstream, shim_url_with):
-    url = shim_url_with(f'embedded_model = false\n[backends.box]\ntype = "ollama"\nurl = "{upstream.url}"\n')
-    client = ollama.Client(host=url)
+    url = shim_url_with(f'embedded_model = false\nadmin_keys = ["sk-admin"]\n[backends.box]\ntype = "ollama"\n'
+                        f'url = "{upstream.url}"\nmodels = {json.dumps(ROUTED)}\n')
+    client = ollama.Client(host=url, headers=ADMIN)
     try:
         statuses = [p.status for p in client.pull("qwen3:4b", stream=True)]
         assert statuses == ["pulling manifest", "pulling abc", "success"]
         assert client.copy("llama3:8b", "backup").status == "success"
     finally:
         client._client.close()  # an idle keep-alive connection would hold the server's graceful stop
+
+
+MANAGEMENT_CALLS = [
+    ("POST", "/api/pull", {"model": "qwen3:4b"}),
+    ("POST", "/api/push", {"model": "me/llama3:8b"}),
+    ("POST", "/api/create", {"model": "mine", "from": "llama3:8b"}),
+    ("POST", "/api/copy", {"source": "llama3:8b", "destination": "backup"}),
+    ("DELETE", "/api/delete", {"model": "llama3:8b"}),
+]
+
+
+def management_requests(upstream):
+    return [r for r in upstream.requests if r.path != "/api/tags"]
+
+
+@pytest.mark.parametrize("settings, headers, says", [
+    ({}, {}, "none is configured (settings 'management' and 'admin_keys')"),
+    ({"admin_keys": ["sk-admin"]}, {"Authorization": "Bearer sk-wrong"}, "needs an admin key: send one of"),
+    ({"admin_keys": ["sk-admin"]}, {}, "needs an admin key: send one of"),
+    ({"management": "off", "admin_keys": ["sk-admin"]}, ADMIN, "turned off on this server (setting 'management'"),
+])
+@pytest.mark.parametrize("method, path, body", MANAGEMENT_CALLS)
+def test_management_needs_the_setting_and_an_admin_key(upstream, settings, headers, says, method, path, body):
+    client = managed(upstream, **{"admin_keys": [], **settings})
+    response = client.open(path, method=method, json={**body, "stream": False}, headers=headers)
+    assert response.status_code == 403 and says in response.get_json()["error"]
+    assert management_requests(upstream) == []
+
+
+@pytest.mark.parametrize("method, path, body", MANAGEMENT_CALLS)
+def test_open_management_needs_no_key(upstream, method, path, body):
+    response = managed(upstream, management="open").open(path, method=method, json={**body, "stream": False})
+    assert response.status_code == 200 and management_requests(upstream)[-1].path == path
+
+
+@pytest.mark.parametrize("method, path, body", [
+    ("POST", "/api/pull", {"model": "/etc/passwd"}),
+    ("POST", "/api/push", {"model": "evil.example/me/llama3:8b"}),
+    ("POST", "/api/create", {"model": "elsewhere"}),
+    ("POST", "/api/copy", {"source": "gemma3:1b", "destination": "backup"}),
+    ("DELETE", "/api/delete", {"model": "gemma3:1b"}),
+])
+def test_names_shim_does_not_route_are_not_managed(client, upstream, method, path, body):
+    response = client.open(path, method=method, json={**body, "stream": False})
+    assert response.status_code == 404 and "not found" in response.get_json()["error"]
+    assert management_requests(upstream) == []
+
+
+@pytest.mark.parametrize("path, body, field", [
+    ("/api/copy", {"source": "llama3:8b", "destination": "evil.example/me/x"}, "destination"),
+    ("/api/create", {"model": "mine", "from": "evil.example/me/x"}, "from"),
+])
+def test_a_second_name_must_be_routed_to_the_same_instance(client, upstream, path, body, field):
+    response = client.post(path, json={**body, "stream": False})
+    assert response.status_code == 403
+    assert f"'{field}' names 'evil.example/me/x', which shim does not route to backend 'box'" in \
+        response.get_json()["error"]
+    assert management_requests(upstream) == []
+
+
+def test_an_admin_key_is_also_an_api_key(upstream):
+    client = managed(upstream, api_keys=["sk-user"])
+    assert client.delete("/api/delete", json={"model": "llama3:8b"}, headers=ADMIN).status_code == 200
+    user = {"Authorization": "Bearer sk-user"}
+    assert client.get("/api/tags", headers=user).status_code == 200
+    assert client.delete("/api/delete", json={"model": "llama3:8b"}, headers=user).status_code == 403
+
+
+@pytest.mark.parametrize("method, path, body", MANAGEMENT_CALLS[1:])
+def test_an_openai_compatible_upstream_says_it_cannot_manage(method, path, body):
+    settings = Settings.from_mapping({"embedded_model": False, "preload": False, "management": "open",
+                                      "backends": {"up": {"type": "openai", "url": "http://127.0.0.1:9",
+                                                          "models": ROUTED}}})
+    response = create_app(settings).test_client().open(path, method=method, json=body)
+    error = response.get_json()["error"]
+    assert response.status_code == 400 and "GGUF" not in error
+    assert error == "model management is not available on backend 'up' (an OpenAI-compatible server)"

@@ -3,18 +3,20 @@ import threading
 import time
 
 import pytest
+from prometheus_client import REGISTRY
 
 from shim.app import create_app
 from shim.config import Settings
+from shim.errors import UpstreamError
 from shim.router import Route, Router
 from tests.fakes import FakeBackend
 
 CHAT = {"model": "fake-model", "messages": [{"role": "user", "content": "hi"}]}
 
 
-def make_client(fake=None, **settings):
+def make_client(fake=None, routes=(Route("fake-model", "fake", "fake-model"),), **settings):
     fake = fake or FakeBackend()
-    router = Router({"fake": fake}, [Route("fake-model", "fake", "fake-model")])
+    router = Router({"fake": fake}, routes)
     return create_app(Settings(embedded_model=False, **settings), router=router).test_client()
 
 
@@ -116,3 +118,79 @@ def test_silent_stream_gets_pings():
     fake.hold.set()
     assert b"Hello" in frames[0] and frames[1:] == [b": ping\n\n"] * 3
     response.close()
+
+
+class FailsAtOnce(FakeBackend):
+    """A backend whose generate() raises before it returns a generator."""
+
+    def generate(self, request, cancel):
+        raise UpstreamError("upstream refused")
+
+
+class FailsFirst(FakeBackend):
+    """A backend whose generation raises before its first event."""
+
+    def generate(self, request, cancel):
+        raise UpstreamError("upstream refused")
+        yield
+
+
+def in_flight(model):
+    return REGISTRY.get_sample_value("shim_requests_in_flight", {"model": model}) or 0
+
+
+@pytest.mark.parametrize("backend", [FailsAtOnce, FailsFirst])
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_generation_that_fails_before_its_first_event_frees_its_place(backend, stream):
+    client = make_client(backend(), max_queue=1)
+    before = in_flight("fake-model")
+    for _ in range(2):  # the second would be refused as busy if the first had kept its place
+        response = client.post("/v1/chat/completions", json={**CHAT, "stream": stream})
+        assert response.status_code == 502 and response.get_json()["error"]["message"] == "upstream refused"
+    assert in_flight("fake-model") == before
+    assert client.application.extensions["shim"].admission.depth("fake-model") == 0
+
+
+class AnyName(FakeBackend):
+    """A backend that serves whatever model name it is sent."""
+
+    def generate(self, request, cancel):
+        self.model = request.model
+        return super().generate(request, cancel)
+
+
+def test_many_spellings_under_one_pattern_keep_metrics_bounded():
+    client = make_client(AnyName(), routes=[Route("fake-*", "fake")])
+    ask = lambda model: client.post("/v1/chat/completions", json={**CHAT, "model": model})  # noqa: E731
+    assert ask("fake-0").status_code == 200
+    before = len(client.get("/metrics").get_data())
+    for number in range(1, 300):
+        assert ask(f"fake-{number}").status_code == 200
+    text = client.get("/metrics").get_data(as_text=True)
+    assert len(text) - before < 1000, "each new spelling must not add series"
+    assert 'shim_completion_tokens_total{model="fake-*"}' in text and "fake-299" not in text
+    assert list(client.application.extensions["shim"].admission._counts) == ["fake-*"]
+
+
+def test_embeddings_are_counted_under_the_route():
+    client = make_client(routes=[Route("fake-model", "fake", "fake-model"), Route("alias", "fake", "fake-model")])
+    assert client.post("/v1/embeddings", json={"model": "alias", "input": "hi"}).status_code == 200
+    text = client.get("/metrics").get_data(as_text=True)
+    assert 'shim_requests_total{model="fake-model",route="/v1/embeddings",status="200"}' in text
+    assert 'model="alias"' not in text
+
+
+def test_spellings_of_one_model_share_its_queue():
+    fake = FakeBackend()
+    fake.hold = threading.Event()
+    client = make_client(fake, max_queue=2, routes=[Route("fake-model", "fake", "fake-model"),
+                                                    Route("alias", "fake", "fake-model")])
+    held = [client.post("/v1/chat/completions", json={**CHAT, "model": name, "stream": True})
+            for name in ("fake-model", "alias")]
+    for response in held:
+        next(response.response)  # both generations still running, in the model's two places
+    busy = client.post("/v1/chat/completions", json={**CHAT, "model": "fake-model:latest"})
+    assert busy.status_code == 429 and "'fake-model'" in busy.get_json()["error"]["message"]
+    fake.hold.set()
+    for response in held:
+        response.close()

@@ -297,6 +297,13 @@ def test_settings_load_missing_file_raises_config_error(tmp_path):
         Settings.load(environ={}, path=str(tmp_path / "absent.toml"))
 
 
+def test_settings_management_is_off_admin_or_open():
+    assert Settings().management == "admin" and Settings().admin_keys == ()
+    assert Settings.load(environ={"SHIM_MANAGEMENT": "open", "SHIM_ADMIN_KEYS": "a, b"}).admin_keys == ("a", "b")
+    with pytest.raises(ConfigError, match="management 'yes' must be off, admin or open"):
+        Settings(management="yes").validate()
+
+
 def test_settings_load_wrongly_typed_toml_value_raises_config_error(tmp_path):
     path = tmp_path / "typed.toml"
     path.write_text('port = "8080"')
@@ -343,6 +350,29 @@ ROUTER = Router({"local": LOCAL, "up": UP}, [
 ])
 def test_router_resolve(name, backend, target):
     assert ROUTER.resolve(name) == (backend, target)
+
+
+@pytest.mark.parametrize("name, key", [
+    ("smollm2:135m", "smollm2:135m"),
+    ("smollm2", "smollm2:135m"),
+    ("smollm2:latest", "smollm2:135m"),
+    ("qwen", "qwen:latest"),
+    ("gpt-4o", "gpt-*"),
+    ("gpt-anything-at-all:latest", "gpt-*"),
+    ("claude-3", "claude-fixed"),
+])
+def test_router_route_keys_by_the_route_not_the_spelling(name, key):
+    assert ROUTER.route(name).key == key
+
+
+class UpstreamLike(FakeBackend):
+    def has_model(self, name):
+        return name in self.names
+
+
+def test_router_route_keys_a_listed_model_of_a_dynamic_backend_by_its_listed_name():
+    router = Router({"up": UpstreamLike(["llama3:latest"])}, [], dynamic=["up"])
+    assert router.route("llama3").key == "llama3:latest"
 
 
 @pytest.mark.parametrize("name", ["llama3", "smollm2:1.7b", "GPT-4o", ""])

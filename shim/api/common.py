@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import dataclasses
+import hmac
 import json
 import logging
+import re
 import secrets
 import socket
 import time
@@ -12,7 +14,7 @@ from flask import Response, current_app, request
 from flask import g as flask_g
 
 from .. import metrics
-from ..errors import Cancelled, InvalidRequest, PayloadTooLarge, ShimError, Unsupported
+from ..errors import Cancelled, InvalidRequest, PayloadTooLarge, ShimError
 from ..generation import Cancel, Finish, TextDelta, ToolCallDelta
 from ..streaming import HEARTBEAT
 from ..threads import close, with_heartbeats
@@ -38,13 +40,85 @@ def read_json():
     if not data.strip():
         raise InvalidRequest("missing request body")
     try:
-        return json.loads(data)
+        return reject_lone_surrogates(json.loads(data), data)
     except UnicodeDecodeError:
         raise InvalidRequest("request body is not valid UTF-8") from None
     except ValueError as err:
         raise InvalidRequest(f"request body is not valid JSON: {err}") from None
     except RecursionError:
         raise InvalidRequest("request body is nested too deeply") from None
+
+
+def reject_lone_surrogates(body, data=None):
+    """The parsed body itself, or a 400 naming a string (key or value) in it that holds a lone surrogate."""
+    # JSON's \ud800 escapes (and CESU-8 bytes) decode to Python strings no encoder accepts: refused here, they would
+    # fail whatever later writes them out (an error message echoing a model name, a prompt sent upstream) with a 500.
+    if data is not None and not _may_hold_surrogates(data):
+        return body
+    stack = [(body, None)]
+    while stack:
+        value, trail = stack.pop()
+        if isinstance(value, str):
+            if _lone_surrogate(value):
+                raise _surrogate_error(_path(trail))
+        elif isinstance(value, dict):
+            for key, inner in value.items():
+                if _lone_surrogate(key):
+                    raise _surrogate_error(_path(trail), key=True)
+                if isinstance(inner, (str, dict, list)):
+                    stack.append((inner, (trail, key)))
+        elif isinstance(value, list):
+            stack.extend((inner, (trail, index)) for index, inner in enumerate(value)
+                         if isinstance(inner, (str, dict, list)))
+    return body
+
+
+_SURROGATE_ESCAPES = re.compile(rb"\\u[dD][89abAB][0-9a-fA-F]{2}(?:\\u[dD][c-fC-F][0-9a-fA-F]{2})?|\\u[dD][c-fC-F]")
+"In raw JSON: a high surrogate escape with the low one after it if there is one (12 bytes), or a low one alone."
+_SURROGATE_BYTES = re.compile(rb"\xed[\xa0-\xbf]")
+"A surrogate's three UTF-8 bytes begin so (json.loads lets them through)."
+
+
+def _may_hold_surrogates(data):
+    """Whether raw JSON may hold a lone surrogate: an escape that is not half of a pair, or a surrogate's bytes."""
+    # Found at C speed; an escaped backslash before "u" may look like one, and the walk then finds nothing.
+    return _SURROGATE_BYTES.search(data) is not None or any(len(e) != 12 for e in _SURROGATE_ESCAPES.findall(data))
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _lone_surrogate(text):
+    return not text.isascii() and _SURROGATE.search(text) is not None
+
+
+def _path(trail):
+    """A trail of (parent, step) links as a field path like messages[0].content."""
+    steps = []
+    while trail:
+        trail, step = trail
+        steps.append(step)
+    path = ""
+    for step in reversed(steps):
+        path += f"[{step}]" if isinstance(step, int) else f".{step}" if path else step
+    return path
+
+
+def _surrogate_error(path, key=False):
+    where = f"'{path}'" if path else "the request body"
+    return InvalidRequest(f"{'a key in ' if key else ''}{where} holds a lone UTF-16 surrogate (an unpaired "
+                          "\\ud800-\\udfff escape), which is not valid Unicode", param=path or None)
+
+
+def bearer_in(keys):
+    """Whether the request's `Authorization: Bearer` token is one of keys."""
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        return False
+    token = token.strip().encode()
+    # Compare against every key, without stopping early, so the time taken says nothing about the keys.
+    matches = [hmac.compare_digest(token, key.encode()) for key in keys]
+    return any(matches)
 
 
 def new_id(prefix):
@@ -63,37 +137,44 @@ class Started:
 def start(generation_request):
     """Admit and route the request, and pull its first event, so early errors get a real status code."""
     services_ = services()
-    backend, target = services_.router.resolve(generation_request.model)
-    model = flask_g.model = generation_request.model
-    services_.admission.enter(model)
-    metrics.QUEUE_DEPTH.labels(model).inc()
+    route = services_.router.route(generation_request.model)
+    flask_g.model = route.key
     cancel = Cancel()
+    routed = dataclasses.replace(generation_request, model=route.target)
     try:
-        events = backend.generate(dataclasses.replace(generation_request, model=target), cancel)
-        events = prime(_observed(events, model, time.perf_counter(), services_.admission))
+        events = prime(_admitted(lambda: route.backend.generate(routed, cancel), route.key, services_.admission))
     except BaseException:
         cancel.set()
         raise
     return Started(events, cancel)
 
 
-def _observed(events, model, started, admission):
-    """The events, measured: time to first token, time between tokens, tokens in and out; frees the slot."""
-    last = None
-    itl, ttft = metrics.ITL.labels(model), metrics.TTFT.labels(model)  # once, not per token
+def _admitted(open_events, key, admission):
+    """The events open_events() gives, measured, while holding one of key's admission places."""
+    # Entered inside the generator so that its finally frees the place whatever fails, even generate() itself.
+    admission.enter(key)
+    metrics.QUEUE_DEPTH.labels(key).inc()
     try:
-        for event in events:
-            if isinstance(event, (TextDelta, ToolCallDelta)):
-                now = time.perf_counter()
-                itl.observe(now - last) if last else ttft.observe(now - started)
-                last = now
-            elif isinstance(event, Finish):
-                metrics.TOKENS_IN.labels(model).inc(event.usage.prompt_tokens)
-                metrics.TOKENS_OUT.labels(model).inc(event.usage.completion_tokens)
-            yield event
+        started = time.perf_counter()
+        yield from _observed(open_events(), key, started)
     finally:
-        admission.leave(model)
-        metrics.QUEUE_DEPTH.labels(model).dec()
+        admission.leave(key)
+        metrics.QUEUE_DEPTH.labels(key).dec()
+
+
+def _observed(events, key, started):
+    """The events, measured: time to first token, time between tokens, tokens in and out."""
+    last = None
+    itl, ttft = metrics.ITL.labels(key), metrics.TTFT.labels(key)  # once, not per token
+    for event in events:
+        if isinstance(event, (TextDelta, ToolCallDelta)):
+            now = time.perf_counter()
+            itl.observe(now - last) if last else ttft.observe(now - started)
+            last = now
+        elif isinstance(event, Finish):
+            metrics.TOKENS_IN.labels(key).inc(event.usage.prompt_tokens)
+            metrics.TOKENS_OUT.labels(key).inc(event.usage.completion_tokens)
+        yield event
 
 
 def prime(items):
@@ -112,13 +193,12 @@ def prime(items):
 
 def embed(model, inputs, truncate=True):
     """Raw embeddings of inputs from the backend that serves model."""
-    backend, target = services().router.resolve(model)
-    if not hasattr(backend, "embed"):
-        raise Unsupported(f"model '{model}' does not support embeddings", param="model")
-    return backend.embed(target, inputs, truncate)
+    route = services().router.route(model)
+    flask_g.model = route.key
+    return route.backend.embed(route.target, inputs, truncate)
 
 
-def stream_response(started, render_chunks, frame, error_frame, end=(), mimetype="text/event-stream"):
+def stream_response(started, render_chunks, frame, error_frame, end=tuple, mimetype="text/event-stream"):
     """A streaming Response: events rendered to chunks and framed; errors in-band; a hang-up cancels."""
     interval = services().settings.heartbeat_seconds
     events = with_heartbeats(started.events, interval) if interval > 0 else started.events

@@ -3,7 +3,7 @@ from flask import Blueprint, Response, jsonify
 
 from .. import __version__
 from .. import generation as g
-from ..errors import ModelNotFound, ServerBusy, ShimError, Unsupported
+from ..errors import Forbidden, ModelNotFound, ServerBusy, ShimError, Unsupported
 from ..protocols import ollama as protocol
 from ..streaming import HEARTBEAT, ndjson_line
 from . import common
@@ -31,7 +31,7 @@ def _answer(call, renderer):
         return jsonify(renderer.load_reply(reason))
     started = common.start(call.request)
     if call.stream:
-        return common.stream_response(started, renderer.chunks, _frame, _error_frames, end=tuple,
+        return common.stream_response(started, renderer.chunks, _frame, _error_frames,
                                       mimetype="application/x-ndjson")
     choices = g.collect(common.gather(started))
     return jsonify(renderer.whole(choices[0]))
@@ -96,20 +96,49 @@ def show():
     return jsonify(protocol.render_show(info))
 
 
-def _owner(name):
-    """The backend that manages model `name`: the one serving it, else the first that can manage models."""
-    router = common.services().router
-    try:
-        backend, target = router.resolve(name)
-    except ModelNotFound:
-        backend = next((b for b in router.backends.values() if hasattr(b, "manage")), None)
-        if backend is None:
-            raise
-        return backend, name
+def _owner(name, param="model"):
+    """The backend serving `name`, if it can manage models and this caller may, and the model's name there."""
+    backend, target = common.services().router.resolve(name)
     if not hasattr(backend, "manage"):
-        raise Unsupported(f"model '{name}' is served from a local GGUF file; add or remove local models in shim's "
-                          "configuration", param="model")
+        raise Unsupported(_unmanaged(backend, name), param=param)
+    _check_management()
     return backend, target
+
+
+def _unmanaged(backend, name):
+    """Why models of this backend are not managed through shim, true to the kind of backend it is."""
+    if backend.name == "local":
+        return f"model '{name}' is served from a local GGUF file; add or remove local models in shim's configuration"
+    kinds = {b.name: b.type for b in common.services().settings.backends}
+    kind = " (an OpenAI-compatible server)" if kinds.get(backend.name) == "openai" else ""
+    return f"model management is not available on backend '{backend.name}'{kind}"
+
+
+def _check_management():
+    """Refuse management unless the `management` setting lets this caller manage models."""
+    settings = common.services().settings
+    if settings.management == "open":
+        return
+    if settings.management == "off":
+        raise Forbidden("model management is turned off on this server (setting 'management' is \"off\")")
+    if not settings.admin_keys:
+        raise Forbidden("model management needs an admin key, and none is configured (settings 'management' "
+                        "and 'admin_keys')")
+    if not common.bearer_in(settings.admin_keys):
+        raise Forbidden("model management needs an admin key: send one of 'admin_keys' as 'Authorization: "
+                        "Bearer <key>' (setting 'management' is \"admin\")")
+
+
+def _on(backend, name, param):
+    """The name at `backend` of a second model a management call names; it must be routed to that same backend."""
+    try:
+        other, target = common.services().router.resolve(name)
+    except ModelNotFound:
+        other = target = None
+    if other is not backend:
+        raise Forbidden(f"'{param}' names '{name}', which shim does not route to backend '{backend.name}': "
+                        "management stays within the names shim serves from one backend", param=param)
+    return target
 
 
 def _manage(action, body, owner, **fields):
@@ -128,12 +157,12 @@ def _progress(stream, parts):
     if not stream:
         return jsonify(list(parts)[-1])
     return common.stream_response(common.Started(common.prime(parts)), lambda part: [part], _frame, _error_frames,
-                                  end=tuple, mimetype="application/x-ndjson")
+                                  mimetype="application/x-ndjson")
 
 
 @bp.post("/api/pull")
 def pull():
-    """Pull a model on the Ollama instance that will serve it (a local model is already there)."""
+    """Pull a model on the Ollama instance that will serve it (a model served otherwise is already there)."""
     body = common.read_json()
     name = protocol.parse_model_name(body)
     try:
@@ -145,25 +174,28 @@ def pull():
 
 @bp.post("/api/push")
 def push():
-    """Push a model from the Ollama instance that has it."""
+    """Push a model from the Ollama instance that has it (to the registry its name names)."""
     body = common.read_json()
     return _manage("push", body, _owner(protocol.parse_model_name(body)), insecure=bool(body.get("insecure")))
 
 
 @bp.post("/api/create")
 def create():
-    """Create a model on an Ollama instance."""
+    """Create a model on an Ollama instance, from a model on the same instance."""
     body = common.read_json()
     fields = protocol.parse_create(body)
-    return _manage("create", body, _owner(fields.pop("model")), **fields)
+    backend, target = _owner(fields.pop("model"))
+    if isinstance(fields.get("from_"), str):
+        fields["from_"] = _on(backend, fields["from_"], "from")
+    return _manage("create", body, (backend, target), **fields)
 
 
 @bp.post("/api/copy")
 def copy():
-    """Copy a model on the Ollama instance that has it."""
+    """Copy a model on the Ollama instance that has it, to a name routed to that instance."""
     source, destination = protocol.parse_copy(common.read_json())
-    backend, target = _owner(source)
-    list(backend.manage("copy", source=target, destination=destination))
+    backend, target = _owner(source, "source")
+    list(backend.manage("copy", source=target, destination=_on(backend, destination, "destination")))
     return Response(status=200)
 
 

@@ -61,10 +61,9 @@ def completions():
     call = protocol.parse_completion(common.read_json())
     started = common.start(call.request)
     meta = _meta("cmpl", call.request.model)
-    if call.stream:
-        prefix = call.request.prompt if call.echo else ""
-        return _sse(started, protocol.CompletionStream(**meta, include_usage=call.include_usage, prefix=prefix))
     prefix = call.request.prompt if call.echo else ""
+    if call.stream:
+        return _sse(started, protocol.CompletionStream(**meta, include_usage=call.include_usage, prefix=prefix))
     return jsonify(protocol.render_text_completion(g.collect(common.gather(started)), **meta, prefix=prefix))
 
 

@@ -9,15 +9,14 @@ from .. import generation as g
 from ..errors import InvalidRequest
 from . import fields as f
 
+# The load-time options among these (num_keep, num_batch, num_gpu, main_gpu, num_thread, use_mmap, use_mlock, numa,
+# low_vram, draft_num_predict) are type-checked and have no effect: shim loads models from its own configuration,
+# as an Ollama server ignores them once the model is loaded.
 INT_OPTIONS = ("num_keep", "seed", "num_predict", "top_k", "repeat_last_n", "num_ctx", "num_batch", "num_gpu",
                "main_gpu", "num_thread", "draft_num_predict")
 FLOAT_OPTIONS = ("top_p", "min_p", "typical_p", "temperature", "repeat_penalty", "presence_penalty",
                  "frequency_penalty")
 BOOL_OPTIONS = ("use_mmap", "use_mlock", "numa", "low_vram", "penalize_newline")
-# Options that set how a model is loaded rather than how one request samples; shim loads models from its own
-# configuration, so these are accepted and have no effect (as on an Ollama server where the model is loaded).
-LOAD_TIME_OPTIONS = ("num_keep", "num_batch", "num_gpu", "main_gpu", "num_thread", "use_mmap", "use_mlock", "numa",
-                     "low_vram", "draft_num_predict")
 THINK_LEVELS = ("low", "medium", "high", "max")
 
 
