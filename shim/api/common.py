@@ -13,7 +13,7 @@ from flask import g as flask_g
 
 from .. import metrics
 from ..errors import Cancelled, InvalidRequest, PayloadTooLarge, ShimError, Unsupported
-from ..generation import Cancel, Finish, TextDelta, ToolCallDelta
+from ..generation import Cancel, Finish, ReasoningDelta, TextDelta, ToolCallDelta
 from ..streaming import HEARTBEAT
 from ..threads import close, with_heartbeats
 
@@ -83,7 +83,7 @@ def _observed(events, model, started, admission):
     itl, ttft = metrics.ITL.labels(model), metrics.TTFT.labels(model)  # once, not per token
     try:
         for event in events:
-            if isinstance(event, (TextDelta, ToolCallDelta)):
+            if isinstance(event, (TextDelta, ReasoningDelta, ToolCallDelta)):
                 now = time.perf_counter()
                 itl.observe(now - last) if last else ttft.observe(now - started)
                 last = now
