@@ -349,6 +349,32 @@ def test_forced_tool_choice_answer_that_is_not_a_call_is_an_upstream_error(up):
         run(make_backend(up), chat(tools=(WEATHER,), tool_choice=choice_of("required")))
 
 
+def test_forced_tool_call_cut_off_by_num_predict_is_a_partial_call_with_reason_length(up):
+    up.handler = lambda r: ndjson(chat_part('{"name": "get_weather", '), chat_part('"arguments": {"city": "Pa'),
+                                  chat_done("length"))
+    events = run(make_backend(up), chat(tools=(WEATHER,), tool_choice=choice_of("required"), max_tokens=12))
+    assert text_of(events) == ""
+    [delta] = calls_of(events)
+    assert (delta.call.name, delta.call.arguments, delta.call.partial) == ("get_weather", '{"city": "Pa', True)
+    assert [f.reason for f in finishes(events)] == ["length"]
+
+
+def test_forced_tool_call_cut_off_inside_its_name_is_nothing(up):
+    up.handler = lambda r: ndjson(chat_part('{"name": "get_w'), chat_done("length"))
+    events = run(make_backend(up), chat(tools=(WEATHER,), tool_choice=choice_of("required"), max_tokens=4))
+    assert text_of(events) == "" and calls_of(events) == []
+    assert [f.reason for f in finishes(events)] == ["length"]
+
+
+def test_parallel_tool_calls_false_keeps_only_the_first_call(up):
+    calls = [{"function": {"name": "get_weather", "arguments": {"city": "Paris"}}},
+             {"function": {"name": "get_time", "arguments": {}}}]
+    up.handler = lambda r: ndjson(chat_part("", tool_calls=calls), chat_done())
+    events = run(make_backend(up), chat(tools=(WEATHER, TIME), parallel_tool_calls=False))
+    assert [d.call.name for d in calls_of(events)] == ["get_weather"]
+    assert len(calls_of(run(make_backend(up), chat(tools=(WEATHER, TIME))))) == 2
+
+
 def test_forced_tool_choice_for_every_choice(up):
     up.handler = lambda r: ndjson(chat_part('{"name": "get_time", "arguments": {}}'), chat_done())
     events = run(make_backend(up), chat(tools=(TIME,), tool_choice=choice_of("get_time"), n=2))
