@@ -15,7 +15,7 @@ class ToolCall:
     arguments: str
     "The arguments as a JSON text (OpenAI's shape); Ollama renders it as an object."
     partial: bool = False
-    "Cut off (by max_tokens) before it was complete: arguments hold only what was written."
+    "Cut off (max_tokens, a stop sequence) before it was complete: arguments hold only what was written."
 
 
 @dataclass(frozen=True)

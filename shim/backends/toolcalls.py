@@ -105,8 +105,8 @@ def partial_calls(text, tools):
 
 def _opens_envelope(text):
     # Under the grammar every output that opens with "{" is a call; "[" and "<tool_call>" open lists of them.
-    return text.startswith("{") or re.match(r"\[\s*(\{|$)", text) is not None or \
-        bool(text) and "<tool_call>".startswith(text[:11])
+    return (text.startswith("{") or re.match(r"\[\s*(\{|$)", text) is not None
+            or (bool(text) and "<tool_call>".startswith(text[:11])))
 
 
 def _calls_so_far(candidate, names):
