@@ -14,6 +14,8 @@ class ToolCall:
     name: str
     arguments: str
     "The arguments as a JSON text (OpenAI's shape); Ollama renders it as an object."
+    partial: bool = False
+    "Cut off (max_tokens, a stop sequence) before it was complete: arguments hold only what was written."
 
 
 @dataclass(frozen=True)
@@ -37,6 +39,49 @@ class Tool:
     name: str
     description: str = ""
     parameters: Mapping = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ToolChoice:
+    """Which tools the model may call, and whether it must call one."""
+
+    mode: str = "auto"
+    "auto (may call), none (must not), required (must call one) or named (must call `name`)."
+    name: Optional[str] = None
+    "With named: the tool to call."
+    kind: str = "function"
+    "function or custom: the kind of tool `name` is (Responses names custom tools too)."
+    allowed: tuple[str, ...] = ()
+    "The names of the tools auto or required may choose from (Responses' allowed_tools); empty is every tool."
+
+    @classmethod
+    def named(cls, name, kind="function"):
+        """The choice that forces a call of one tool."""
+        return cls("named", name, kind)
+
+    @property
+    def forced(self):
+        """Whether a call must be made."""
+        return self.mode in ("required", "named")
+
+    def offered(self, tools):
+        """The tools the model may call under this choice, in their order."""
+        if self.mode == "none":
+            return ()
+        if self.mode == "named":
+            return tuple(t for t in tools if t.name == self.name)
+        return tuple(t for t in tools if not self.allowed or t.name in self.allowed)
+
+
+@dataclass(frozen=True)
+class Think:
+    """Whether a thinking model reasons before it answers, and how hard."""
+
+    enabled: bool = True
+    effort: Optional[str] = None
+    "low, medium, high or max; None is the model's default."
+    budget_tokens: Optional[int] = None
+    "A cap on the reasoning tokens, for protocols that set one (Anthropic's budget_tokens)."
 
 
 @dataclass(frozen=True)
@@ -88,14 +133,14 @@ class GenerationRequest:
     stop: tuple[str, ...] = ()
     response_format: Optional[ResponseFormat] = None
     tools: tuple[Tool, ...] = ()
-    tool_choice: Union[str, None] = None
-    "auto, none, required, or the name of the one function that must be called."
+    tool_choice: ToolChoice = field(default_factory=ToolChoice)
     parallel_tool_calls: bool = True
     logprobs: bool = False
     top_logprobs: int = 0
     n: int = 1
     num_ctx: Optional[int] = None
-    think: Union[bool, str, None] = None
+    think: Optional[Think] = None
+    "None: the model's default."
     keep_alive: Optional[float] = None
     "Seconds to keep the model loaded afterwards; negative is forever, 0 unloads."
     backend_options: Mapping = field(default_factory=dict)
@@ -126,8 +171,14 @@ class TextDelta:
     text: str
     index: int = 0
     logprobs: tuple[TokenLogprob, ...] = ()
-    thinking: str = ""
-    "Reasoning text of a thinking model, kept apart from the answer."
+
+
+@dataclass(frozen=True)
+class ReasoningDelta:
+    """New reasoning text of a thinking model for one choice, kept apart from the answer."""
+
+    text: str
+    index: int = 0
 
 
 @dataclass(frozen=True)
@@ -148,6 +199,8 @@ class Usage:
     completion_tokens: int = 0
     cached_tokens: int = 0
     "Prompt tokens taken from the KV cache rather than evaluated (OpenAI's prompt_tokens_details.cached_tokens)."
+    reasoning_tokens: int = 0
+    "Completion tokens spent on reasoning (part of completion_tokens; OpenAI's completion_tokens_details)."
 
     @property
     def total_tokens(self):
@@ -178,7 +231,7 @@ class Finish:
     "The token ids of prompt and answer, for Ollama's generate context."
 
 
-Event = Union[Accepted, TextDelta, ToolCallDelta, Finish]
+Event = Union[Accepted, TextDelta, ReasoningDelta, ToolCallDelta, Finish]
 
 
 @dataclass(frozen=True)
@@ -268,8 +321,9 @@ def collect(events) -> list[Choice]:
         choice = choices.setdefault(event.index, Choice(event.index))
         if isinstance(event, TextDelta):
             choice.text += event.text
-            choice.thinking += event.thinking
             choice.logprobs.extend(event.logprobs)
+        elif isinstance(event, ReasoningDelta):
+            choice.thinking += event.text
         elif isinstance(event, ToolCallDelta):
             choice.tool_calls.append(event.call)
         elif isinstance(event, Finish):
@@ -287,4 +341,4 @@ def usage_of(finishes) -> Usage:
     if not finishes:
         return Usage()
     return Usage(max(f.usage.prompt_tokens for f in finishes), sum(f.usage.completion_tokens for f in finishes),
-                 max(f.usage.cached_tokens for f in finishes))
+                 max(f.usage.cached_tokens for f in finishes), sum(f.usage.reasoning_tokens for f in finishes))

@@ -54,3 +54,10 @@ class FakeBackend:
                 yield g.ToolCallDelta(call, index, position)
             yield g.Finish(reason, index, g.Usage(3, len(pieces)), g.Timings(1000, 10, 200, 700),
                            context=(1, 2, 3))
+
+
+def choice_of(spelling):
+    """A ToolChoice from the short spelling tests use: None or auto, none, required, or a function's name."""
+    if spelling in (None, "auto", "none", "required"):
+        return g.ToolChoice(spelling or "auto")
+    return g.ToolChoice.named(spelling)

@@ -13,7 +13,9 @@ from shim.backends.toolcalls import forced_schema
 from shim.config import BackendConfig
 from shim.errors import BackendUnavailable, ModelNotFound, ShimError, Unsupported, UpstreamError
 from shim.protocols import ollama as protocol
+from shim.protocols.options import parse_think
 from shim.streaming import ndjson_line
+from tests.fakes import choice_of
 from tests.fake_upstream import FakeUpstream, dying, error_json, ndjson
 from tests.servers import free_port
 
@@ -137,7 +139,7 @@ def test_format(up, fmt, expected):
 
 @pytest.mark.parametrize("think", [True, False, "high"])
 def test_think(up, think):
-    run(make_backend(up), chat(think=think))
+    run(make_backend(up), chat(think=parse_think({"think": think})))
     assert up.requests[0].json["think"] == think
 
 
@@ -187,13 +189,13 @@ def test_tool_call_arguments_that_are_not_an_object_become_empty(up):
 
 @pytest.mark.parametrize("choice", [None, "auto"])
 def test_auto_tool_choice_sends_the_tools(up, choice):
-    run(make_backend(up), chat(tools=(WEATHER,), tool_choice=choice))
+    run(make_backend(up), chat(tools=(WEATHER,), tool_choice=choice_of(choice)))
     body = up.requests[0].json
     assert [t["function"]["name"] for t in body["tools"]] == ["get_weather"] and "format" not in body
 
 
 def test_tool_choice_none_sends_no_tools(up):
-    run(make_backend(up), chat(tools=(WEATHER,), tool_choice="none"))
+    run(make_backend(up), chat(tools=(WEATHER,), tool_choice=choice_of("none")))
     body = up.requests[0].json
     assert not body.get("tools") and "format" not in body
 
@@ -247,7 +249,7 @@ def test_text_thinking_and_final_counts(up):
                                   chat_done("length"))
     events = run(make_backend(up), chat())
     assert events[0] == g.Accepted()
-    assert events[1:4] == [g.TextDelta("", 0, (), "Hmm. "), g.TextDelta("Hello"), g.TextDelta(" you")]
+    assert events[1:4] == [g.ReasoningDelta("Hmm. "), g.TextDelta("Hello"), g.TextDelta(" you")]
     assert events[4:] == [g.Finish("length", 0, g.Usage(7, 3), g.Timings(5_000, 1_000, 1_500, 2_000))]
 
 
@@ -321,9 +323,9 @@ def test_a_shim_framed_stream_with_unicode_line_separators_reads_whole(up):
 def test_forced_tool_choice_becomes_a_format_schema_and_the_answer_a_tool_call(up, choice, tools):
     up.handler = lambda r: ndjson(chat_part('{"name": "get_weather", '), chat_part('"arguments": {"city": "Paris"}}'),
                                   chat_done("stop"))
-    events = run(make_backend(up), chat(tools=tools, tool_choice=choice))
+    events = run(make_backend(up), chat(tools=tools, tool_choice=choice_of(choice)))
     body = up.requests[0].json
-    assert body["format"] == forced_schema(tools, choice)
+    assert body["format"] == forced_schema(tools, choice_of(choice))
     assert not body.get("tools")
     assert text_of(events) == ""
     [delta] = calls_of(events)
@@ -333,23 +335,49 @@ def test_forced_tool_choice_becomes_a_format_schema_and_the_answer_a_tool_call(u
 
 
 def test_forced_schema_shapes():
-    assert forced_schema((WEATHER,), "required") == {
+    assert forced_schema((WEATHER,), choice_of("required")) == {
         "type": "object", "required": ["name", "arguments"],
         "properties": {"name": {"const": "get_weather"}, "arguments": dict(WEATHER.parameters)}}
-    both = forced_schema((WEATHER, TIME), "required")
+    both = forced_schema((WEATHER, TIME), choice_of("required"))
     assert [o["properties"]["name"]["const"] for o in both["anyOf"]] == ["get_weather", "get_time"]
-    assert forced_schema((WEATHER, TIME), "get_time")["properties"]["name"] == {"const": "get_time"}
+    assert forced_schema((WEATHER, TIME), choice_of("get_time"))["properties"]["name"] == {"const": "get_time"}
 
 
 def test_forced_tool_choice_answer_that_is_not_a_call_is_an_upstream_error(up):
     up.handler = lambda r: ndjson(chat_part("I would rather not."), chat_done())
     with pytest.raises(UpstreamError, match="forced tool call is not valid JSON"):
-        run(make_backend(up), chat(tools=(WEATHER,), tool_choice="required"))
+        run(make_backend(up), chat(tools=(WEATHER,), tool_choice=choice_of("required")))
+
+
+def test_forced_tool_call_cut_off_by_num_predict_is_a_partial_call_with_reason_length(up):
+    up.handler = lambda r: ndjson(chat_part('{"name": "get_weather", '), chat_part('"arguments": {"city": "Pa'),
+                                  chat_done("length"))
+    events = run(make_backend(up), chat(tools=(WEATHER,), tool_choice=choice_of("required"), max_tokens=12))
+    assert text_of(events) == ""
+    [delta] = calls_of(events)
+    assert (delta.call.name, delta.call.arguments, delta.call.partial) == ("get_weather", '{"city": "Pa', True)
+    assert [f.reason for f in finishes(events)] == ["length"]
+
+
+def test_forced_tool_call_cut_off_inside_its_name_is_nothing(up):
+    up.handler = lambda r: ndjson(chat_part('{"name": "get_w'), chat_done("length"))
+    events = run(make_backend(up), chat(tools=(WEATHER,), tool_choice=choice_of("required"), max_tokens=4))
+    assert text_of(events) == "" and calls_of(events) == []
+    assert [f.reason for f in finishes(events)] == ["length"]
+
+
+def test_parallel_tool_calls_false_keeps_only_the_first_call(up):
+    calls = [{"function": {"name": "get_weather", "arguments": {"city": "Paris"}}},
+             {"function": {"name": "get_time", "arguments": {}}}]
+    up.handler = lambda r: ndjson(chat_part("", tool_calls=calls), chat_done())
+    events = run(make_backend(up), chat(tools=(WEATHER, TIME), parallel_tool_calls=False))
+    assert [d.call.name for d in calls_of(events)] == ["get_weather"]
+    assert len(calls_of(run(make_backend(up), chat(tools=(WEATHER, TIME))))) == 2
 
 
 def test_forced_tool_choice_for_every_choice(up):
     up.handler = lambda r: ndjson(chat_part('{"name": "get_time", "arguments": {}}'), chat_done())
-    events = run(make_backend(up), chat(tools=(TIME,), tool_choice="get_time", n=2))
+    events = run(make_backend(up), chat(tools=(TIME,), tool_choice=choice_of("get_time"), n=2))
     assert [(d.index, d.call.name) for d in calls_of(events)] == [(0, "get_time"), (1, "get_time")]
     assert [f.reason for f in finishes(events)] == ["tool_calls", "tool_calls"]
 
@@ -567,7 +595,7 @@ def test_a_failing_model_list_lists_nothing(up, caplog, handler):
 # ---------------------------------------------------------------- the pure helpers directly
 
 def test_upstream_call_for_a_chat_leaves_out_tools_when_told_none():
-    method, kwargs = protocol.upstream_call(chat(tools=(WEATHER,), tool_choice="none"))
+    method, kwargs = protocol.upstream_call(chat(tools=(WEATHER,), tool_choice=choice_of("none")))
     assert method == "chat" and kwargs["tools"] is None
 
 

@@ -24,6 +24,7 @@ from shim.protocols import openai as protocol
 from shim.router import Router
 from shim.streaming import parse_sse
 from tests.fake_upstream import FakeUpstream
+from tests.fakes import choice_of
 
 URL_A = "http://up-a.test/v1"
 URL_B = "http://up-b.test/v1"
@@ -221,7 +222,7 @@ def test_response_format(rsps, fmt, expected):
 ])
 def test_tools_and_tool_choice(rsps, choice, expected):
     add_answer(rsps, "ok")
-    run(make_backend(), chat(tools=(WEATHER, TIME), tool_choice=choice))
+    run(make_backend(), chat(tools=(WEATHER, TIME), tool_choice=choice_of(choice)))
     body = sent(rsps)
     assert body["tools"] == [
         {"type": "function", "function": {"name": "get_weather", "description": "Weather of a city",
@@ -241,7 +242,7 @@ def test_parallel_tool_calls_false_is_sent(rsps):
 
 def test_no_tools_no_tool_fields(rsps):
     add_answer(rsps, "ok")
-    run(make_backend(), chat(tool_choice="none"))
+    run(make_backend(), chat(tool_choice=choice_of("none")))
     assert not {"tools", "tool_choice", "parallel_tool_calls", "response_format"} & set(sent(rsps))
 
 
@@ -276,7 +277,7 @@ def test_templated_prompt_goes_to_chat_with_system_and_images(rsps):
 
 @pytest.mark.parametrize("field, request_", [
     ("context", g.GenerationRequest(model="m", prompt="go on", context=(1, 2, 3))),
-    ("think", chat(think=True)),
+    ("think", chat(think=g.Think(True))),
 ])
 def test_fields_it_cannot_carry_are_refused_before_any_request(rsps, field, request_):
     with pytest.raises(Unsupported) as err:
@@ -945,6 +946,14 @@ def test_upstream_reader_keeps_the_upstream_cached_token_count():
     reader.events({**usage_chunk(30, 2), "usage": {"prompt_tokens": 30, "completion_tokens": 2, "total_tokens": 32,
                                                    "prompt_tokens_details": {"cached_tokens": 24}}})
     assert reader.end(g.Timings())[0].usage == g.Usage(30, 2, 24)
+
+
+def test_upstream_reader_keeps_the_upstream_reasoning_token_count():
+    reader = protocol.UpstreamReader()
+    reader.events(chunk("a", finish="stop"))
+    reader.events({**usage_chunk(30, 9), "usage": {"prompt_tokens": 30, "completion_tokens": 9, "total_tokens": 39,
+                                                   "completion_tokens_details": {"reasoning_tokens": 7}}})
+    assert reader.end(g.Timings())[0].usage == g.Usage(30, 9, 0, 7)
 
 
 def test_upstream_reader_with_nothing_read_still_finishes():

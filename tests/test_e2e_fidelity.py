@@ -267,28 +267,71 @@ def test_openai_tool_choice_auto_follows_a_few_shot_history_and_none_forbids_cal
     assert "Paris" in plain.choices[0].message.content
 
 
+def _reassembled(chunks):
+    """(content, calls by index, finish reasons) of a streamed chat completion."""
+    calls, finishes, content = {}, [], ""
+    for chunk in chunks:
+        choice = chunk.choices[0]
+        content += choice.delta.content or ""
+        for part in choice.delta.tool_calls or []:
+            call = calls.setdefault(part.index, {"id": "", "name": "", "arguments": ""})
+            call["id"] += part.id or ""
+            call["name"] += part.function.name or ""
+            call["arguments"] += part.function.arguments or ""
+        if choice.finish_reason:
+            finishes.append(choice.finish_reason)
+    return content, calls, finishes
+
+
 def test_openai_streamed_tool_calls_reassemble(oai):
     for messages, kwargs in ((PARIS_WEATHER, dict(tools=[WEATHER, CLOCK], tool_choice="required")),
                              (OPENAI_FEW_SHOT, dict(tools=[CITY_WEATHER]))):
-        chunks = list(oai.chat.completions.create(model=MODEL, messages=messages, max_tokens=60, stream=True,
-                                                  **kwargs, **GREEDY))
-        calls, finishes, content = {}, [], ""
-        for chunk in chunks:
-            choice = chunk.choices[0]
-            content += choice.delta.content or ""
-            for part in choice.delta.tool_calls or []:
-                call = calls.setdefault(part.index, {"id": "", "name": "", "arguments": ""})
-                call["id"] += part.id or ""
-                call["name"] += part.function.name or ""
-                call["arguments"] += part.function.arguments or ""
-            if choice.finish_reason:
-                finishes.append(choice.finish_reason)
+        content, calls, finishes = _reassembled(oai.chat.completions.create(
+            model=MODEL, messages=messages, max_tokens=60, stream=True, **kwargs, **GREEDY))
         assert finishes == ["tool_calls"] and content == ""
         assert list(calls) == [0] and calls[0]["id"].startswith("call_")
         assert calls[0]["name"] == "get_weather"
         arguments = json.loads(calls[0]["arguments"])
         jsonschema.validate(arguments, kwargs["tools"][0]["function"]["parameters"])
         assert arguments["city"] == "Paris"
+
+
+# max_tokens that cut the forced call inside its name, and inside its arguments.
+CUT_IN_NAME, CUT_IN_ARGUMENTS = 4, 16
+
+
+@pytest.mark.parametrize("max_tokens", [CUT_IN_NAME, CUT_IN_ARGUMENTS])
+def test_openai_tool_call_cut_off_by_max_tokens_is_a_partial_call_never_content(oai, max_tokens):
+    kwargs = dict(max_tokens=max_tokens, tools=[WEATHER, CLOCK],
+                  tool_choice={"type": "function", "function": {"name": "get_weather"}})
+    whole = ask(oai, PARIS_WEATHER, **kwargs).choices[0]
+    calls = [(c.function.name, c.function.arguments) for c in whole.message.tool_calls or ()]
+    assert whole.finish_reason == "length" and not whole.message.content
+    content, streamed, finishes = _reassembled(oai.chat.completions.create(
+        model=MODEL, messages=PARIS_WEATHER, stream=True, **kwargs, **GREEDY))
+    assert finishes == ["length"] and content == ""
+    assert [(c["name"], c["arguments"]) for c in streamed.values()] == calls
+    if max_tokens == CUT_IN_NAME:
+        assert calls == []
+    else:
+        [(name, arguments)] = calls
+        assert name == "get_weather" and arguments.startswith("{")
+        with pytest.raises(ValueError):
+            json.loads(arguments)
+
+
+@pytest.mark.parametrize("max_tokens", [CUT_IN_NAME, CUT_IN_ARGUMENTS])
+def test_ollama_tool_call_cut_off_by_num_predict_is_left_out_never_content(shim_url, max_tokens):
+    """tool_choice is shim's extension of /api/chat (the ollama client cannot send it): raw HTTP."""
+    body = {"model": MODEL, "messages": PARIS_WEATHER, "tools": [WEATHER], "tool_choice": "required",
+            "options": {"temperature": 0, "num_predict": max_tokens}}
+    for stream in (False, True):
+        with requests.post(shim_url + "/api/chat", json={**body, "stream": stream}, stream=True, timeout=120) as reply:
+            assert reply.status_code == 200
+            parts = [ollama.ChatResponse(**json.loads(line)) for line in reply.iter_lines() if line]
+        assert "".join(p.message.content or "" for p in parts) == ""
+        assert not [c for p in parts for c in p.message.tool_calls or ()]
+        assert parts[-1].done and parts[-1].done_reason == "length" and parts[-1].eval_count == max_tokens
 
 
 def test_openai_strict_function_arguments_match_the_schema(oai):

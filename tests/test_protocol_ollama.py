@@ -7,6 +7,7 @@ import pytest
 from shim import generation as g
 from shim.errors import InvalidRequest, ModelNotFound, Unsupported
 from shim.protocols import ollama as ol
+from shim.protocols import options as opts
 
 NOW = "2024-05-01T12:00:00.5Z"
 USER = {"role": "user", "content": "Hi"}
@@ -40,7 +41,7 @@ def test_parse_generate_fields():
     call = generate(system="Be brief", suffix="end", context=[4, 5], stream=False, think=True, logprobs=True,
                     top_logprobs=2)
     r = call.request
-    assert (r.system, r.suffix, r.context, r.think, r.logprobs, r.top_logprobs) == ("Be brief", "end", (4, 5), True,
+    assert (r.system, r.suffix, r.context, r.think, r.logprobs, r.top_logprobs) == ("Be brief", "end", (4, 5), g.Think(True),
                                                                                     True, 2)
     assert call.stream is False
 
@@ -106,7 +107,12 @@ def test_parse_generate_keep_alive(keep_alive, seconds):
 
 @pytest.mark.parametrize("think", [True, False, "low", "medium", "high", "max"])
 def test_parse_generate_think(think):
-    assert generate(think=think).request.think == think
+    assert opts.think_value(generate(think=think).request.think) == think
+
+
+@pytest.mark.parametrize("think, typed", [(True, g.Think(True)), (False, g.Think(False)), ("low", g.Think(True, "low"))])
+def test_parse_chat_think_is_typed(think, typed):
+    assert chat(think=think).request.think == typed
 
 
 def test_parse_generate_images_base64_are_decoded():
@@ -174,7 +180,7 @@ def test_parse_chat_messages_and_defaults():
                           {"role": "assistant"}])
     r = call.request
     assert r.messages == (g.Message("system", "s"), g.Message("user", "u"), g.Message("assistant", ""))
-    assert (r.prompt, r.tools, r.tool_choice) == (None, (), None)
+    assert (r.prompt, r.tools, r.tool_choice) == (None, (), g.ToolChoice())
     assert (call.stream, call.load_only) == (True, False)
 
 
@@ -206,7 +212,7 @@ def test_parse_chat_tool_message_tool_name():
 
 def test_parse_chat_tools_set_tool_choice_auto():
     r = chat(tools=[WEATHER]).request
-    assert [t.name for t in r.tools] == ["get_weather"] and r.tool_choice == "auto"
+    assert [t.name for t in r.tools] == ["get_weather"] and r.tool_choice == g.ToolChoice("auto")
     assert r.tools[0].parameters == {"type": "object"}
 
 
@@ -357,6 +363,47 @@ def test_chat_stream_tool_call_in_non_final_chunk_with_empty_content():
 def test_chat_stream_tool_call_with_invalid_arguments_renders_empty_object():
     [chunk] = chat_stream().chunks(g.ToolCallDelta(g.ToolCall("c", "f", "not json")))
     assert chunk["message"]["tool_calls"][0]["function"]["arguments"] == {}
+
+
+def test_chat_stream_leaves_out_a_call_cut_off_mid_way():
+    cut = g.ToolCall("c", "get_weather", '{"city": "Par', partial=True)
+    assert chat_stream().chunks(g.ToolCallDelta(cut)) == []
+    out = chat_stream().whole(g.Choice(0, tool_calls=[cut], finish=g.Finish("length")))
+    assert out["message"] == {"role": "assistant", "content": ""} and out["done_reason"] == "length"
+
+
+def test_chat_stream_reasoning_delta_is_thinking():
+    assert chat_stream().chunks(g.ReasoningDelta("Hmm.")) == [
+        {"model": "m", "created_at": NOW, "message": {"role": "assistant", "content": "", "thinking": "Hmm."},
+         "done": False}]
+    assert chat_stream().whole(g.collect([g.ReasoningDelta("Hmm."), g.TextDelta("Hi"), FINISH])[0])["message"] == {
+        "role": "assistant", "content": "Hi", "thinking": "Hmm."}
+
+
+def test_generate_stream_reasoning_delta_is_thinking():
+    assert gen_stream().chunks(g.ReasoningDelta("Hmm.")) == [
+        {"model": "m", "created_at": NOW, "response": "", "done": False, "thinking": "Hmm."}]
+    assert gen_stream().whole(g.collect([g.ReasoningDelta("Hmm."), g.TextDelta("Hi"), FINISH])[0])["thinking"] == "Hmm."
+
+
+def test_upstream_call_sends_the_tools_a_choice_offers():
+    tools = (g.Tool("none"), g.Tool("other"))
+    for choice, sent in ((g.ToolChoice.named("none"), ["none"]), (g.ToolChoice("none"), None),
+                         (g.ToolChoice("auto", allowed=("other",)), ["other"])):
+        request = g.GenerationRequest(model="m", messages=(g.Message("user", "Hi"),), tools=tools, tool_choice=choice)
+        wire = ol.upstream_call(request)[1]["tools"]
+        assert (wire and [t["function"]["name"] for t in wire]) == sent
+
+
+@pytest.mark.parametrize("think", [g.Think(True), g.Think(False), g.Think(True, "high")])
+def test_upstream_call_think_as_ollama_spells_it(think):
+    request = g.GenerationRequest(model="m", prompt="p", think=think)
+    assert ol.upstream_call(request)[1]["think"] == {g.Think(True): True, g.Think(False): False}.get(think, "high")
+
+
+def test_upstream_reader_thinking_is_a_reasoning_delta():
+    events = ol.UpstreamReader().events({"message": {"role": "assistant", "content": "Hi", "thinking": "Hmm."}})
+    assert events == [g.ReasoningDelta("Hmm."), g.TextDelta("Hi")]
 
 
 def test_chat_stream_final_chunk_has_metrics_and_no_context():

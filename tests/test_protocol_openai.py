@@ -6,6 +6,7 @@ import pytest
 from shim import generation as g
 from shim.errors import InvalidRequest, ModelNotFound, Unsupported
 from shim.protocols import openai as oa
+from shim.protocols import options as opts
 
 USER = {"role": "user", "content": "Hi"}
 WEATHER = {"type": "function", "function": {"name": "get_weather", "description": "Weather in a city",
@@ -32,7 +33,7 @@ def test_parse_chat_minimal_defaults():
     r = call.request
     assert (r.model, r.prompt, r.n, r.max_tokens, r.stop) == ("m", None, 1, None, ())
     assert r.messages == (g.Message("user", "Hi"),)
-    assert (r.tools, r.tool_choice, r.response_format, r.logprobs, r.top_logprobs) == ((), None, None, False, 0)
+    assert (r.tools, r.tool_choice, r.response_format, r.logprobs, r.top_logprobs) == ((), g.ToolChoice(), None, False, 0)
     assert (call.stream, call.include_usage) == (False, False)
 
 
@@ -137,18 +138,48 @@ def test_parse_chat_tools_parsed_and_tool_choice_defaults_to_auto():
     assert r.tools[0].description == "Weather in a city"
     assert r.tools[0].parameters["properties"] == {"city": {"type": "string"}}
     assert r.tools[1].parameters == {"type": "object", "properties": {}}
-    assert r.tool_choice == "auto"
+    assert r.tool_choice == g.ToolChoice("auto")
     assert r.parallel_tool_calls is True
 
 
 @pytest.mark.parametrize("choice, expected", [
-    ("none", "none"),
-    ("auto", "auto"),
-    ("required", "required"),
-    ({"type": "function", "function": {"name": "get_weather"}}, "get_weather"),
+    ("none", g.ToolChoice("none")),
+    ("auto", g.ToolChoice("auto")),
+    ("required", g.ToolChoice("required")),
+    ({"type": "function", "function": {"name": "get_weather"}}, g.ToolChoice("named", "get_weather")),
 ])
 def test_parse_chat_tool_choice(choice, expected):
     assert chat(tools=[WEATHER], tool_choice=choice).request.tool_choice == expected
+
+
+def test_parse_chat_tool_choice_names_a_function_called_like_a_mode():
+    tools = [{"type": "function", "function": {"name": "none"}}, {"type": "function", "function": {"name": "auto"}}]
+    for name in ("none", "auto"):
+        r = chat(tools=tools, tool_choice={"type": "function", "function": {"name": name}}).request
+        assert r.tool_choice == g.ToolChoice.named(name) and r.tool_choice.forced
+        # and it goes upstream as the named function, not as the mode
+        _, body = oa.upstream_request(r)
+        assert body["tool_choice"] == {"type": "function", "function": {"name": name}}
+
+
+def test_parse_chat_allowed_tools():
+    noop = {"type": "function", "function": {"name": "noop"}}
+    allowed = {"type": "allowed_tools", "allowed_tools": {
+        "mode": "required", "tools": [{"type": "function", "function": {"name": "noop"}}]}}
+    r = chat(tools=[WEATHER, noop], tool_choice=allowed).request
+    assert r.tool_choice == g.ToolChoice("required", allowed=("noop",))
+    assert oa.upstream_request(r)[1]["tool_choice"] == allowed
+
+
+@pytest.mark.parametrize("choice, wire", [
+    (g.ToolChoice(), "auto"), (g.ToolChoice("none"), "none"), (g.ToolChoice("required"), "required"),
+    (g.ToolChoice.named("f"), {"type": "function", "function": {"name": "f"}}),
+    (g.ToolChoice.named("grep", kind="custom"), {"type": "custom", "custom": {"name": "grep"}}),
+    (g.ToolChoice("auto", allowed=("f",)), {"type": "allowed_tools", "allowed_tools": {
+        "mode": "auto", "tools": [{"type": "function", "function": {"name": "f"}}]}}),
+])
+def test_render_tool_choice(choice, wire):
+    assert oa.render_tool_choice(choice) == wire
 
 
 def test_parse_chat_parallel_tool_calls_false():
@@ -181,7 +212,7 @@ def test_parse_chat_options_merge_under_top_level_fields():
 
 @pytest.mark.parametrize("effort, think", [("none", False), ("minimal", "low"), ("high", "high"), ("xhigh", "max")])
 def test_parse_chat_reasoning_effort_maps_to_think(effort, think):
-    assert chat(reasoning_effort=effort).request.think == think
+    assert opts.think_value(chat(reasoning_effort=effort).request.think) == think
 
 
 def test_parse_chat_keep_alive_duration():
@@ -259,6 +290,16 @@ def test_parse_chat_refused_function_call_named_when_functions_is_null():
     ({"tools": [WEATHER], "tool_choice": {"type": "function", "function": {"name": "nope"}}}, "tool_choice"),
     ({"tools": [WEATHER], "tool_choice": {"type": "function"}}, "tool_choice"),
     ({"tools": "x"}, "tools"),
+    ({"tools": [WEATHER], "tool_choice": {"type": "allowed_tools"}}, "tool_choice.allowed_tools"),
+    ({"tools": [WEATHER], "tool_choice": {"type": "allowed_tools", "allowed_tools": {"mode": "never", "tools": []}}},
+     "tool_choice.allowed_tools.mode"),
+    ({"tools": [WEATHER], "tool_choice": {"type": "allowed_tools", "allowed_tools": {"mode": "auto", "tools": []}}},
+     "tool_choice.allowed_tools.tools"),
+    ({"tools": [WEATHER], "tool_choice": {"type": "allowed_tools", "allowed_tools": {
+        "mode": "auto", "tools": [{"type": "function", "function": {"name": "nope"}}]}}},
+     "tool_choice.allowed_tools.tools[0]"),
+    ({"tools": [WEATHER], "tool_choice": {"type": "allowed_tools", "allowed_tools": {"mode": "auto", "tools": [5]}}},
+     "tool_choice.allowed_tools.tools[0]"),
     ({"tools": [{"type": "function"}]}, "tools[0].function"),
     ({"tools": [{"type": "retrieval", "function": {"name": "f"}}]}, "tools[0].type"),
     ({"tools": [{"function": {"description": "no name"}}]}, "tools[0].function.name"),
@@ -537,6 +578,21 @@ def test_chat_stream_include_usage_final_chunk():
     assert last["usage"] == {"prompt_tokens": 9, "completion_tokens": 6, "total_tokens": 15,
                            "prompt_tokens_details": {"cached_tokens": 0}}
     assert (last["id"], last["object"]) == ("chatcmpl-1", "chat.completion.chunk")
+
+
+def test_chat_stream_reasoning_delta_is_reasoning_content():
+    s = stream()
+    first = deltas(s.chunks(g.ReasoningDelta("Hmm.")))[0]
+    assert first == {"role": "assistant", "content": "", "reasoning_content": "Hmm."}
+    assert deltas(s.chunks(g.TextDelta("Hi")))[0] == {"content": "Hi"}
+
+
+def test_render_chat_reasoning_and_reasoning_tokens():
+    choices = g.collect([g.ReasoningDelta("Hmm."), g.TextDelta("Hi"), g.Finish("stop", usage=g.Usage(3, 5, 0, 2))])
+    body = oa.render_chat(choices, id="c", created=1, model="m")
+    assert body["choices"][0]["message"]["reasoning_content"] == "Hmm."
+    assert body["usage"]["completion_tokens_details"] == {"reasoning_tokens": 2}
+    assert "completion_tokens_details" not in oa.render_usage(g.Usage(3, 5))
 
 
 def test_chat_stream_end_without_include_usage_is_empty():

@@ -6,10 +6,12 @@ import pytest
 
 from shim import generation as g
 from shim.backends import toolcalls as tc
+from shim.backends.output import ChoiceOutput
 from shim.backends.stops import StopScanner
 from shim.config import BackendConfig, ModelConfig, Settings
 from shim.errors import ConfigError, ModelNotFound, UpstreamError
 from shim.router import Route, Router
+from tests.fakes import choice_of
 
 WEATHER = g.Tool("get_weather", "Weather in a city", {"type": "object", "properties": {"city": {"type": "string"}}})
 NOOP = g.Tool("noop")
@@ -156,6 +158,88 @@ def test_call_catcher_tagged_call():
     assert [x.name for x in c.finish()[1]] == ["noop"]
 
 
+# ---------------------------------------------------------------- a call cut off (max_tokens, a stop sequence)
+
+@pytest.mark.parametrize("text, expected", [
+    ('{"name": "get_weather", "arguments": {"city": "Par', [("get_weather", '{"city": "Par')]),
+    ('  {"name": "get_weather", "arguments": {"city": "Paris"}', [("get_weather", '{"city": "Paris"}')]),
+    ('{"name": "get_weather", "argu', [("get_weather", "")]),
+    ('{"name": "get_weather"', [("get_weather", "")]),
+    ('{"name": "get_wea', []),
+    ('{"na', []),
+    ("{", []),
+    ('[{"name": "noop", "arguments": {}}, {"name": "get_weather", "arguments": {"ci',
+     [("noop", "{}"), ("get_weather", '{"ci')]),
+    ('<tool_call>{"name": "noop", "arguments": {}}</tool_call>\n<tool_call>{"name": "get_weather", "arguments": {',
+     [("noop", "{}"), ("get_weather", "{")]),
+    ("<tool_c", []),
+])
+def test_partial_calls_keep_whole_calls_and_the_cut_one_as_far_as_it_got(text, expected):
+    calls = tc.partial_calls(text, TOOLS)
+    assert [(c.name, c.arguments) for c in calls] == expected
+    assert all(re.fullmatch(r"call_[a-z0-9]{24}", c.id) for c in calls)
+
+
+@pytest.mark.parametrize("text", ["The weather is", "", "[1, 2", "<b>bold", '"quoted'])
+def test_partial_calls_of_text_that_opens_no_envelope_is_none(text):
+    assert tc.partial_calls(text, TOOLS) is None
+
+
+def choice_output(tools=TOOLS, choice="required", **fields):
+    events = []
+    request = g.GenerationRequest(model="m", messages=(g.Message("user", "Hi"),), tools=tools,
+                                  tool_choice=choice_of(choice), **fields)
+    return ChoiceOutput(events.append, 0, request), events
+
+
+def feed_output(output, pieces):
+    for piece in pieces:
+        output.add(piece.encode(), None)
+
+
+CUT_CALL = ['{"name": "get_', 'weather", "arguments": ', '{"city": "Par']
+
+
+@pytest.mark.parametrize("choice", ["required", "get_weather", "auto"])
+def test_a_call_cut_off_by_max_tokens_is_a_partial_call_never_text(choice):
+    output, events = choice_output(choice=choice)
+    feed_output(output, CUT_CALL)
+    assert output.close("length") == "length"
+    assert [e.text for e in events if isinstance(e, g.TextDelta)] in ([], [""])
+    [delta] = [e for e in events if isinstance(e, g.ToolCallDelta)]
+    assert (delta.call.name, delta.call.arguments, delta.position) == ("get_weather", '{"city": "Par', 0)
+
+
+def test_a_call_cut_off_inside_its_name_gives_neither_call_nor_text():
+    output, events = choice_output()
+    feed_output(output, ['{"name": "get_'])
+    assert output.close("length") == "length"
+    assert not [e for e in events if isinstance(e, g.ToolCallDelta) or e.text]
+
+
+def test_a_call_cut_off_by_a_stop_sequence_is_not_text():
+    output, events = choice_output(stop=("Par",))
+    feed_output(output, CUT_CALL)
+    assert output.close("stop") == "stop"
+    assert not [e for e in events if isinstance(e, g.TextDelta) and e.text]
+    assert [e.call.arguments for e in events if isinstance(e, g.ToolCallDelta)] == ['{"city": "']
+
+
+def test_a_call_completed_on_the_last_token_is_whole():
+    output, events = choice_output(choice="auto")
+    feed_output(output, ['{"name": "noop", "arguments": {}}'])
+    assert output.close("length") == "tool_calls"
+    assert [e.call.name for e in events if isinstance(e, g.ToolCallDelta)] == ["noop"]
+
+
+def test_prose_cut_off_with_tools_on_stays_text():
+    output, events = choice_output(choice="auto")
+    feed_output(output, ["It is sunny ", '{"name": "noop"'])
+    assert output.close("length") == "length"
+    assert "".join(e.text for e in events if isinstance(e, g.TextDelta)) == 'It is sunny {"name": "noop"'
+    assert not [e for e in events if isinstance(e, g.ToolCallDelta)]
+
+
 # ---------------------------------------------------------------- toolcalls.forced_schema / with_instructions
 
 def call_schema(name, arguments):
@@ -164,23 +248,23 @@ def call_schema(name, arguments):
 
 
 def test_forced_schema_named_function():
-    assert tc.forced_schema(TOOLS, "get_weather") == call_schema("get_weather", dict(WEATHER.parameters))
+    assert tc.forced_schema(TOOLS, choice_of("get_weather")) == call_schema("get_weather", dict(WEATHER.parameters))
 
 
 def test_forced_schema_required_offers_every_tool():
-    assert tc.forced_schema(TOOLS, "required") == {"anyOf": [call_schema("get_weather", dict(WEATHER.parameters)),
+    assert tc.forced_schema(TOOLS, choice_of("required")) == {"anyOf": [call_schema("get_weather", dict(WEATHER.parameters)),
                                                              call_schema("noop", {"type": "object"})]}
 
 
 def test_forced_schema_adds_object_type_without_touching_the_tool():
     tool = g.Tool("t", parameters={"properties": {"a": {"type": "integer"}}})
-    schema = tc.forced_schema([tool], "t")
+    schema = tc.forced_schema([tool], choice_of("t"))
     assert schema["properties"]["arguments"] == {"type": "object", "properties": {"a": {"type": "integer"}}}
     assert "type" not in tool.parameters
 
 
 def test_with_instructions_prepends_system_note():
-    out = tc.with_instructions([{"role": "user", "content": "Hi"}], TOOLS, "auto")
+    out = tc.with_instructions([{"role": "user", "content": "Hi"}], TOOLS, choice_of("auto"))
     assert [m["role"] for m in out] == ["system", "user"]
     assert '"name": "get_weather"' in out[0]["content"] and '"name": "noop"' in out[0]["content"]
     assert "otherwise answer in plain text" in out[0]["content"]
@@ -188,14 +272,14 @@ def test_with_instructions_prepends_system_note():
 
 def test_with_instructions_appends_to_existing_system_message():
     out = tc.with_instructions([{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}],
-                               TOOLS, "required")
+                               TOOLS, choice_of("required"))
     assert len(out) == 2 and out[0]["content"].startswith("Be brief.\n\nYou can call these tools:")
     assert "plain text" not in out[0]["content"]
 
 
 def test_with_instructions_turns_tool_results_into_user_turns():
     out = tc.with_instructions([{"role": "tool", "content": "18C", "name": "get_weather"},
-                                {"role": "tool", "content": "ok"}], TOOLS, None)
+                                {"role": "tool", "content": "ok"}], TOOLS, choice_of(None))
     assert out[1:] == [{"role": "user", "content": "Result of get_weather: 18C"},
                        {"role": "user", "content": "Result of the tool: ok"}]
 
@@ -408,11 +492,47 @@ def test_threads_per_worker_shares_the_cores(monkeypatch, configured, workers, c
 
 
 @pytest.mark.parametrize("tools, choice, mode", [
-    ((), "required", (False, False)), (("t",), "none", (False, False)), (("t",), None, (True, False)),
-    (("t",), "auto", (True, False)), (("t",), "required", (True, True)), (("t",), "get_weather", (True, True))])
+    ((), "required", (False, False)), ((WEATHER,), "none", (False, False)), ((WEATHER,), None, (True, False)),
+    ((WEATHER,), "auto", (True, False)), ((WEATHER,), "required", (True, True)), ((WEATHER,), "get_weather", (True, True))])
 def test_call_mode_says_whether_tools_count_and_a_call_is_forced(tools, choice, mode):
-    request = g.GenerationRequest(model="m", prompt="p", tools=tools, tool_choice=choice)
+    request = g.GenerationRequest(model="m", prompt="p", tools=tools, tool_choice=choice_of(choice))
     assert tc.call_mode(request) == mode
+
+
+def test_a_function_named_like_a_mode_is_a_named_choice():
+    from shim.protocols import openai as oa
+    tools = [{"type": "function", "function": {"name": name}} for name in ("none", "auto", "required")]
+    for name in ("none", "auto", "required"):
+        request = oa.parse_chat({"model": "m", "messages": [{"role": "user", "content": "Hi"}], "tools": tools,
+                                 "tool_choice": {"type": "function", "function": {"name": name}}}).request
+        assert tc.call_mode(request) == (True, True)
+        assert tc.forced_schema(request.tools, request.tool_choice)["properties"]["name"] == {"const": name}
+
+
+def test_tool_choice_offers_the_tools_it_allows():
+    tools = (WEATHER, NOOP, g.Tool("other"))
+    assert g.ToolChoice().offered(tools) == tools and g.ToolChoice("required").offered(tools) == tools
+    assert g.ToolChoice("none").offered(tools) == ()
+    assert g.ToolChoice.named("noop").offered(tools) == (NOOP,)
+    assert g.ToolChoice("auto", allowed=("other", "get_weather")).offered(tools) == (WEATHER, tools[2])
+    assert g.ToolChoice("required").forced and g.ToolChoice.named("x").forced
+    assert not g.ToolChoice("auto").forced and not g.ToolChoice("none").forced
+
+
+def test_required_among_allowed_tools_forces_one_of_them_only():
+    request = g.GenerationRequest(model="m", prompt="p", tools=TOOLS,
+                                  tool_choice=g.ToolChoice("required", allowed=("noop",)))
+    assert tc.call_mode(request) == (True, True)
+    assert tc.forced_schema(request.tools, request.tool_choice)["properties"]["name"] == {"const": "noop"}
+
+
+def test_collect_gathers_reasoning_apart_from_text_and_usage_adds_reasoning_tokens():
+    events = [g.Accepted(), g.ReasoningDelta("Hmm. "), g.ReasoningDelta("Yes."), g.TextDelta("Hi"),
+              g.Finish("stop", usage=g.Usage(5, 4, 2, 3)), g.ReasoningDelta("x", 1), g.Finish("stop", 1,
+                                                                                             g.Usage(5, 2, 2, 1))]
+    choices = g.collect(events)
+    assert [(c.text, c.thinking) for c in choices] == [("Hi", "Hmm. Yes."), ("", "x")]
+    assert g.total_usage(choices) == g.Usage(5, 6, 2, 4)
 
 
 def test_configuration_doc_lists_every_setting_with_its_environment_name():

@@ -15,7 +15,7 @@ from flask import g as flask_g
 
 from .. import metrics
 from ..errors import Cancelled, InvalidRequest, PayloadTooLarge, ShimError
-from ..generation import Cancel, Finish, TextDelta, ToolCallDelta
+from ..generation import Cancel, Finish, ReasoningDelta, TextDelta, ToolCallDelta
 from ..streaming import HEARTBEAT
 from ..threads import close, with_heartbeats
 
@@ -167,7 +167,7 @@ def _observed(events, key, started):
     last = None
     itl, ttft = metrics.ITL.labels(key), metrics.TTFT.labels(key)  # once, not per token
     for event in events:
-        if isinstance(event, (TextDelta, ToolCallDelta)):
+        if isinstance(event, (TextDelta, ReasoningDelta, ToolCallDelta)):
             now = time.perf_counter()
             itl.observe(now - last) if last else ttft.observe(now - started)
             last = now

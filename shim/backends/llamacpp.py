@@ -256,7 +256,7 @@ def _check_supported(request):
     if request.images or any(m.images for m in request.messages or ()):
         raise Unsupported(f"model '{request.model}' does not support images (it has no vision projector)",
                           param="images")
-    if request.think:
+    if request.think is not None and request.think.enabled:
         raise Unsupported(f'"{request.model}" does not support thinking', param="think")
     if request.suffix:
         raise Unsupported(f"model '{request.model}' does not support insert (fill-in-the-middle 'suffix')",
@@ -269,7 +269,7 @@ def _samplers(engine, request):
     schema = toolcalls.forced_schema(request.tools, request.tool_choice) if forced else None
     # With tool_choice auto, the model may answer in prose; once it opens a JSON object, that is a call and
     # is held to the tools' schemas (so strict functions get valid arguments).
-    lazy = toolcalls.forced_schema(request.tools, "required") if tools_on and not forced else None
+    lazy = toolcalls.forced_schema(request.tools, request.tool_choice) if tools_on and not forced else None
     samplers = []
     try:
         for index in range(request.n):

@@ -35,14 +35,16 @@ class OllamaBackend(upstream.UpstreamBackend):
             # Ollama cannot be told to call a tool; its own grammar can be: ask for the call's JSON as the format.
             schema = toolcalls.forced_schema(request.tools, request.tool_choice)
             request = dataclasses.replace(request, response_format=g.ResponseFormat("json_schema", schema),
-                                          tool_choice="none")
+                                          tool_choice=g.ToolChoice("none"))
         opened = self._open_choice(request, 0)
         yield g.Accepted()
         for index in range(request.n):
             if cancel.is_set():
                 return
             events = self._stream(opened if index == 0 else self._open_choice(request, index), index, cancel)
-            yield from (_as_tool_call(events, request, index) if forced else events)
+            events = _as_tool_call(events, request, index) if forced else events
+            # Ollama has no parallel_tool_calls: shim keeps the first call itself, as the local backend does.
+            yield from (events if request.parallel_tool_calls else _first_call_only(events))
 
     def _open_choice(self, request, index):
         """(endpoint, first part, the rest) of one choice's call, failing over before anything is read."""
@@ -150,15 +152,26 @@ def _prepend(first, rest):
 
 
 def _as_tool_call(events, request, index):
-    """Turn the JSON text of a forced call into a ToolCallDelta, keeping the Finish (with tool_calls)."""
+    """Turn the JSON text of a forced call into a ToolCallDelta, keeping the Finish (with tool_calls).
+
+    A call cut off by num_predict is kept as far as it got (its arguments partial), and the Finish says length.
+    """
     text = ""
     for event in events:
         if isinstance(event, g.TextDelta):
             text += event.text
         elif isinstance(event, g.Finish):
-            calls = toolcalls.parse_calls(text, request.tools) or []
-            if not calls and text:
+            calls = toolcalls.parse_calls(text, request.tools)
+            whole = bool(calls)
+            if not whole and event.reason == "length":
+                calls = toolcalls.partial_calls(text, request.tools)
+            if calls is None and text:
                 raise UpstreamError(f"the model's forced tool call is not valid JSON: {json.dumps(text[:80])}")
-            for position, call in enumerate(calls):
+            for position, call in enumerate(calls or ()):
                 yield g.ToolCallDelta(call, index, position)
-            yield dataclasses.replace(event, reason="tool_calls" if calls else event.reason)
+            yield dataclasses.replace(event, reason="tool_calls" if whole else event.reason)
+
+
+def _first_call_only(events):
+    """The events without any tool call after a choice's first."""
+    return (e for e in events if not (isinstance(e, g.ToolCallDelta) and e.position > 0))

@@ -34,12 +34,13 @@ class ChoiceOutput:
         calls = []
         if self.catcher:
             tail = self.catcher.feed(tail)
-            text, calls = self.catcher.finish()
+            text, calls = self.catcher.finish(cut=reason == "length" or self.scanner.stopped)
             tail += text
         self._send(tail, force=True)
         for position, call in enumerate(calls[:1] if self.single_call else calls):
             self.emit(g.ToolCallDelta(call, self.index, position))
-        return "tool_calls" if calls else reason
+        # A call cut off keeps the reason it was cut for (OpenAI: finish_reason length beside the partial call).
+        return "tool_calls" if calls and not self.catcher.cut_call else reason
 
     def _send(self, text, force=False):
         if text or (force and self.logprobs) or len(self.logprobs) > 16:

@@ -55,11 +55,18 @@ def prompt_tokens(llm, template, request):
 
 def _chat_tokens(llm, template, messages, request):
     dicts = [_message_dict(m) for m in messages]
-    tools = [render_tool(t) for t in request.tools] if request.tool_choice != "none" else []
+    listed = _listed_tools(request)
+    tools = [render_tool(t) for t in listed]
     if tools and not template.handles_tools:
-        dicts = toolcalls.with_instructions(dicts, request.tools, request.tool_choice)
+        dicts = toolcalls.with_instructions(dicts, listed, request.tool_choice)
         tools = []
     return _tokenize_rendered(llm, template.render(dicts, tools), add_bos=True)
+
+
+def _listed_tools(request):
+    """The tools the prompt lists: none for none, all for a named call (the grammar picks it), else those offered."""
+    choice = request.tool_choice
+    return request.tools if choice.mode == "named" else choice.offered(request.tools)
 
 
 def _tokenize_rendered(llm, text, add_bos):

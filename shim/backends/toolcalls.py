@@ -19,9 +19,9 @@ def new_call_id():
 
 
 def call_mode(request):
-    """(tools on, a call forced) for a request: tools count unless tool_choice is none; any choice but auto forces."""
-    on = bool(request.tools) and request.tool_choice != "none"
-    return on, on and request.tool_choice not in (None, "auto")
+    """(tools on, a call forced) for a request: tools count when the choice offers any; required or named forces."""
+    on = bool(request.tool_choice.offered(request.tools))
+    return on, on and request.tool_choice.forced
 
 
 def calls_as_text(calls):
@@ -33,7 +33,7 @@ def calls_as_text(calls):
 def with_instructions(messages, tools, tool_choice):
     """The messages with a system note that lists the tools and how to call them."""
     listing = "\n".join(json.dumps(render_tool(t)["function"]) for t in tools)
-    if tool_choice in (None, "auto"):
+    if not tool_choice.forced:
         how = ("If a tool helps, answer with only a JSON object {\"name\": <tool name>, \"arguments\": <object>}; "
                "otherwise answer in plain text.")
     else:
@@ -55,10 +55,9 @@ def _tool_result_text(message):
 
 
 def forced_schema(tools, tool_choice):
-    """The JSON schema a forced call (required, or a named function) must match."""
-    chosen = [t for t in tools if tool_choice in ("required", t.name)]
+    """The JSON schema a call must match: one of the tools the choice offers, with its arguments."""
     options = [{"type": "object", "properties": {"name": {"const": t.name}, "arguments": _object_schema(t)},
-                "required": ["name", "arguments"]} for t in chosen]
+                "required": ["name", "arguments"]} for t in tool_choice.offered(tools)]
     return options[0] if len(options) == 1 else {"anyOf": options}
 
 
@@ -82,6 +81,64 @@ def parse_calls(text, tools):
                 return None
             calls.append(call)
     return calls or None
+
+
+# The head of a call envelope up to where its arguments begin: {"name": "<name>", "arguments":
+_CALL_HEAD = re.compile(r'\{\s*"name"\s*:\s*("(?:[^"\\]|\\.)*")\s*(,\s*"(?:arguments|parameters)"\s*:\s*)?')
+
+
+def partial_calls(text, tools):
+    """The calls in an envelope the output was cut off in: whole ones, then the last as far as it got.
+
+    The cut call keeps its arguments text as it stands (OpenAI's partial call on finish_reason length); a call
+    cut before its name is complete is left out. None when the text does not open an envelope at all.
+    """
+    stripped = text.strip()
+    if not _opens_envelope(stripped):
+        return None
+    names = {t.name for t in tools}
+    calls = []
+    for candidate in _TAGGED.findall(stripped) or [stripped]:
+        calls.extend(_calls_so_far(candidate, names))
+    return calls
+
+
+def _opens_envelope(text):
+    # Under the grammar every output that opens with "{" is a call; "[" and "<tool_call>" open lists of them.
+    return (text.startswith("{") or re.match(r"\[\s*(\{|$)", text) is not None
+            or (bool(text) and "<tool_call>".startswith(text[:11])))
+
+
+def _calls_so_far(candidate, names):
+    body = candidate[1:] if candidate.startswith("[") else candidate
+    decoder, position, calls = json.JSONDecoder(), 0, []
+    while True:
+        position = len(body) - len(body[position:].lstrip(" \t\r\n,"))
+        if position >= len(body) or body[position] == "]":
+            return calls
+        try:
+            item, position = decoder.raw_decode(body, position)
+        except ValueError:
+            cut = _cut_call(body[position:], names)
+            return calls + ([cut] if cut else [])
+        call = _as_call(item, names)
+        calls.extend([call] if call else [])
+
+
+def _cut_call(text, names):
+    """The call a cut-off envelope names, with its arguments as far as they got."""
+    head = _CALL_HEAD.match(text)
+    name = _loads(head.group(1)) if head else None
+    if name not in names:
+        return None
+    rest = text[head.end():] if head.group(2) else ""
+    try:
+        arguments, _ = json.JSONDecoder().raw_decode(rest)
+    except ValueError:
+        arguments = None
+    if isinstance(arguments, dict):
+        return g.ToolCall(new_call_id(), name, json.dumps(arguments))
+    return g.ToolCall(new_call_id(), name, rest, partial=True)
 
 
 def _as_call(item, names):
@@ -115,6 +172,8 @@ class CallCatcher:
         self.held = ""
         self.deciding = not forced
         self.holding = forced
+        self.cut_call = False
+        "Whether finish gave the calls of an envelope that was cut off (so they are not whole)."
 
     def feed(self, text):
         """The text to emit now."""
@@ -130,8 +189,15 @@ class CallCatcher:
                 return out
         return ""
 
-    def finish(self):
-        """(text, calls) at the end: the calls if what was held parses as calls, else the held text."""
+    def finish(self, cut=False):
+        """(text, calls) at the end: the calls if what was held parses as calls, else the held text.
+
+        When the output was cut off (cut), a call envelope is never text: it gives the calls so far.
+        """
         held, self.held = self.held, ""
         calls = parse_calls(held, self.tools) if held.strip() else None
-        return ("", calls) if calls else (held, [])
+        if calls:
+            return "", calls
+        partial = partial_calls(held, self.tools) if cut else None
+        self.cut_call = partial is not None
+        return ("", partial) if partial is not None else (held, [])

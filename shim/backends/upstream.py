@@ -225,7 +225,7 @@ def refuse(request, backend, *fields):
         "logit_bias": bool(request.sampling.logit_bias),
         "context": bool(request.context),
         "suffix": bool(request.suffix),
-        "think": request.think not in (None, False),
+        "think": request.think is not None and request.think.enabled,
         "images": bool(request.images) or any(m.images for m in request.messages or ()),
     }
     for name in fields:

@@ -240,10 +240,10 @@ class GenerateStream:
 
     def chunks(self, event):
         """The objects (zero or more) that carry one event."""
+        if isinstance(event, g.ReasoningDelta):
+            return [{**self._base(), "response": "", "done": False, "thinking": event.text}]
         if isinstance(event, g.TextDelta):
             chunk = {**self._base(), "response": event.text, "done": False}
-            if event.thinking:
-                chunk["thinking"] = event.thinking
             if event.logprobs:
                 chunk["logprobs"] = _logprobs(event.logprobs)
             return [chunk]
@@ -277,15 +277,17 @@ class ChatStream(GenerateStream):
 
     def chunks(self, event):
         """The objects (zero or more) that carry one event."""
+        if isinstance(event, g.ReasoningDelta):
+            return [{**self._base(), "message": {"role": "assistant", "content": "", "thinking": event.text},
+                     "done": False}]
         if isinstance(event, g.TextDelta):
-            message = {"role": "assistant", "content": event.text}
-            if event.thinking:
-                message["thinking"] = event.thinking
-            chunk = {**self._base(), "message": message, "done": False}
+            chunk = {**self._base(), "message": {"role": "assistant", "content": event.text}, "done": False}
             if event.logprobs:
                 chunk["logprobs"] = _logprobs(event.logprobs)
             return [chunk]
         if isinstance(event, g.ToolCallDelta):
+            if event.call.partial:  # Ollama has no shape for a call cut off mid-way: left out, not made up
+                return []
             message = {"role": "assistant", "content": "", "tool_calls": [_tool_call(event.call, event.position)]}
             return [{**self._base(), "message": message, "done": False}]
         if isinstance(event, g.Finish):
@@ -295,8 +297,9 @@ class ChatStream(GenerateStream):
     def final(self, finish, text="", tool_calls=()):
         """The closing object, with the measured durations and counts."""
         message = {"role": "assistant", "content": text}
-        if tool_calls:
-            message["tool_calls"] = [_tool_call(c, i) for i, c in enumerate(tool_calls)]
+        calls = [_tool_call(c, i) for i, c in enumerate(tool_calls) if not c.partial]
+        if calls:
+            message["tool_calls"] = calls
         return {**self._base(), "message": message, "done": True, "done_reason": _done_reason(finish.reason),
                 **_metrics(finish)}
 
@@ -387,7 +390,7 @@ def upstream_call(request, seed_offset=0):
     if request.keep_alive is not None:
         common["keep_alive"] = request.keep_alive
     if request.think is not None:
-        common["think"] = request.think
+        common["think"] = opts.think_value(request.think)
     if request.logprobs:
         common["logprobs"] = True
         if request.top_logprobs:
@@ -398,8 +401,8 @@ def upstream_call(request, seed_offset=0):
                  "images": [base64.b64encode(i).decode() for i in request.images] or None}
         return "generate", {**common, **{k: v for k, v in extra.items() if v is not None}}
     messages = [_upstream_message(m) for m in request.messages]
-    tools = [tool_fields.render_tool(t) for t in request.tools]
-    return "chat", {**common, "messages": messages, "tools": tools if request.tool_choice != "none" else None}
+    tools = [tool_fields.render_tool(t) for t in request.tool_choice.offered(request.tools)]
+    return "chat", {**common, "messages": messages, "tools": tools or None}
 
 
 def _upstream_message(message):
@@ -440,9 +443,9 @@ class UpstreamReader:
         text = message.get("content") if "message" in part else part.get("response")
         thinking = message.get("thinking") if "message" in part else part.get("thinking")
         logprobs = tuple(_logprob_from_wire(i) for i in part.get("logprobs") or ())
-        events = []
-        if text or thinking or logprobs:
-            events.append(g.TextDelta(text or "", self.index, logprobs, thinking=thinking or ""))
+        events = [g.ReasoningDelta(thinking, self.index)] if thinking else []
+        if text or logprobs:
+            events.append(g.TextDelta(text or "", self.index, logprobs))
         for call in message.get("tool_calls") or ():
             function = call.get("function") or {}
             events.append(g.ToolCallDelta(g.ToolCall(call.get("id") or self.new_call_id(), function.get("name", ""),

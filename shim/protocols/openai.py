@@ -4,6 +4,7 @@ from __future__ import annotations
 import base64
 import binascii
 import dataclasses
+import json
 from dataclasses import dataclass
 
 from .. import generation as g
@@ -343,8 +344,11 @@ def _legacy_logprobs(items, at=0):
 
 def render_usage(usage):
     """OpenAI's usage object."""
-    return {"prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens,
-            "total_tokens": usage.total_tokens, "prompt_tokens_details": {"cached_tokens": usage.cached_tokens}}
+    rendered = {"prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens,
+                "total_tokens": usage.total_tokens, "prompt_tokens_details": {"cached_tokens": usage.cached_tokens}}
+    if usage.reasoning_tokens:
+        rendered["completion_tokens_details"] = {"reasoning_tokens": usage.reasoning_tokens}
+    return rendered
 
 
 class ChatStream:
@@ -365,10 +369,11 @@ class ChatStream:
         if isinstance(event, g.Finish):
             self._finishes.append(event)
             return [self._chunk(event.index, {}, finish=event.reason)]
+        if isinstance(event, g.ReasoningDelta):
+            return [self._chunk(event.index, self._with_role(event.index, {"content": "",
+                                                                            "reasoning_content": event.text}))]
         if isinstance(event, g.TextDelta):
             delta = {"content": event.text}
-            if event.thinking:
-                delta["reasoning_content"] = event.thinking
             logprobs = _logprobs(event.logprobs) if event.logprobs else None
             return [self._chunk(event.index, self._with_role(event.index, delta), logprobs=logprobs)]
         delta = {"tool_calls": [_tool_call(event.call, event.position)]}
@@ -503,12 +508,20 @@ def upstream_request(request):
         body["response_format"] = _upstream_format(request.response_format)
     if request.tools:
         body["tools"] = [tool_fields.render_tool(t) for t in request.tools]
-        choice = request.tool_choice or "auto"
-        body["tool_choice"] = choice if choice in ("auto", "none", "required") else \
-            {"type": "function", "function": {"name": choice}}
+        body["tool_choice"] = render_tool_choice(request.tool_choice)
         if not request.parallel_tool_calls:
             body["parallel_tool_calls"] = False
     return "/chat/completions", body
+
+
+def render_tool_choice(choice):
+    """A ToolChoice as OpenAI's chat completions spell tool_choice."""
+    if choice.mode == "named":
+        return {"type": choice.kind, choice.kind: {"name": choice.name}}
+    if choice.allowed and choice.mode != "none":
+        return {"type": "allowed_tools", "allowed_tools": {
+            "mode": choice.mode, "tools": [{"type": "function", "function": {"name": n}} for n in choice.allowed]}}
+    return choice.mode
 
 
 def _upstream_format(fmt):
@@ -588,18 +601,29 @@ class UpstreamReader:
         prompt = usage.get("prompt_tokens", 0)
         completion = usage.get("completion_tokens", self.pieces)
         cached = (usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0
+        reasoning = (usage.get("completion_tokens_details") or {}).get("reasoning_tokens") or 0
         events = []
         indexes = sorted(set(self.reasons) | set(self.calls)) or [0]
         for index in indexes:
             calls = [self.calls[index][k] for k in sorted(self.calls.get(index, {}))]
+            reason = self.reasons.get(index, "stop")
             for position, call in enumerate(calls):
                 events.append(g.ToolCallDelta(g.ToolCall(call["id"] or f"call_{index}_{position}", call["name"],
-                                                         call["args"] or "{}"), index, position))
-            reason = self.reasons.get(index, "stop")
+                                                         call["args"] or "{}",
+                                                         partial=reason == "length" and not _is_object(call["args"])),
+                                              index, position))
             last = index == indexes[-1]
             events.append(g.Finish("tool_calls" if calls and reason == "stop" else reason, index,
-                                   g.Usage(prompt, completion if last else 0, cached), timings))
+                                   g.Usage(prompt, completion if last else 0, cached, reasoning if last else 0),
+                                   timings))
         return events
+
+
+def _is_object(text):
+    try:
+        return isinstance(json.loads(text or "{}"), dict)
+    except ValueError:
+        return False
 
 
 def _read_logprobs(value):

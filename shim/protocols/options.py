@@ -91,19 +91,26 @@ def parse_keep_alive(value):
 
 
 def parse_think(body):
-    """think as False, True or a level; OpenAI's reasoning_effort maps onto it as Ollama maps it."""
+    """Ollama's think (a boolean or a level) as a Think; OpenAI's reasoning_effort maps onto it as Ollama maps it."""
     think = body.get("think")
     effort = body.get("reasoning_effort")
     if effort is not None:
-        mapping = {"none": False, "minimal": "low", "low": "low", "medium": "medium", "high": "high", "max": "max",
+        mapping = {"none": None, "minimal": "low", "low": "low", "medium": "medium", "high": "high", "max": "max",
                    "xhigh": "max"}
         if effort not in mapping:
             raise InvalidRequest(f"'reasoning_effort' must be one of {', '.join(mapping)}, got {effort!r}",
                                  param="reasoning_effort")
-        return mapping[effort]
-    if think is None or isinstance(think, bool):
-        return think
+        return g.Think(enabled=mapping[effort] is not None, effort=mapping[effort])
+    if think is None:
+        return None
+    if isinstance(think, bool):
+        return g.Think(enabled=think)
     if think in THINK_LEVELS:
-        return think
+        return g.Think(enabled=True, effort=think)
     raise InvalidRequest(f"'think' must be a boolean or one of {', '.join(THINK_LEVELS)}, got {think!r}",
                          param="think")
+
+
+def think_value(think):
+    """A Think as Ollama's think field spells it: false, true or a level."""
+    return (think.effort or True) if think.enabled else False

@@ -33,21 +33,51 @@ def parse_tools(body):
 
 
 def parse_tool_choice(body, tools):
-    """auto, none, required or a function name; auto when tools are given without a choice."""
+    """The typed tool choice: none, auto, required, a named function, or allowed_tools; auto by default."""
     choice = body.get("tool_choice")
     if choice is None:
-        return None if not tools else "auto"
+        return g.ToolChoice()
     if isinstance(choice, str):
         f.one_of(choice, "tool_choice", ("none", "auto", "required"))
         if choice == "required" and not tools:
             raise InvalidRequest("'tool_choice' is 'required' but no 'tools' were given", param="tool_choice")
-        return choice
+        return g.ToolChoice(choice)
+    if isinstance(choice, dict) and choice.get("type") == "allowed_tools":
+        return _allowed_tools(choice, tools)
     if isinstance(choice, dict):
-        name = (choice.get("function") or {}).get("name") if isinstance(choice.get("function"), dict) else None
-        if choice.get("type") != "function" or not isinstance(name, str):
+        name = _function_name(choice)
+        if choice.get("type") != "function" or name is None:
             raise InvalidRequest("'tool_choice' must be none, auto, required or "
                                  '{"type": "function", "function": {"name": ...}}', param="tool_choice")
-        if name not in {t.name for t in tools}:
-            raise InvalidRequest(f"'tool_choice' names function {name!r}, which is not in 'tools'", param="tool_choice")
-        return name
+        return g.ToolChoice.named(_known(name, tools, "tool_choice"))
     raise InvalidRequest("'tool_choice' must be a string or an object", param="tool_choice")
+
+
+def _function_name(item):
+    function = item.get("function")
+    name = function.get("name") if isinstance(function, dict) else None
+    return name if isinstance(name, str) else None
+
+
+def _known(name, tools, param):
+    if name not in {t.name for t in tools}:
+        raise InvalidRequest(f"'{param}' names function {name!r}, which is not in 'tools'", param=param)
+    return name
+
+
+def _allowed_tools(choice, tools):
+    """OpenAI's {"type": "allowed_tools", "allowed_tools": {"mode", "tools": [{"type": "function", ...}]}}."""
+    param = "tool_choice.allowed_tools"
+    spec = f.get(choice, "allowed_tools", dict, required=True, param=param)
+    mode = f.one_of(f.get(spec, "mode", str, required=True, param=f"{param}.mode"), f"{param}.mode",
+                    ("auto", "required"))
+    names = []
+    for i, item in enumerate(f.get(spec, "tools", list, required=True, param=f"{param}.tools")):
+        name = _function_name(item) if isinstance(item, dict) and item.get("type") == "function" else None
+        if name is None:
+            raise InvalidRequest(f"'{param}.tools[{i}]' must be a function tool with a name",
+                                 param=f"{param}.tools[{i}]")
+        names.append(_known(name, tools, f"{param}.tools[{i}]"))
+    if not names:
+        raise InvalidRequest(f"'{param}.tools' must name at least one tool", param=f"{param}.tools")
+    return g.ToolChoice(mode, allowed=tuple(names))
