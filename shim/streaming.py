@@ -1,4 +1,4 @@
-"""Wire framing only: Server-Sent Events for OpenAI, newline-delimited JSON for Ollama."""
+"""Wire framing only: SSE data-only, SSE with event names, and NDJSON; one framing object per wire format."""
 import json
 
 HEARTBEAT = object()
@@ -26,6 +26,66 @@ def sse_frame(obj):
 def ndjson_line(obj):
     """One NDJSON line; json.dumps never emits a raw newline, so a line is always exactly one object."""
     return dumps(obj).encode() + b"\n"
+
+
+class SSE:
+    """Server-Sent Events, data-only (OpenAI chat completions): `data: {...}`, `: ping`, then `data: [DONE]`."""
+
+    mimetype = "text/event-stream"
+
+    def frame(self, chunk):
+        """One chunk as one event."""
+        return sse_frame(chunk)
+
+    def heartbeat(self):
+        """What keeps a silent stream open."""
+        return SSE_PING
+
+    def close(self):
+        """What ends the stream, after the last chunk or an error."""
+        return SSE_DONE
+
+
+class NamedSSE(SSE):
+    """Server-Sent Events with an `event:` line naming each chunk by its `type` field (Responses, Messages)."""
+
+    def __init__(self, ping=None):
+        self.ping = sse_named_frame(ping) if ping else SSE_PING
+
+    def frame(self, chunk):
+        """One chunk as one named event."""
+        return sse_named_frame(chunk)
+
+    def heartbeat(self):
+        """A ping event where the protocol has one, else an SSE comment."""
+        return self.ping
+
+    def close(self):
+        """Named-event streams end with their last event; nothing follows it."""
+        return b""
+
+
+class NDJSON:
+    """Newline-delimited JSON (Ollama): one object per line, no heartbeats (a blank line breaks its client)."""
+
+    mimetype = "application/x-ndjson"
+
+    def frame(self, chunk):
+        """One chunk as one line."""
+        return ndjson_line(chunk)
+
+    def heartbeat(self):
+        """NDJSON has no comment syntax: nothing is written."""
+        return b""
+
+    def close(self):
+        """Nothing follows the last line."""
+        return b""
+
+
+def sse_named_frame(obj):
+    """One SSE event whose name is the object's `type`."""
+    return b"event: " + obj["type"].encode() + b"\n" + sse_frame(obj)
 
 
 def parse_sse(lines):

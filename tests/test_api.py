@@ -248,9 +248,19 @@ def test_strings_without_lone_surrogates_pass(client, fake, content, text):
     assert response.status_code == 200 and fake.history[0].messages[0].content == text
 
 
-def test_stream_response_without_a_tail(client):
+def test_stream_response_frames_begin_chunks_end_then_closes(client):
     from shim.api import common
-    with client.application.test_request_context("/api/pull"):
-        response = common.stream_response(common.Started(iter(["a", "b"])), lambda item: [item],
-                                          lambda chunk: chunk.encode(), lambda err: [b"error: " + err.message.encode()])
-        assert b"".join(response.response) == b"ab"
+    from shim.protocols.render import StreamRenderer
+    from shim.streaming import SSE
+
+    class Letters(StreamRenderer):
+        def begin(self):
+            return [{"at": "begin"}]
+
+        def chunks(self, event):
+            return [{"at": event}]
+
+    with client.application.test_request_context("/v1/chat/completions"):
+        response = common.stream_response(common.Started(iter(["a", "b"])), Letters(), SSE())
+        assert b"".join(response.response) == (b'data: {"at":"begin"}\n\ndata: {"at":"a"}\n\n'
+                                               b'data: {"at":"b"}\n\ndata: [DONE]\n\n')

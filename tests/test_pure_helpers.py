@@ -550,3 +550,14 @@ def test_every_scalar_setting_reads_from_the_environment():
     from shim.config import env_settings
     scalar = {f.name for f in dataclasses.fields(Settings)} - {"models", "backends"}
     assert {name for name, _kind in env_settings().values()} == scalar
+
+
+def test_framing_objects_write_each_wire_format():
+    from shim.streaming import NDJSON, SSE, NamedSSE
+    chunk = {"type": "message_start", "text": "a\u2028b"}
+    assert SSE().frame(chunk) == b'data: {"type":"message_start","text":"a\\u2028b"}\n\n'
+    assert NamedSSE().frame(chunk) == b"event: message_start\n" + SSE().frame(chunk)
+    assert NDJSON().frame(chunk) == b'{"type":"message_start","text":"a\\u2028b"}\n'
+    assert (SSE().heartbeat(), SSE().close()) == (b": ping\n\n", b"data: [DONE]\n\n")
+    assert (NamedSSE().close(), NDJSON().heartbeat(), NDJSON().close()) == (b"", b"", b"")
+    assert NamedSSE(ping={"type": "ping"}).heartbeat() == b'event: ping\ndata: {"type":"ping"}\n\n'

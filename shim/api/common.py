@@ -198,7 +198,7 @@ def embed(model, inputs, truncate=True):
     return route.backend.embed(route.target, inputs, truncate)
 
 
-def stream_response(started, render_chunks, frame, error_frame, end=tuple, mimetype="text/event-stream"):
+def stream_response(started, renderer, framing):
     """A streaming Response: events rendered to chunks and framed; errors in-band; a hang-up cancels."""
     interval = services().settings.heartbeat_seconds
     events = with_heartbeats(started.events, interval) if interval > 0 else started.events
@@ -206,27 +206,35 @@ def stream_response(started, render_chunks, frame, error_frame, end=tuple, mimet
     def body():
         metrics.OPEN_STREAMS.inc()
         try:
+            yield from _framed(renderer.begin(), framing)
             for event in events:
                 if event is HEARTBEAT:
-                    ping = frame(HEARTBEAT)
-                    if ping:
-                        yield ping
-                    continue
-                for chunk in render_chunks(event):
-                    yield frame(chunk)
-            for tail in end():
-                yield tail
+                    yield from _nonempty(framing.heartbeat())
+                else:
+                    yield from _framed(renderer.chunks(event), framing)
+            yield from _framed(renderer.end(), framing)
         except ShimError as err:
             log.warning("stream ended by error: %s", err.message)
-            yield from error_frame(err)
+            yield from _framed(renderer.error(err), framing)
         except Exception as err:  # a bug must not leave the client with a silently truncated stream
             log.exception("stream failed")
-            yield from error_frame(ShimError(f"internal error: {type(err).__name__}"))
+            yield from _framed(renderer.error(ShimError(f"internal error: {type(err).__name__}")), framing)
         finally:
             metrics.OPEN_STREAMS.dec()
             started.cancel.set()
             close(events)
-    return Response(body(), mimetype=mimetype, headers=STREAM_HEADERS)
+        yield from _nonempty(framing.close())
+    return Response(body(), mimetype=framing.mimetype, headers=STREAM_HEADERS)
+
+
+def _framed(chunks, framing):
+    for chunk in chunks:
+        yield framing.frame(chunk)
+
+
+def _nonempty(part):
+    # An empty write would be a zero-length chunk, which ends a chunked HTTP body early.
+    return (part,) if part else ()
 
 
 def gather(started):

@@ -5,22 +5,13 @@ from .. import __version__
 from .. import generation as g
 from ..errors import Forbidden, ModelNotFound, ServerBusy, ShimError, Unsupported
 from ..protocols import ollama as protocol
-from ..streaming import HEARTBEAT, ndjson_line
+from ..streaming import NDJSON
 from . import common
 
 bp = Blueprint("ollama", __name__)
 
 OLLAMA_VERSION = "0.13.0"
 "The Ollama release whose API shim speaks; clients gate features on it."
-
-
-def _frame(chunk):
-    # NDJSON has no comment syntax, and a blank line breaks the ollama client: heartbeats are dropped.
-    return b"" if chunk is HEARTBEAT else ndjson_line(chunk)
-
-
-def _error_frames(err):
-    yield ndjson_line(protocol.render_error(err))
 
 
 def _answer(call, renderer):
@@ -31,8 +22,7 @@ def _answer(call, renderer):
         return jsonify(renderer.load_reply(reason))
     started = common.start(call.request)
     if call.stream:
-        return common.stream_response(started, renderer.chunks, _frame, _error_frames,
-                                      mimetype="application/x-ndjson")
+        return common.stream_response(started, renderer, NDJSON())
     choices = g.collect(common.gather(started))
     return jsonify(renderer.whole(choices[0]))
 
@@ -156,8 +146,7 @@ def _progress(stream, parts):
     """Progress objects as NDJSON lines, or only the last one when the client asked for no stream."""
     if not stream:
         return jsonify(list(parts)[-1])
-    return common.stream_response(common.Started(common.prime(parts)), lambda part: [part], _frame, _error_frames,
-                                  mimetype="application/x-ndjson")
+    return common.stream_response(common.Started(common.prime(parts)), protocol.ProgressStream(), NDJSON())
 
 
 @bp.post("/api/pull")

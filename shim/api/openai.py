@@ -6,26 +6,14 @@ from flask import Blueprint, jsonify
 from .. import generation as g
 from ..errors import ShimError
 from ..protocols import openai as protocol
-from ..streaming import HEARTBEAT, SSE_DONE, SSE_PING, sse_frame
+from ..streaming import SSE
 from . import common
 
 bp = Blueprint("openai", __name__)
 
 
-def _frame(chunk):
-    return SSE_PING if chunk is HEARTBEAT else sse_frame(chunk)
-
-
-def _error_frames(err):
-    yield sse_frame(protocol.render_error(err))
-    yield SSE_DONE
-
-
 def _sse(started, renderer):
-    def end():
-        yield from (sse_frame(c) for c in renderer.end())
-        yield SSE_DONE
-    return common.stream_response(started, renderer.chunks, _frame, _error_frames, end)
+    return common.stream_response(started, renderer, SSE())
 
 
 def _meta(prefix, model):

@@ -13,6 +13,7 @@ from ..errors import InvalidRequest, Unsupported
 from . import fields as f
 from . import options as opts
 from . import tools as tool_fields
+from .render import StreamRenderer
 
 
 @dataclass(frozen=True)
@@ -229,7 +230,7 @@ def _metrics(finish):
             "prompt_eval_duration": t.prompt_eval_ns, "eval_count": u.completion_tokens, "eval_duration": t.eval_ns}
 
 
-class GenerateStream:
+class GenerateStream(StreamRenderer):
     """Turns events into /api/generate objects; pure, one instance per response."""
 
     def __init__(self, model, raw=False, now=timestamp):
@@ -250,6 +251,10 @@ class GenerateStream:
         if isinstance(event, g.Finish):
             return [self.final(event)]
         return []
+
+    def error(self, err):
+        """The error object that ends a stream cut short."""
+        return [render_error(err)]
 
     def final(self, finish, text=""):
         """The closing object, with the measured durations and counts."""
@@ -315,6 +320,18 @@ class ChatStream(GenerateStream):
     def load_reply(self, reason):
         """The one object that answers an empty message list (load or unload)."""
         return {**self._base(), "message": {"role": "assistant", "content": ""}, "done": True, "done_reason": reason}
+
+
+class ProgressStream(StreamRenderer):
+    """Model-management progress objects, passed on as they come."""
+
+    def chunks(self, event):
+        """The progress object itself."""
+        return [event]
+
+    def error(self, err):
+        """The error object that ends a stream cut short."""
+        return [render_error(err)]
 
 
 def _done_reason(reason):

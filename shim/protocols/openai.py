@@ -12,6 +12,7 @@ from ..errors import InvalidRequest, Unsupported
 from . import fields as f
 from . import options as opts
 from . import tools as tool_fields
+from .render import StreamRenderer
 
 FINGERPRINT = "fp_shim"
 
@@ -351,7 +352,7 @@ def render_usage(usage):
     return rendered
 
 
-class ChatStream:
+class ChatStream(StreamRenderer):
     """Turns events into chat.completion.chunk objects; pure, one instance per response."""
 
     object = "chat.completion.chunk"
@@ -386,6 +387,10 @@ class ChatStream:
         if not self.include_usage:
             return []
         return [{**self._base(), "choices": [], "usage": render_usage(g.usage_of(self._finishes))}]
+
+    def error(self, err):
+        """The error object that ends a stream cut short."""
+        return [render_error(err)]
 
     def _with_role(self, index, delta):
         if index in self._started:
