@@ -69,12 +69,18 @@ def start(generation_request):
     metrics.QUEUE_DEPTH.labels(model).inc()
     cancel = Cancel()
     try:
-        events = backend.generate(dataclasses.replace(generation_request, model=target), cancel)
+        request = dataclasses.replace(generation_request, model=target, keep_alive=keep_alive_of(generation_request))
+        events = backend.generate(request, cancel)
         events = prime(_observed(events, model, time.perf_counter(), services_.admission))
     except BaseException:
         cancel.set()
         raise
     return Started(events, cancel)
+
+
+def keep_alive_of(generation_request):
+    """The client's keep_alive where clients may set it (client_keep_alive), else None: the server's own applies."""
+    return generation_request.keep_alive if services().settings.client_keep_alive else None
 
 
 def _observed(events, model, started, admission):
