@@ -27,6 +27,8 @@ class ModelConfig:
     "The model's name at its backend (default: the same name); a local model with a target and no path is an alias."
     aliases: tuple[str, ...] = ()
     n_ctx: int = 4096
+    max_ctx: Optional[int] = None
+    "The largest num_ctx a request may ask for (default: the max_ctx setting, else n_ctx)."
     chat_template: Optional[str] = None
     "A Jinja chat template to use instead of the one inside the GGUF."
 
@@ -66,6 +68,10 @@ class Settings:
     "Prompt tokens a decode step loads beside the running sequences, so a long prompt never stalls them."
     keep_alive: float = -1.0
     "Seconds a local model stays loaded after its last request; negative keeps it loaded."
+    client_keep_alive: bool = False
+    "Whether a client's keep_alive sets how long a shared model stays loaded (0 unloads it); off: keep_alive decides."
+    max_ctx: int = 0
+    "The largest num_ctx a request may ask for (a larger one is cut to it); 0: each model's n_ctx."
     max_body_bytes: int = 8 * 1024 * 1024
     heartbeat_seconds: float = 10.0
     thread_pool_size: int = 64
@@ -139,6 +145,8 @@ class Settings:
                 raise ConfigError(f"backend {b.name!r} has type {b.type!r}; expected ollama or openai")
         if self.management not in ("off", "admin", "open"):
             raise ConfigError(f"management {self.management!r} must be off, admin or open")
+        if self.max_ctx < 0 or any(m.max_ctx is not None and m.max_ctx < 1 for m in self.models):
+            raise ConfigError("max_ctx must be a positive number of tokens (0 in the settings: each model's n_ctx)")
         if not 1 <= self.port <= 65535:
             raise ConfigError(f"port {self.port} is out of range")
         if not 1 <= self.slots <= 64:

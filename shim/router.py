@@ -20,8 +20,6 @@ class Route:
     backend: str
     target: str | None = None
     "The model's name at the backend; None passes the client's name through."
-    listed: bool = True
-    "Whether model lists show this name (implicit spellings such as smollm2:latest are not shown)."
 
 
 class Resolved(NamedTuple):
@@ -72,19 +70,32 @@ class Router:
         return ModelNotFound(name)
 
     def models(self):
-        """Every name clients can use, once each, with what its backend says of the model behind it."""
+        """Every name clients can use, with what its backend says of the model behind it.
+
+        Like Ollama, each tag a model answers to is listed (smollm2:135m and smollm2:latest, with one digest);
+        a bare name is left out where its :latest spelling is listed for the same model.
+        """
         listed = {name: self._backend_models(name) for name in self.backends}
         found = {}
         for route in self.exact.values():
             infos = listed[route.backend]
             info = next((i for i in infos if i.name == (route.target or route.pattern)), None)
-            if route.listed and info:
+            if info:
                 found.setdefault(route.pattern, dataclasses.replace(info, name=route.pattern))
         for backend_name, infos in listed.items():
             for info in infos:
                 if info.name not in found and self._serves(backend_name, info.name):
                     found[info.name] = info
-        return list(found.values())
+        return [info for name, info in found.items() if not self._spelled_with_latest(name, found)]
+
+    def loaded(self):
+        """The models loaded now, once each under the name their backend gives them."""
+        return [info for name in self.backends for info in self._backend_models(name) if info.loaded]
+
+    def _spelled_with_latest(self, name, found):
+        """Whether name is a bare spelling whose name:latest is listed and means the same model."""
+        tagged = name + ":latest"
+        return ":" not in name and tagged in found and self.resolve(name) == self.resolve(tagged)
 
     def _backend_models(self, name):
         try:

@@ -168,7 +168,7 @@ def test_a_repeated_system_prompt_is_taken_from_the_cache(shim_url):
 @pytest.fixture(scope="module")
 def two_slots():
     from tests.servers import running_shim
-    with running_shim("slots = 2\n", env={"SHIM_LOG_LEVEL": "info"}) as url:
+    with running_shim("slots = 2\nmax_ctx = 8192\n", env={"SHIM_LOG_LEVEL": "info"}) as url:
         yield url
 
 

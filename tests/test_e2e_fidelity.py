@@ -601,23 +601,6 @@ def test_ollama_context_continues_the_conversation(oll):
     assert "banana" not in fresh.response and second.response != fresh.response
 
 
-def test_ollama_keep_alive_zero_unloads_and_empty_prompt_loads(oll):
-    oll.generate(model=MODEL, prompt="Hi", options={"num_predict": 1})
-    assert MODEL in [m.model for m in oll.ps().models]
-    unloaded = oll.generate(model=MODEL, prompt="", keep_alive=0)
-    assert unloaded.done and unloaded.done_reason == "unload" and unloaded.response == ""
-    assert MODEL not in [m.model for m in oll.ps().models]
-    loaded = oll.generate(model=MODEL, prompt="")
-    assert loaded.done and loaded.done_reason == "load"
-    assert MODEL in [m.model for m in oll.ps().models]
-    unloaded = oll.chat(model=MODEL, messages=[], keep_alive=0)
-    assert unloaded.done_reason == "unload" and MODEL not in [m.model for m in oll.ps().models]
-    assert oll.chat(model=MODEL, messages=[]).done_reason == "load"
-    assert MODEL in [m.model for m in oll.ps().models]
-    assert oll.chat(model=MODEL, messages=COLORS, options={"temperature": 0, "num_predict": 16}).message.content \
-        == COLORS_TEXT
-
-
 def _refusal(call):
     with pytest.raises(ollama.ResponseError) as refused:
         call()

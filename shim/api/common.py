@@ -140,13 +140,18 @@ def start(generation_request):
     route = services_.router.route(generation_request.model)
     flask_g.model = route.key
     cancel = Cancel()
-    routed = dataclasses.replace(generation_request, model=route.target)
+    routed = dataclasses.replace(generation_request, model=route.target, keep_alive=keep_alive_of(generation_request))
     try:
         events = prime(_admitted(lambda: route.backend.generate(routed, cancel), route.key, services_.admission))
     except BaseException:
         cancel.set()
         raise
     return Started(events, cancel)
+
+
+def keep_alive_of(generation_request):
+    """The client's keep_alive where clients may set it (client_keep_alive), else None: the server's own applies."""
+    return generation_request.keep_alive if services().settings.client_keep_alive else None
 
 
 def _admitted(open_events, key, admission):

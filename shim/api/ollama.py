@@ -3,7 +3,7 @@ from flask import Blueprint, Response, jsonify
 
 from .. import __version__
 from .. import generation as g
-from ..errors import Forbidden, ModelNotFound, ServerBusy, ShimError, Unsupported
+from ..errors import Forbidden, InvalidRequest, ModelNotFound, ServerBusy, ShimError, Unsupported
 from ..protocols import ollama as protocol
 from ..streaming import NDJSON
 from . import common
@@ -17,8 +17,13 @@ OLLAMA_VERSION = "0.13.0"
 def _answer(call, renderer):
     if call.load_only:
         backend, target = common.services().router.resolve(call.request.model)
+        keep_alive = common.keep_alive_of(call.request)
+        if call.request.keep_alive == 0 and keep_alive is None:
+            raise InvalidRequest(f"model '{call.request.model}' is shared and stays loaded: clients may not unload "
+                                 "models on this server (keep_alive 0 needs client_keep_alive)", param="keep_alive",
+                                 status=403)
         load = getattr(backend, "load", None)
-        reason = load(target, call.request.keep_alive) if load else "load"
+        reason = load(target, keep_alive) if load else "load"
         return jsonify(renderer.load_reply(reason))
     started = common.start(call.request)
     if call.stream:
@@ -71,7 +76,7 @@ def tags():
 @bp.get("/api/ps")
 def ps():
     """The models loaded now."""
-    return jsonify(protocol.render_ps(common.services().router.models()))
+    return jsonify(protocol.render_ps(common.services().router.loaded()))
 
 
 @bp.post("/api/show")

@@ -1,4 +1,5 @@
 """Backends and the router over them, built from the settings."""
+import dataclasses
 import os
 
 from ..config import EMBEDDED_ALIASES, EMBEDDED_MODEL, ModelConfig
@@ -7,12 +8,12 @@ from ..router import Route, Router
 
 
 def local_models(settings):
-    """The configured local GGUF models, with the embedded SmolLM2 first when it is enabled."""
+    """The configured local GGUF models, with the embedded SmolLM2 first when it is enabled, each with its max_ctx."""
     models = [m for m in settings.models if m.backend == "local" and m.path]
     if settings.embedded_model and not any(m.name == EMBEDDED_MODEL for m in models):
         from .llamacpp import embedded_model_path
         models.insert(0, ModelConfig(name=EMBEDDED_MODEL, path=embedded_model_path(), aliases=EMBEDDED_ALIASES))
-    return models
+    return [dataclasses.replace(m, max_ctx=m.max_ctx or settings.max_ctx or m.n_ctx) for m in models]
 
 
 def threads_per_worker(settings):
@@ -32,8 +33,7 @@ def build_router(settings):
     routes = []
     for m in local:
         routes.append(Route(m.name, "local", m.name))
-        implicit = m.name == EMBEDDED_MODEL and m.aliases == EMBEDDED_ALIASES
-        routes.extend(Route(alias, "local", m.name, listed=not implicit) for alias in m.aliases)
+        routes.extend(Route(alias, "local", m.name) for alias in m.aliases)
     routes.extend(Route(m.name, "local", m.target) for m in settings.models if m.backend == "local" and not m.path)
     for b in settings.backends:
         backends[b.name] = _upstream(b)

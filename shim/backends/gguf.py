@@ -1,4 +1,4 @@
-"""Read a GGUF file's metadata header without loading the model (for listings and /api/show)."""
+"""Read a GGUF file's header (metadata, tensor shapes) without loading the model (for listings and /api/show)."""
 import struct
 
 _SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
@@ -11,23 +11,37 @@ class GGUFError(ValueError):
     """The file is not a readable GGUF file."""
 
 
-def read_metadata(path):
-    """The key/value metadata of a GGUF file; long arrays are replaced by their length."""
+def read_header(path):
+    """The key/value metadata of a GGUF file (long arrays replaced by their length) and its number of parameters."""
     with open(path, "rb") as fh:
         if fh.read(4) != b"GGUF":
             raise GGUFError(f"{path} is not a GGUF file")
-        version, _tensors, count = struct.unpack("<IQQ", fh.read(20))
+        version, tensors, count = struct.unpack("<IQQ", _read_exactly(fh, 20))
         if version < 2:
             raise GGUFError(f"{path}: GGUF version {version} is too old")
-        return dict(_read_pair(fh) for _ in range(count))
+        metadata = dict(_read_pair(fh) for _ in range(count))
+        return metadata, sum(_read_tensor_size(fh) for _ in range(tensors))
 
 
-def _read(fh, fmt):
-    size = struct.calcsize(fmt)
+def _read_tensor_size(fh):
+    """One tensor info (name, dimensions, type, offset); returns its number of elements."""
+    _read_string(fh)
+    elements = 1
+    for _ in range(_read(fh, "<I")):
+        elements *= _read(fh, "<Q")
+    _read_exactly(fh, 12)  # the tensor's type and data offset
+    return elements
+
+
+def _read_exactly(fh, size):
     data = fh.read(size)
     if len(data) != size:
         raise GGUFError("truncated GGUF header")
-    return struct.unpack(fmt, data)[0]
+    return data
+
+
+def _read(fh, fmt):
+    return struct.unpack(fmt, _read_exactly(fh, struct.calcsize(fmt)))[0]
 
 
 def _read_string(fh):

@@ -42,18 +42,27 @@ class LocalModel:
     embed_lock: object = field(default_factory=real_lock)
     expires_at: float | None = None
     embedder: object = None
-    _metadata: dict | None = None
+    _header: tuple | None = None
     _digest: str | None = None
 
     @property
     def metadata(self):
-        """The GGUF header, read once."""
-        if self._metadata is None:
+        """The GGUF metadata, read once."""
+        return self._read_header()[0]
+
+    @property
+    def parameter_count(self):
+        """The model's parameters: the GGUF's own figure, else its tensors' elements counted."""
+        metadata, counted = self._read_header()
+        return metadata.get("general.parameter_count") or counted
+
+    def _read_header(self):
+        if self._header is None:
             try:
-                self._metadata = gguf.read_metadata(self.config.path)
+                self._header = gguf.read_header(self.config.path)
             except (OSError, gguf.GGUFError) as err:
                 raise BackendUnavailable(f"cannot read model file {self.config.path}: {err}") from err
-        return self._metadata
+        return self._header
 
     @property
     def loaded_ctx(self):
@@ -61,10 +70,18 @@ class LocalModel:
         return self.engine.n_ctx if self.engine is not None else None
 
     def context_for(self, num_ctx):
-        """The context window a request asking for num_ctx (None: whatever is loaded) runs with."""
+        """The context window a request asking for num_ctx (None: whatever is loaded) runs with.
+
+        A larger num_ctx is cut to max_ctx (and the trained length) without a word, as Ollama cuts it to the
+        trained length: a client cannot grow every slot's KV cache past what the operator allowed.
+        """
         if num_ctx is None:
             return self.loaded_ctx or self.config.n_ctx
-        return min(num_ctx, self.trained_context())
+        return min(num_ctx, self.max_ctx())
+
+    def max_ctx(self):
+        """The largest window a request may ask for: the configured max_ctx (else n_ctx), within the trained one."""
+        return min(self.config.max_ctx or self.config.n_ctx, self.trained_context())
 
     def load(self):
         """Load the model if it is not loaded; returns the nanoseconds it took (0 if it was loaded)."""
@@ -123,10 +140,12 @@ class LocalModel:
             return self.embedder
 
     def info(self):
-        """What /api/tags and /v1/models say of this model."""
+        """What /api/tags, /api/show and /v1/models say of this model: what shim serves, not only what the file says."""
         meta = self.metadata
         arch = meta.get("general.architecture", "")
         stat = os.stat(self.config.path)
+        template = self.config.chat_template or meta.get("tokenizer.chat_template") or prompts.CHATML
+        model_info = {k: v for k, v in meta.items() if not isinstance(v, (list, dict))}
         return g.ModelInfo(
             name=self.config.name, backend="local", family=arch,
             parameter_size=meta.get("general.size_label", ""),
@@ -134,9 +153,11 @@ class LocalModel:
             size=stat.st_size, digest=self.digest(),
             context_length=self.loaded_ctx or self.config.n_ctx,
             modified_at=stat.st_mtime, capabilities=("completion", "tools"),
-            template=meta.get("tokenizer.chat_template", ""), loaded=self.engine is not None,
+            template=toolcalls.template_with_tools(template), loaded=self.engine is not None,
             expires_at=self.expires_at,
-            extra={"model_info": {k: v for k, v in meta.items() if not isinstance(v, (list, dict))}},
+            extra={"model_info": {**model_info, "shim.trained_context": self.trained_context(),
+                                  "shim.max_ctx": self.max_ctx()},
+                   "parameter_count": self.parameter_count},
         )
 
     def digest(self):

@@ -15,7 +15,7 @@ class ChatTemplate:
         from llama_cpp.llama_chat_format import Jinja2ChatFormatter
         self.source = template
         self.formatter = Jinja2ChatFormatter(template=template, bos_token=bos_token, eos_token=eos_token)
-        self.handles_tools = "tools" in template
+        self.handles_tools = toolcalls.knows_tools(template)
 
     @classmethod
     def for_model(cls, llm, override=None):

@@ -30,20 +30,66 @@ def calls_as_text(calls):
     return json.dumps(rendered[0] if len(rendered) == 1 else rendered)
 
 
+_NOTE_HEAD = "You can call these tools:\n"
+_HOW_FORCED = "Answer with only a JSON object {\"name\": <tool name>, \"arguments\": <object>}."
+_HOW_AUTO = ("If a tool helps, answer with only a JSON object {\"name\": <tool name>, \"arguments\": <object>}; "
+             "otherwise answer in plain text.")
+
+
+def knows_tools(template):
+    """Whether a chat template renders tools itself (else shim lists them in a system note)."""
+    return "tools" in template
+
+
 def with_instructions(messages, tools, tool_choice):
     """The messages with a system note that lists the tools and how to call them."""
     listing = "\n".join(json.dumps(render_tool(t)["function"]) for t in tools)
-    if not tool_choice.forced:
-        how = ("If a tool helps, answer with only a JSON object {\"name\": <tool name>, \"arguments\": <object>}; "
-               "otherwise answer in plain text.")
-    else:
-        how = "Answer with only a JSON object {\"name\": <tool name>, \"arguments\": <object>}."
-    note = f"You can call these tools:\n{listing}\n{how}"
+    how = _HOW_FORCED if tool_choice.forced else _HOW_AUTO
+    note = f"{_NOTE_HEAD}{listing}\n{how}"
     tool_results = [_tool_result_text(m) for m in messages]
     if tool_results and tool_results[0]["role"] == "system":
         first = dict(tool_results[0], content=f"{tool_results[0]['content']}\n\n{note}")
         return [first] + tool_results[1:]
     return [{"role": "system", "content": note}] + tool_results
+
+
+def template_with_tools(template):
+    """The chat template as shim applies it: a template without tools gets with_instructions() in front, in Jinja.
+
+    Rendered as Hugging Face renders chat templates (`tools`, `tool_choice` passed in), it gives the prompt shim
+    builds; clients that read a template to learn whether a model takes tools (LiteLLM) then see that it does.
+    """
+    if knows_tools(template):
+        return template
+    return _TOOLS_PREFIX + template
+
+
+def _jinja_text(text):
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'").replace("\n", "\\n") + "'"
+
+
+_TOOLS_PREFIX = (
+    "{#- shim: tools are listed in a system note, tool results become user turns -#}\n"
+    "{%- if tools -%}\n"
+    "{%- set how = " + _jinja_text(_HOW_AUTO) + " if tool_choice is not defined or tool_choice is none"
+    " or tool_choice == 'auto' else " + _jinja_text(_HOW_FORCED) + " -%}\n"
+    "{%- set note = " + _jinja_text(_NOTE_HEAD) + " ~ (tools | map(attribute='function') | map('tojson')"
+    " | join('\\n')) ~ '\\n' ~ how -%}\n"
+    "{%- set ns = namespace(turns=[]) -%}\n"
+    "{%- for m in messages -%}\n"
+    "{%- if m.role == 'tool' -%}\n"
+    "{%- set ns.turns = ns.turns + [{'role': 'user', 'content': 'Result of ' ~ (m.name or 'the tool') ~ ': '"
+    " ~ m.content}] -%}\n"
+    "{%- else -%}\n"
+    "{%- set ns.turns = ns.turns + [m] -%}\n"
+    "{%- endif -%}\n"
+    "{%- endfor -%}\n"
+    "{%- if ns.turns and ns.turns[0].role == 'system' -%}\n"
+    "{%- set messages = [dict(ns.turns[0], content=ns.turns[0].content ~ '\\n\\n' ~ note)] + ns.turns[1:] -%}\n"
+    "{%- else -%}\n"
+    "{%- set messages = [{'role': 'system', 'content': note}] + ns.turns -%}\n"
+    "{%- endif -%}\n"
+    "{%- endif %}")
 
 
 def _tool_result_text(message):

@@ -361,9 +361,10 @@ def render_ps(infos):
 
 def render_show(info):
     """The /api/show answer."""
-    model_info = {"general.architecture": info.family, "general.parameter_count": info.extra.get("parameter_count"),
-                  f"{info.family or 'general'}.context_length": info.context_length,
-                  **info.extra.get("model_info", {})}
+    # The served window overrides the file's trained <arch>.context_length: clients size prompts by this key.
+    model_info = {**info.extra.get("model_info", {}), "general.architecture": info.family,
+                  "general.parameter_count": info.extra.get("parameter_count"),
+                  f"{info.family or 'general'}.context_length": info.context_length}
     return {"modelfile": f"# Served by shim\nFROM {info.name}\n", "parameters": info.extra.get("parameters", ""),
             "template": info.template, "details": _details(info), "model_info": model_info,
             "capabilities": list(info.capabilities), "modified_at": timestamp(info.modified_at)}
