@@ -12,6 +12,7 @@ from .api import ops as ops_api
 from .api import openai as openai_api
 from .backends import build_router
 from .config import Settings
+from .store import open_store
 from .threads import configure_pool
 
 
@@ -31,7 +32,7 @@ def create_app(settings=None, router=None):
     keys = settings.keys()
     keys += settings.admin_keys if keys else ()  # an admin key is also an API key, where keys are asked for
     app.extensions["shim"] = SimpleNamespace(settings=settings, router=router, keys=keys,
-                                             admission=Admission(settings.max_queue))
+                                             admission=Admission(settings.max_queue), store=open_store(settings))
     app.register_blueprint(ops_api.bp)
     app.register_blueprint(openai_api.bp)
     app.register_blueprint(ollama_api.bp)
@@ -39,6 +40,11 @@ def create_app(settings=None, router=None):
     app.register_error_handler(HTTPException, lambda e: render_error(_from_http(e)))
     app.register_error_handler(Exception, _unexpected)
     return app
+
+
+def shutdown(app):
+    """Release what the app holds outside the process: the response store's connections."""
+    app.extensions["shim"].store.close()
 
 
 def render_error(err):

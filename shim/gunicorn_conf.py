@@ -21,8 +21,17 @@ def child_exit(server, worker):
     multiprocess.mark_process_dead(worker.pid)
 
 
+def worker_exit(server, worker):
+    """Close the app's response store as its worker stops."""
+    app = getattr(worker, "wsgi", None)
+    if app is not None and "shim" in getattr(app, "extensions", {}):
+        from shim.app import shutdown
+        shutdown(app)
+
+
 def as_dict():
     """The settings above, for gunicorn's application API."""
     names = ("worker_class", "worker_connections", "timeout", "graceful_timeout", "keepalive", "bind", "workers",
-             "accesslog", "access_log_format", "control_socket_disable", "child_exit")
+             "accesslog", "access_log_format", "control_socket_disable", "child_exit",
+             "worker_exit")
     return {name: globals()[name] for name in names}
