@@ -222,3 +222,6 @@ def render_error(err: ShimError):
     response.status_code = 503 if isinstance(err, ServerBusy) else err.status
     response.headers.update(err.headers)
     return response
+
+
+common.protect(bp, render_error)
