@@ -10,10 +10,6 @@ from . import common
 
 bp = Blueprint("ollama", __name__)
 
-OLLAMA_VERSION = "0.13.0"
-"The Ollama release whose API shim speaks; clients gate features on it."
-
-
 def _frame(chunk):
     # NDJSON has no comment syntax, and a blank line breaks the ollama client: heartbeats are dropped.
     return b"" if chunk is HEARTBEAT else ndjson_line(chunk)
@@ -178,8 +174,8 @@ def delete():
 
 @bp.get("/api/version")
 def version():
-    """The Ollama API version shim speaks."""
-    response = jsonify({"version": OLLAMA_VERSION})
+    """The Ollama API version shim speaks (the ollama_version setting)."""
+    response = jsonify({"version": common.services().settings.ollama_version})
     response.headers["X-Shim-Version"] = __version__
     return response
 
