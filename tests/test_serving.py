@@ -106,6 +106,7 @@ def test_documented_gunicorn_command_shares_the_cores_and_honours_the_graceful_t
         proc.wait(40)
         waited = time.monotonic() - started
         assert 2.5 <= waited <= 8, f"SHIM_GRACEFUL_TIMEOUT=3, yet the server took {waited:.1f} s to stop"
+        assert "Traceback" not in url.log_text(), url.log_text()
     finally:
         stop(proc)
         log.close()
