@@ -78,7 +78,7 @@ def runtime_only():
         fail(f"the venv holds what shim does not require: {', '.join(extra)}")
     for must in ("packaging", "gevent"):  # gunicorn's gevent worker imports both; only its gevent extra brings them
         if must not in needed:
-            fail(f"{must} is installed but shim's requirements do not bring it")
+            fail(f"shim's requirements do not bring {must}, which gunicorn's gevent worker imports")
     print(f"venv: shim and the {len(needed) - 1} distributions it requires, nothing else")
 
 
