@@ -22,10 +22,11 @@ free_port() { "$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1",
 stop() { kill -TERM "$server"; wait "$server" || true; server=""; }
 
 echo "== (a) the wheel, installed into a new venv"
+git clone -q . "$work/src"  # built from a copy, so no build/ is left in the checkout
 "$PY" -m venv "$work/tools"  # for setuptools, which a venv starts with
-"$work/tools/bin/python" $PIP wheel --no-deps -w "$work/dist" .
-"$work/tools/bin/python" -c 'import sys; from setuptools import build_meta; build_meta.build_sdist(sys.argv[1])' \
-  "$work/dist" >/dev/null
+(cd "$work/src" && "$work/tools/bin/python" $PIP wheel --no-deps -w "$work/dist" . &&
+  "$work/tools/bin/python" -c 'import sys; from setuptools import build_meta; build_meta.build_sdist(sys.argv[1])' \
+    "$work/dist" >/dev/null)
 "$PY" "$CHECK" contents "$work"/dist/shim-*.whl "$work"/dist/shim-*.tar.gz
 "$PY" -m venv "$work/venv"
 "$work/venv/bin/python" $PIP install "$work"/dist/shim-*.whl
