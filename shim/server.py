@@ -33,7 +33,7 @@ def gunicorn_options(settings):
 
 
 def post_fork(server, worker):
-    """Tell the new worker how many workers gunicorn runs (`-w` may differ from the settings) before it loads the app."""
+    """Tell the new worker how many workers gunicorn runs (`-w` may override the settings) before it loads."""
     os.environ["SHIM_WORKERS"] = str(server.num_workers)
 
 

@@ -10,6 +10,7 @@ from . import common
 
 bp = Blueprint("ollama", __name__)
 
+
 def _frame(chunk):
     # NDJSON has no comment syntax, and a blank line breaks the ollama client: heartbeats are dropped.
     return b"" if chunk is HEARTBEAT else ndjson_line(chunk)
