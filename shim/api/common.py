@@ -36,7 +36,7 @@ def read_json():
     limit = services().settings.max_body_bytes
     if request.content_length is not None and request.content_length > limit:
         raise PayloadTooLarge(f"request body is {request.content_length} bytes; the limit is {limit}")
-    data = request.stream.read(limit + 1)
+    data = _read_body(limit + 1, services().settings.body_timeout)
     if len(data) > limit:
         raise PayloadTooLarge(f"request body is larger than the limit of {limit} bytes")
     if not data.strip():
@@ -170,6 +170,36 @@ def unexpected(exc):
     """A bug, logged with its traceback, as a 500 that names only its type."""
     log.exception("unhandled error")
     return ShimError(f"internal error: {type(exc).__name__}")
+
+
+def _read_body(size, idle_timeout):
+    """Up to size bytes of the body; a client that stalls or breaks off sending it gets a 4xx and is hung up on."""
+    sock = request.environ.get("gunicorn.socket")
+    previous = sock.gettimeout() if sock else None
+    if sock:
+        sock.settimeout(idle_timeout)
+    try:
+        return request.stream.read(size)
+    except TimeoutError:
+        _stop_reading(sock)
+        raise InvalidRequest(f"the request body stopped arriving for {idle_timeout:g} s", status=408,
+                             code="request_timeout") from None
+    # The WSGI server reports a body cut short in its own exception types, all of them the client's doing.
+    except Exception as err:
+        _stop_reading(sock)
+        raise InvalidRequest(f"the request body ended before it was complete ({type(err).__name__})") from None
+    finally:
+        if sock:
+            sock.settimeout(previous)
+
+
+def _stop_reading(sock):
+    """Read no more from this connection, so gunicorn closes it after the answer rather than wait for the rest."""
+    if sock:
+        try:
+            sock.shutdown(socket.SHUT_RD)
+        except OSError:
+            pass
 
 
 def new_id(prefix):
