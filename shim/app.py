@@ -27,7 +27,7 @@ def create_app(settings=None, router=None):
     router = router or build_router(settings)
     if settings.preload:
         for backend in router.backends.values():
-            getattr(backend, "preload", lambda: None)()
+            backend.preload()
     keys = settings.keys()
     keys += settings.admin_keys if keys else ()  # an admin key is also an API key, where keys are asked for
     app.extensions["shim"] = SimpleNamespace(settings=settings, router=router, keys=keys,

@@ -9,10 +9,16 @@ import typing
 from dataclasses import dataclass, field
 from typing import Mapping, Optional
 
+from .backend_types import BACKEND_TYPES
 from .errors import ConfigError
 
 EMBEDDED_MODEL = "smollm2:135m"
 EMBEDDED_ALIASES = ("smollm2", "smollm2:latest")
+BATCH_SIZE = 512
+"Tokens one local decode step may carry: every running sequence's next token and the prompt chunks loading."
+MAX_SLOTS = 64
+MAX_PREFILL_CHUNK = BATCH_SIZE - MAX_SLOTS
+"A step holds a prompt chunk beside one token of every other slot, so a chunk is at most what those leave free."
 
 
 @dataclass(frozen=True)
@@ -148,18 +154,19 @@ class Settings:
                 raise ConfigError(f"local model {m.name!r} needs a 'path' to a GGUF file, or a 'target' "
                                   "naming another local model it is an alias of")
         for b in self.backends:
-            if b.type not in ("ollama", "openai"):
-                raise ConfigError(f"backend {b.name!r} has type {b.type!r}; expected ollama or openai")
+            if b.type not in BACKEND_TYPES:
+                raise ConfigError(f"backend {b.name!r} has type {b.type!r}; expected one of "
+                                  f"{', '.join(sorted(BACKEND_TYPES))}")
         if self.management not in ("off", "admin", "open"):
             raise ConfigError(f"management {self.management!r} must be off, admin or open")
         if self.max_ctx < 0 or any(m.max_ctx is not None and m.max_ctx < 1 for m in self.models):
             raise ConfigError("max_ctx must be a positive number of tokens (0 in the settings: each model's n_ctx)")
         if not 1 <= self.port <= 65535:
             raise ConfigError(f"port {self.port} is out of range")
-        if not 1 <= self.slots <= 64:
-            raise ConfigError(f"slots {self.slots} is out of range (1-64)")
-        if not 1 <= self.prefill_chunk <= 448:
-            raise ConfigError(f"prefill_chunk {self.prefill_chunk} is out of range (1-448)")
+        if not 1 <= self.slots <= MAX_SLOTS:
+            raise ConfigError(f"slots {self.slots} is out of range (1-{MAX_SLOTS})")
+        if not 1 <= self.prefill_chunk <= MAX_PREFILL_CHUNK:
+            raise ConfigError(f"prefill_chunk {self.prefill_chunk} is out of range (1-{MAX_PREFILL_CHUNK})")
         _check_serving(self)
 
 
