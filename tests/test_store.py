@@ -295,12 +295,12 @@ def test_store_settings_are_validated_without_repeating_a_password():
 
 
 def test_the_app_opens_the_store_and_a_stopping_worker_closes_it(tmp_path):
-    from shim import gunicorn_conf
+    from shim.server import worker_exit
     from shim.app import create_app
     from shim.router import Router
     app = create_app(Settings(embedded_model=False, data_dir=str(tmp_path)), router=Router({}, []))
     store = app.extensions["shim"].store
     assert isinstance(store, SQLiteStore) and os.path.exists(tmp_path / "responses.sqlite3")
     store.put("resp_1", {"a": 1})
-    gunicorn_conf.worker_exit(None, SimpleNamespace(wsgi=app))
+    worker_exit(None, SimpleNamespace(wsgi=app))
     assert store._db is None
