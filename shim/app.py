@@ -45,7 +45,9 @@ def create_app(settings=None, router=None):
 
 def shutdown(app):
     """Release what the app holds outside the process: the response store's connections."""
-    app.extensions["shim"].store.close()
+    store = app.extensions["shim"].store
+    if store is not None:
+        store.close()
 
 
 def render_error(err):

@@ -265,9 +265,7 @@ def test_open_store_picks_the_kind_the_settings_name(tmp_path, redis_url, monkey
     assert made.path == str(tmp_path / "mine" / "responses.sqlite3")
     made.close()
     assert isinstance(store_pkg.open_store(Settings(embedded_model=False, response_store="memory")), MemoryStore)
-    off = store_pkg.open_store(Settings(embedded_model=False, response_store="off"))
-    off.put("resp_1", {"a": 1})
-    assert (off.enabled, off.get("resp_1"), off.delete("resp_1")) == (False, None, False)
+    assert store_pkg.open_store(Settings(embedded_model=False, response_store="off")) is None
     made = store_pkg.open_store(Settings(embedded_model=False, response_store=redis_url, response_ttl_seconds=5))
     assert isinstance(made, RedisStore) and made.ttl == 5
     made.close()
@@ -304,3 +302,6 @@ def test_the_app_opens_the_store_and_a_stopping_worker_closes_it(tmp_path):
     store.put("resp_1", {"a": 1})
     worker_exit(None, SimpleNamespace(wsgi=app))
     assert store._db is None
+    app = create_app(Settings(embedded_model=False, response_store="off"), router=Router({}, []))
+    assert app.extensions["shim"].store is None
+    worker_exit(None, SimpleNamespace(wsgi=app))

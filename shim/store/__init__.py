@@ -2,14 +2,11 @@
 import json
 import os
 
-__all__ = ["ResponseStore", "NoStore", "open_store", "data_dir", "describe"]
+__all__ = ["ResponseStore", "open_store", "data_dir", "describe"]
 
 
 class ResponseStore:
     """Records by response id, each kept for the store's time to live; the oldest go first when it is full."""
-
-    enabled = True
-    "Whether records are kept at all (False only for `response_store = \"off\"`)."
 
     def put(self, response_id: str, record: dict) -> None:
         """Keep a JSON-serialisable record under the id, replacing any record it had; raises StoreUnavailable."""
@@ -27,29 +24,12 @@ class ResponseStore:
         """Release connections and files; the store is not used afterwards."""
 
 
-class NoStore(ResponseStore):
-    """The store that keeps nothing (`response_store = "off"`): every id is unknown."""
-
-    enabled = False
-
-    def put(self, response_id, record):
-        """Keep nothing."""
-
-    def get(self, response_id):
-        """Nothing is ever known."""
-        return None
-
-    def delete(self, response_id):
-        """Nothing is ever known."""
-        return False
-
-
-def open_store(settings) -> ResponseStore:
-    """The store `settings.response_store` names: sqlite (in data_dir), redis://…, memory or off."""
+def open_store(settings) -> ResponseStore | None:
+    """The store `settings.response_store` names: sqlite (in data_dir), redis://… or memory; None when it is off."""
     kind = settings.response_store
     ttl, cap = settings.response_ttl_seconds, settings.response_store_max_bytes
     if kind == "off":
-        return NoStore()
+        return None
     if kind == "memory":
         from .memory import MemoryStore
         return MemoryStore(ttl, cap)
