@@ -155,6 +155,14 @@ def test_sqlite_an_unusable_data_dir_stops_shim_at_start(tmp_path):
         SQLiteStore(str(garbage), 60, 10 ** 6)
 
 
+def test_a_shim_whose_data_dir_cannot_be_made_does_not_start(tmp_path):
+    from tests.servers import running_shim
+    (tmp_path / "a-file").write_text("")
+    with pytest.raises(RuntimeError, match="cannot open the response store"):
+        with running_shim("embedded_model = false\n", env={"SHIM_DATA_DIR": str(tmp_path / "a-file" / "x")}):
+            pass
+
+
 def test_sqlite_a_locked_database_is_a_503_naming_the_store(tmp_path, monkeypatch):
     import shim.store.sqlite as sqlite_store
     path = str(tmp_path / "responses.sqlite3")
