@@ -1,7 +1,7 @@
 """Stored responses outlive workers and processes: real gunicorn shims sharing one SQLite file or one redis-server,
 driven by the official openai client, over a scripted OpenAI-compatible upstream."""
+import contextlib
 import importlib.util
-import json
 
 import openai
 import pytest
@@ -38,11 +38,28 @@ def upstream():
         yield server
 
 
-def client(url):
-    return openai.OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0)
+@contextlib.contextmanager
+def clients():
+    """A maker of openai clients, each closed at the end (an idle keep-alive connection holds up a shim's stop)."""
+    made = []
+
+    def client(url):
+        made.append(openai.OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0))
+        return made[-1]
+    try:
+        yield client
+    finally:
+        for each in made:
+            each.close()
 
 
-def continue_on_another_shim(first_url, other_url):
+def fetch(url):
+    """The status and JSON body of a GET, on a connection that does not outlive it (an idle one holds up a stop)."""
+    answer = requests.get(url, headers={"Connection": "close"})
+    return answer.status_code, answer.json()
+
+
+def continue_on_another_shim(client, first_url, other_url):
     """Store a response through one shim; find, continue, list and delete it through the other."""
     created = client(first_url).responses.create(model="echo", input="first, with ünïcödé 🎉", store=True)
     assert created.store is True and created.output_text == "first, with ünïcödé 🎉"
@@ -63,38 +80,39 @@ def continue_on_another_shim(first_url, other_url):
 def test_two_shims_of_two_workers_share_responses_through_redis(upstream, redis_url):
     env = {"SHIM_RESPONSE_STORE": redis_url}
     config = CONFIG.format(upstream=upstream.url)
-    with running_shim(config, env=env, workers=2) as a, running_shim(config, env=env, workers=2) as b:
-        continue_on_another_shim(a, b)
-        continue_on_another_shim(b, a)
+    with running_shim(config, env=env, workers=2) as a, running_shim(config, env=env, workers=2) as b, \
+            clients() as client:
+        continue_on_another_shim(client, a, b)
+        continue_on_another_shim(client, b, a)
 
 
 def test_a_two_worker_shim_and_another_shim_share_responses_through_one_sqlite_file(upstream, tmp_path):
     env = {"SHIM_DATA_DIR": str(tmp_path)}
     config = CONFIG.format(upstream=upstream.url)
-    with running_shim(config, env=env, workers=2) as a, running_shim(config, env=env) as b:
-        continue_on_another_shim(a, a)
-        continue_on_another_shim(a, b)
+    with running_shim(config, env=env, workers=2) as a, running_shim(config, env=env) as b, clients() as client:
+        continue_on_another_shim(client, a, a)
+        continue_on_another_shim(client, a, b)
     assert (tmp_path / "responses.sqlite3").exists()
 
 
 def test_store_false_is_not_kept_and_unknown_ids_are_404_in_openais_shape(upstream, tmp_path):
-    with running_shim(CONFIG.format(upstream=upstream.url), env={"SHIM_DATA_DIR": str(tmp_path)}) as url:
+    with running_shim(CONFIG.format(upstream=upstream.url), env={"SHIM_DATA_DIR": str(tmp_path)}) as url, \
+            clients() as client:
         created = client(url).responses.create(model="echo", input="not kept", store=False)
         assert created.store is False
-        answer = requests.get(f"{url}/v1/responses/{created.id}")
-        assert answer.status_code == 404
-        assert set(answer.json()["error"]) == {"message", "type", "param", "code"}
-        assert created.id in answer.json()["error"]["message"]
+        status, body = fetch(f"{url}/v1/responses/{created.id}")
+        assert status == 404
+        assert set(body["error"]) == {"message", "type", "param", "code"} and created.id in body["error"]["message"]
 
 
 def test_an_unreachable_redis_is_a_503_naming_it_without_its_password(upstream):
     port = free_port()
     env = {"SHIM_RESPONSE_STORE": f"redis://:hunter2-secret@127.0.0.1:{port}/0"}
-    with running_shim(CONFIG.format(upstream=upstream.url), env=env) as url:
+    with running_shim(CONFIG.format(upstream=upstream.url), env=env) as url, clients() as client:
         created = client(url).responses.create(model="echo", input="hello")  # the answer still reaches the client
         assert created.output_text == "hello"
-        answer = requests.get(f"{url}/v1/responses/{created.id}")
-        assert answer.status_code == 503
-        error = answer.json()["error"]
+        status, body = fetch(f"{url}/v1/responses/{created.id}")
+        assert status == 503
+        error = body["error"]
         assert error["code"] == "store_unavailable" and f"redis://127.0.0.1:{port}/0" in error["message"]
-        assert "hunter2" not in answer.text and "hunter2" not in url.log_text()
+        assert "hunter2" not in str(body) and "hunter2" not in url.log_text()
