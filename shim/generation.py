@@ -176,6 +176,8 @@ class Finish:
     timings: Timings = field(default_factory=Timings)
     context: tuple[int, ...] = ()
     "The token ids of prompt and answer, for Ollama's generate context."
+    stop_sequence: Optional[str] = None
+    "The stop string that ended the choice, where the backend knows it (not yet on any wire)."
 
 
 Event = Union[Accepted, TextDelta, ToolCallDelta, Finish]

@@ -41,6 +41,11 @@ class ChoiceOutput:
             self.emit(g.ToolCallDelta(call, self.index, position))
         return "tool_calls" if calls else reason
 
+    @property
+    def stop_sequence(self):
+        """The stop string that ended the choice, or None."""
+        return self.scanner.matched
+
     def _send(self, text, force=False):
         if text or (force and self.logprobs) or len(self.logprobs) > 16:
             self.emit(g.TextDelta(text, self.index, tuple(self.logprobs)))

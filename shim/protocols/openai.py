@@ -548,6 +548,7 @@ class UpstreamReader:
     def __init__(self):
         self.calls = {}
         self.reasons = {}
+        self.stop_sequences = {}
         self.usage = None
         self.pieces = 0
 
@@ -573,6 +574,8 @@ class UpstreamReader:
                 self._add_call(index, call)
             if choice.get("finish_reason"):
                 self.reasons[index] = choice["finish_reason"]
+            if isinstance(choice.get("stop_reason"), str):  # vLLM: the stop string that matched (a token id is not)
+                self.stop_sequences[index] = choice["stop_reason"]
         return events
 
     def _add_call(self, index, call):
@@ -598,7 +601,8 @@ class UpstreamReader:
             reason = self.reasons.get(index, "stop")
             last = index == indexes[-1]
             events.append(g.Finish("tool_calls" if calls and reason == "stop" else reason, index,
-                                   g.Usage(prompt, completion if last else 0, cached), timings))
+                                   g.Usage(prompt, completion if last else 0, cached), timings,
+                                   stop_sequence=self.stop_sequences.get(index)))
         return events
 
 
