@@ -29,7 +29,8 @@ def create_app(settings=None, router=None):
         for backend in router.backends.values():
             getattr(backend, "preload", lambda: None)()
     app.extensions["shim"] = SimpleNamespace(settings=settings, router=router, keys=settings.keys(),
-                                             admission=Admission(settings.max_queue))
+                                             admission=Admission(settings.max_queue),
+                                             embed_admission=Admission(settings.max_queue))
     app.register_blueprint(ops_api.bp)
     app.register_blueprint(openai_api.bp)
     app.register_blueprint(ollama_api.bp)

@@ -238,8 +238,8 @@ class Backend(Protocol):
     def generate(self, request: GenerationRequest, cancel: Cancel) -> Iterator[Event]:
         """Yield Accepted, then deltas, then one Finish per choice."""
 
-    def embed(self, model: str, inputs: list[str], truncate: bool = True) -> Embeddings:
-        """Embed each input."""
+    def embed(self, model: str, inputs: list[str], truncate: bool = True, cancel: Cancel = None) -> Embeddings:
+        """Embed each input; raise Cancelled once cancel is set, where the work can stop part way."""
 
 
 @dataclass
