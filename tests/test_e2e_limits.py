@@ -15,7 +15,7 @@ MODEL = "smollm2:135m"
 HI = [{"role": "user", "content": "Name three colours."}]
 CANCELLED = re.compile(r"embedding cancelled: model=\S+ embedded=(\d+) of (\d+) inputs")
 POOL = 2
-EMBED_QUEUE = 3
+EMBED_QUEUE = 6
 
 
 @pytest.fixture(scope="module")
@@ -108,7 +108,7 @@ def inputs_lasting(url, seconds):
 def test_a_chat_stays_responsive_while_embeddings_queue_up(server):
     stream_chat(server, max_tokens=1)
     baseline, _ = stream_chat(server, max_tokens=4)
-    size = inputs_lasting(server, 3.0)
+    size = inputs_lasting(server, 2.0)
     with ThreadPoolExecutor(EMBED_QUEUE) as pool:
         floods = [pool.submit(post_embed, server, size, 1000 * i) for i in range(EMBED_QUEUE)]
         time.sleep(1.0)  # every embeddings request is in, more of them than the worker has pool threads
@@ -120,12 +120,12 @@ def test_a_chat_stays_responsive_while_embeddings_queue_up(server):
           f"({finished_before_chat} of them done by then)")
     assert statuses == [200] * EMBED_QUEUE
     assert finished_before_chat < EMBED_QUEUE, "the chat must not wait for the embeddings queue to drain"
-    assert loaded < baseline * 3 + 5
+    assert loaded < baseline * 3 + 3, "the chat waited for embeddings queued before it"
 
 
 def test_past_the_queue_an_embeddings_request_is_told_the_server_is_busy_and_chats_still_run(server):
     with ThreadPoolExecutor(EMBED_QUEUE + 1) as pool:
-        size = inputs_lasting(server, 1.0)
+        size = inputs_lasting(server, 0.5)
         floods = [pool.submit(post_embed, server, size, 1000 * i) for i in range(EMBED_QUEUE + 1)]
         time.sleep(1.0)
         _, text = stream_chat(server, max_tokens=4)
