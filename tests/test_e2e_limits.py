@@ -92,6 +92,9 @@ def test_embeddings_over_the_caps_get_400_naming_input_and_the_request_beside_th
         with pytest.raises(ollama.ResponseError) as info:
             ollama.Client(server).embed(MODEL, hostile_input)
         assert info.value.status_code == 400 and "'input'" in info.value.error and limit in info.value.error
+    with pytest.raises(ollama.ResponseError) as info:
+        ollama.Client(server).embeddings(MODEL, "z" * 70_000)
+    assert info.value.status_code == 400 and "'prompt'" in info.value.error and "65536" in info.value.error
 
 
 def post_embed(url, count, start=0, timeout=120):

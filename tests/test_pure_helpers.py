@@ -366,6 +366,13 @@ def test_settings_load_wrongly_typed_toml_value_raises_config_error(tmp_path):
         Settings.load(environ={}, path=str(path))
 
 
+@pytest.mark.parametrize("name", ["max_embed_inputs", "max_embed_bytes"])
+def test_settings_refuse_an_embeddings_limit_below_one(name):
+    assert getattr(Settings.load(environ={f"SHIM_{name.upper()}": "1"}), name) == 1
+    with pytest.raises(ConfigError, match=name):
+        Settings.load(environ={f"SHIM_{name.upper()}": "0"})
+
+
 # ---------------------------------------------------------------- Router
 
 class FakeBackend:
