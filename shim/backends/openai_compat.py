@@ -66,8 +66,8 @@ class OpenAICompatBackend(upstream.UpstreamBackend):
             first = first or now
             yield from reader.end(g.Timings(now - started, 0, first - started, now - first))
 
-    def embed(self, model, inputs, truncate=True):
-        """Embeddings from the upstream's /embeddings."""
+    def embed(self, model, inputs, truncate=True, cancel=None):
+        """Embeddings from the upstream's /embeddings (one call: a cancel does not stop it)."""
         started = time.perf_counter_ns()
         body = {"model": model, "input": inputs, "encoding_format": "float"}
         _, data = upstream.with_failover(self.pool, lambda e: self._post_json(e, "/embeddings", body, model))

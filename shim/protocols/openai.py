@@ -566,6 +566,7 @@ class UpstreamReader:
     def __init__(self):
         self.calls = {}
         self.reasons = {}
+        self.stop_sequences = {}
         self.usage = None
         self.pieces = 0
 
@@ -591,6 +592,8 @@ class UpstreamReader:
                 self._add_call(index, call)
             if choice.get("finish_reason"):
                 self.reasons[index] = choice["finish_reason"]
+            if isinstance(choice.get("stop_reason"), str):  # vLLM: the stop string that matched (a token id is not)
+                self.stop_sequences[index] = choice["stop_reason"]
         return events
 
     def _add_call(self, index, call):
@@ -620,7 +623,8 @@ class UpstreamReader:
             last = index == indexes[-1]
             events.append(g.Finish("tool_calls" if calls and reason == "stop" else reason, index,
                                    g.Usage(prompt, completion if last else 0, cached, reasoning if last else 0),
-                                   timings))
+                                   timings,
+                                   stop_sequence=self.stop_sequences.get(index)))
         return events
 
 
