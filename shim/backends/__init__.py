@@ -50,5 +50,8 @@ def _upstream(config):
     if config.type == "ollama":
         from .ollama_upstream import OllamaBackend
         return OllamaBackend(config)
+    if config.type == "anthropic":
+        from .anthropic_upstream import AnthropicBackend
+        return AnthropicBackend(config)
     from .openai_compat import OpenAICompatBackend
     return OpenAICompatBackend(config)
