@@ -272,7 +272,7 @@ def test_the_anthropic_type_is_configured_and_built():
     assert isinstance(router.backends["claude"], AnthropicBackend)
 
 
-@pytest.mark.parametrize("fields, message", [({"type": "claude"}, "expected ollama, openai or anthropic"),
+@pytest.mark.parametrize("fields, message", [({"type": "claude"}, "expected one of anthropic, ollama, openai"),
                                              ({"type": "anthropic", "max_tokens_default": 0}, "max_tokens_default")])
 def test_bad_backend_settings_are_refused(fields, message):
     with pytest.raises(ConfigError) as err:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import time
 
 from .. import generation as g
-from ..errors import ContextLengthExceeded, ModelNotFound, ServerBusy, Unsupported, UpstreamError
+from ..errors import ContextLengthExceeded, ModelNotFound, ServerBusy, UpstreamError
 from ..protocols.anthropic import upstream as protocol
 from ..streaming import parse_sse
 from . import upstream
@@ -16,6 +16,8 @@ TOO_LONG = ("prompt is too long", "context window", "context length")
 
 class AnthropicBackend(RequestsBackend):
     """Streams every generation from an Anthropic-compatible upstream and reads its named SSE events into events."""
+
+    description = "an Anthropic-compatible server"
 
     def __init__(self, config):
         auth = {"anthropic-version": config.anthropic_version}
@@ -46,10 +48,6 @@ class AnthropicBackend(RequestsBackend):
             now = time.perf_counter_ns()
             first = first or now
             yield from reader.end(g.Timings(now - started, 0, first - started, now - first))
-
-    def embed(self, model, inputs, truncate=True):
-        """The Messages API has no embeddings."""
-        raise Unsupported(f"the {self.name} backend (Anthropic Messages) has no embeddings", param="model")
 
     def _events(self, reader, response, cancel):
         """The events of the answer: a stream read as it arrives, or a whole Message from an upstream that sent one."""

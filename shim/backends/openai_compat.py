@@ -14,6 +14,8 @@ from .requests_upstream import RequestsBackend, release
 class OpenAICompatBackend(RequestsBackend):
     """Streams every generation from an OpenAI-compatible upstream and reads its SSE into events."""
 
+    description = "an OpenAI-compatible server"
+
     def __init__(self, config):
         super().__init__(config, {"Authorization": f"Bearer {config.api_key}"} if config.api_key else None)
 
