@@ -180,3 +180,9 @@ def test_raw_errors_in_each_shape_and_no_key_anywhere(front):
     reply = requests.post(front + "/v1/chat/completions", json={"model": "overloaded", "messages": ASK}, timeout=30)
     assert reply.status_code == 429 and reply.json()["error"]["code"] == "server_busy"
     assert KEY not in front.log_text()
+
+
+def test_ollama_load_and_unbounded_num_predict(oll, upstream):
+    assert oll.chat(model="claude-fake", messages=[]).done_reason == "load"
+    reply = oll.chat(model="claude-fake", messages=[{"role": "user", "content": "hi"}], options={"num_predict": -1})
+    assert reply.message.content == "You said: hi" and upstream.requests[-1].json["max_tokens"] == 64
