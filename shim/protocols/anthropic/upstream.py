@@ -101,7 +101,7 @@ def _tool(tool):
 
 def _tool_choice(choice, parallel):
     kind = {"auto": "auto", "required": "any", "named": "tool", "none": "none"}[choice.mode]
-    rendered = {"type": kind}
+    rendered: dict = {"type": kind}
     if kind == "tool":
         rendered["name"] = choice.name
     if not parallel and kind != "none":
@@ -114,7 +114,8 @@ def _messages(request):
     if request.messages is None:
         return request.system, [{"role": "user", "content": _user_blocks(request.prompt, request.images)}]
     system = [m.content for m in request.messages if m.role == "system" and m.content]
-    turns, ids = [], _ToolIds()
+    turns: list[dict] = []
+    ids = _ToolIds()
     for i, message in enumerate(request.messages):
         if message.role == "system":
             continue
@@ -284,7 +285,7 @@ class StreamReader:
                 events.append(g.ToolCallDelta(g.ToolCall(block["id"], block["name"], block["json"], partial=True),
                                               0, self.calls))
                 self.calls += 1
-        reason = STOP_REASONS.get(self.reason, "stop")
+        reason = STOP_REASONS.get(self.reason or "", "stop")
         if reason == "stop" and self.calls:
             reason = "tool_calls"
         u = self.usage
@@ -307,7 +308,8 @@ def error_of(body):
     error = body.get("error")
     if not isinstance(error, dict):
         return EventError(500, str(error or body))
-    return EventError(ERROR_STATUS.get(error.get("type"), 500), str(error.get("message") or error.get("type")))
+    kind = str(error.get("type"))
+    return EventError(ERROR_STATUS.get(kind, 500), str(error.get("message") or kind))
 
 
 def models_of(body):
