@@ -125,6 +125,11 @@ def test_ollama_style_ids_repeated_per_turn_are_made_unique_and_results_matched_
     assert results == [uses[0], uses[2], uses[1]]
 
 
+def test_an_empty_assistant_turn_is_left_out():
+    sent = body(messages=(g.Message("user", "a"), g.Message("assistant", ""), g.Message("user", "b")))
+    assert sent["messages"] == [{"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]}]
+
+
 def test_ids_with_characters_anthropic_refuses_are_rewritten_on_both_sides():
     call = g.ToolCall("fc.1:x", "get_time", "{}")
     sent = body(messages=(g.Message("user", "q"), g.Message("assistant", "", tool_calls=(call,)),

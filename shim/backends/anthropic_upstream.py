@@ -8,7 +8,7 @@ from ..errors import ContextLengthExceeded, ModelNotFound, ServerBusy, UpstreamE
 from ..protocols.anthropic import upstream as protocol
 from ..streaming import parse_sse
 from . import upstream
-from .requests_upstream import RequestsBackend, release
+from .requests_upstream import ERROR_TEXT_CHARS, RequestsBackend, release
 
 TOO_LONG = ("prompt is too long", "context window", "context length")
 "How an upstream words a 400 for a prompt that does not fit."
@@ -68,7 +68,7 @@ class AnthropicBackend(RequestsBackend):
         try:
             return read(value)
         except protocol.EventError as err:
-            raise _unwrapped(self._error(err.status, self.scrub(err.message)[:200], None)) from None
+            raise _unwrapped(self._error(err.status, self.scrub(err.message)[:ERROR_TEXT_CHARS], None)) from None
         except (ValueError, KeyError, TypeError, AttributeError) as err:
             raise UpstreamError(f"{self.name} sent an unreadable event: {self.scrub(err)}") from err
 

@@ -120,6 +120,8 @@ def _messages(request):
         if message.role == "system":
             continue
         role, blocks = _turn(message, i, ids)
+        if not blocks:  # an empty assistant turn: the Messages API refuses empty content
+            continue
         if turns and turns[-1]["role"] == role:
             turns[-1]["content"].extend(blocks)
         else:
