@@ -46,7 +46,7 @@ class BackendConfig:
 
     name: str
     type: str
-    "ollama or openai"
+    "ollama, openai or anthropic"
     url: str = ""
     urls: tuple[str, ...] = ()
     api_key: Optional[str] = field(default=None, repr=False)
@@ -55,6 +55,10 @@ class BackendConfig:
     read_timeout: float = 600.0
     models: tuple[str, ...] = ()
     "Model-name patterns (exact, or ending in *) routed to this backend as they are."
+    anthropic_version: str = "2023-06-01"
+    "anthropic: the anthropic-version header sent upstream."
+    max_tokens_default: int = 4096
+    "anthropic: max_tokens for requests that set none (the Messages API requires one)."
 
 
 @dataclass(frozen=True)
@@ -161,6 +165,8 @@ class Settings:
             if b.type not in BACKEND_TYPES:
                 raise ConfigError(f"backend {b.name!r} has type {b.type!r}; expected one of "
                                   f"{', '.join(sorted(BACKEND_TYPES))}")
+            if b.max_tokens_default < 1:
+                raise ConfigError(f"backend {b.name!r}: max_tokens_default must be at least 1")
         if self.management not in ("off", "admin", "open"):
             raise ConfigError(f"management {self.management!r} must be off, admin or open")
         if self.max_ctx < 0 or any(m.max_ctx is not None and m.max_ctx < 1 for m in self.models):
