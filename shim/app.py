@@ -10,6 +10,7 @@ from .admission import Admission
 from .api import ollama as ollama_api
 from .api import ops as ops_api
 from .api import openai as openai_api
+from .api import responses as responses_api
 from .backends import build_router
 from .config import Settings
 from .threads import configure_pool
@@ -34,6 +35,7 @@ def create_app(settings=None, router=None):
                                              admission=Admission(settings.max_queue))
     app.register_blueprint(ops_api.bp)
     app.register_blueprint(openai_api.bp)
+    app.register_blueprint(responses_api.bp)
     app.register_blueprint(ollama_api.bp)
     app.register_error_handler(errors.ShimError, render_error)
     app.register_error_handler(HTTPException, lambda e: render_error(_from_http(e)))
