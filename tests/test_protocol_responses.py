@@ -236,3 +236,17 @@ def test_render_response_is_the_streams_final_response():
 def test_error_param_named_as_the_responses_field():
     body = rs.render_error(Unsupported("'think' cannot be carried", param="think"))
     assert body["error"]["param"] == "reasoning.effort" and body["error"]["code"] == "unsupported"
+
+
+def test_namespace_tools_are_flattened_and_their_calls_go_back_with_the_namespace():
+    namespace = {"type": "namespace", "name": "mcp", "description": "An MCP server", "tools": [WEATHER]}
+    call = parse(tools=[namespace], input=[
+        {"role": "user", "content": "q"},
+        {"type": "function_call", "call_id": "c0", "namespace": "mcp", "name": "get_weather", "arguments": "{}"}])
+    assert [t.name for t in call.request.tools] == ["mcp__get_weather"]
+    assert call.request.messages[1].tool_calls[0].name == "mcp__get_weather"
+    events, _ = stream([g.ToolCallDelta(g.ToolCall("c1", "mcp__get_weather", "{}")), g.Finish("tool_calls")])
+    assert events[-2]["item"]["name"] == "mcp__get_weather"  # no namespace declared: the name is left whole
+    renderer = rs.ResponseStream(META, namespaces=call.namespaces)
+    item = renderer.chunks(g.ToolCallDelta(g.ToolCall("c1", "mcp__get_weather", "{}")))[-1]["item"]
+    assert (item["namespace"], item["name"]) == ("mcp", "get_weather")

@@ -42,11 +42,16 @@ def _parsed(body):
     return parse.parse_request(body, history), history
 
 
+def _options(call):
+    """How the renderer spells the call's output: custom tools, namespaces, logprobs."""
+    return dict(custom_tools=call.custom_tools, namespaces=call.namespaces, logprobs=call.logprobs)
+
+
 class _KeptStream(render.ResponseStream):
     """A response stream that stores its final Response as it ends."""
 
-    def __init__(self, keep, *args):
-        super().__init__(*args)
+    def __init__(self, keep, meta, **options):
+        super().__init__(meta, **options)
         self.keep = keep
 
     def end(self):
@@ -83,9 +88,9 @@ def create():
     keep = _keeper(call, history, store)
     started = common.start(call.request)
     if call.stream:
-        renderer = _KeptStream(keep, meta, call.custom_tools, call.logprobs)
+        renderer = _KeptStream(keep, meta, **_options(call))
         return common.stream_response(started, renderer, NamedSSE())
-    response = render.render_response(common.gather(started), meta, call.custom_tools, call.logprobs)
+    response = render.render_response(common.gather(started), meta, **_options(call))
     keep(response)
     return jsonify(response)
 

@@ -33,6 +33,8 @@ HOSTED_ITEMS = ("web_search_call", "file_search_call", "code_interpreter_call", 
 LOGPROBS_INCLUDE = "message.output_text.logprobs"
 CUSTOM_ARGUMENT = "input"
 "The one string argument a custom tool becomes, as a function the model calls."
+NAMESPACE_SEPARATOR = "__"
+"Between a namespace tool's name and its tools' names, in the flat name the model sees."
 ID_PREFIXES = {"message": "msg", "function_call": "fc", "custom_tool_call": "ctc", "reasoning": "rs",
                "function_call_output": "fco", "custom_tool_call_output": "ctco"}
 
@@ -48,6 +50,8 @@ class Call:
     "This request's input items, each with an id (what GET .../input_items lists)."
     custom_tools: frozenset = frozenset()
     "Names of custom tools: their calls go back as custom_tool_call items."
+    namespaces: frozenset = frozenset()
+    "Names of namespace tools: their tools' calls go back with the namespace apart."
     logprobs: bool = False
     echo: dict = field(default_factory=dict)
     "The request fields a Response object repeats (instructions, tools, temperature, ...)."
@@ -90,6 +94,7 @@ def parse_request(body, history=()) -> Call:
     )
     return Call(request, stream=f.get(body, "stream", bool, default=False),
                 store=f.get(body, "store", bool, default=True), input_items=items, custom_tools=custom,
+                namespaces=_namespaces(body),
                 logprobs=request.logprobs, echo=_echo(body))
 
 
@@ -191,7 +196,8 @@ def _message(item, where):
 
 def _call(item, where):
     call_id = f.get(item, "call_id", str, required=True, param=f"{where}.call_id")
-    name = f.get(item, "name", str, required=True, param=f"{where}.name")
+    name = flat_name(f.get(item, "namespace", str, param=f"{where}.namespace"),
+                     f.get(item, "name", str, required=True, param=f"{where}.name"))
     if item["type"] == "custom_tool_call":
         text = f.get(item, "input", str, required=True, param=f"{where}.input")
         return g.ToolCall(call_id, name, json.dumps({CUSTOM_ARGUMENT: text}, ensure_ascii=False))
@@ -217,13 +223,11 @@ def _output_text(item, where):
 def parse_tools(body):
     """The function tools of a request, custom tools as functions of one string; and the custom tools' names."""
     tools, custom = [], set()
-    for i, tool in enumerate(f.get(body, "tools", list, default=[])):
-        where = f"tools[{i}]"
-        f.require_object(tool, where)
+    for where, tool, namespace in _flattened(f.get(body, "tools", list, default=[]), "tools"):
         kind = f.get(tool, "type", str, required=True, param=f"{where}.type")
         if kind in HOSTED_TOOLS:
             continue
-        name = f.get(tool, "name", str, required=True, param=f"{where}.name")
+        name = flat_name(namespace, f.get(tool, "name", str, required=True, param=f"{where}.name"))
         description = f.get(tool, "description", str, default="", param=f"{where}.description")
         if kind == "function":
             parameters = f.get(tool, "parameters", dict, default={"type": "object", "properties": {}},
@@ -237,6 +241,34 @@ def parse_tools(body):
                               "tools are skipped)", param=f"{where}.type")
         tools.append(g.Tool(name, description, parameters))
     return tuple(tools), frozenset(custom)
+
+
+def _namespaces(body):
+    return frozenset(t["name"] for t in body.get("tools") or () if t.get("type") == "namespace")
+
+
+def _flattened(tools, param, namespace=None):
+    """(where, tool, namespace) for each tool, the tools of a namespace tool in its place."""
+    for i, tool in enumerate(tools):
+        where = f"{param}[{i}]"
+        f.require_object(tool, where)
+        if tool.get("type") == "namespace" and namespace is None:
+            name = f.get(tool, "name", str, required=True, param=f"{where}.name")
+            yield from _flattened(f.get(tool, "tools", list, required=True, param=f"{where}.tools"),
+                                  f"{where}.tools", name)
+        else:
+            yield where, tool, namespace
+
+
+def flat_name(namespace, name):
+    """The one name a namespaced tool has for the model (function names cannot nest)."""
+    return f"{namespace}{NAMESPACE_SEPARATOR}{name}" if namespace else name
+
+
+def split_name(flat, namespaces):
+    """(namespace or None, name) of a flat tool name, given the namespaces the request declared."""
+    namespace, sep, name = flat.partition(NAMESPACE_SEPARATOR)
+    return (namespace, name) if sep and namespace in namespaces else (None, flat)
 
 
 def parse_tool_choice(body, tools, custom=frozenset()):

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from ... import generation as g
 from ...errors import ContextLengthExceeded, ServerBusy
 from ..render import StreamRenderer
-from .request import CUSTOM_ARGUMENT, new_id
+from .request import CUSTOM_ARGUMENT, new_id, split_name
 
 # The contract's names for fields a backend refuses, as a Responses client spells them.
 PARAMS = {"think": "reasoning.effort", "images": "input_image", "max_tokens": "max_output_tokens",
@@ -68,9 +68,9 @@ def render_error(err):
                       "code": err.code}}
 
 
-def render_response(events, meta, custom_tools=frozenset(), logprobs=False):
-    """The whole Response object for a finished generation's events."""
-    stream = ResponseStream(meta, custom_tools, logprobs)
+def render_response(events, meta, **options):
+    """The whole Response object for a finished generation's events (options as ResponseStream takes them)."""
+    stream = ResponseStream(meta, **options)
     for _ in stream.begin():
         pass
     for event in events:
@@ -90,8 +90,8 @@ def _logprobs(items):
 class ResponseStream(StreamRenderer):
     """Turns events into Responses' stream events, numbered, each item opened and closed; keeps the final Response."""
 
-    def __init__(self, meta, custom_tools=frozenset(), logprobs=False):
-        self.meta, self.custom_tools, self.logprobs = meta, custom_tools, logprobs
+    def __init__(self, meta, custom_tools=frozenset(), logprobs=False, namespaces=frozenset()):
+        self.meta, self.custom_tools, self.logprobs, self.namespaces = meta, custom_tools, logprobs, namespaces
         self.sequence = 0
         self.output = []
         "The items done so far."
@@ -199,16 +199,18 @@ class ResponseStream(StreamRenderer):
         custom = call.name in self.custom_tools
         status = "incomplete" if call.partial else "completed"
         index = len(self.output)
+        namespace, name = split_name(call.name, self.namespaces)
+        named = {"name": name, **({"namespace": namespace} if namespace else {})}
         if custom:
             text = _custom_input(call.arguments)
             item = {"id": new_id("ctc"), "type": "custom_tool_call", "status": status, "call_id": call.id,
-                    "name": call.name, "input": text}
+                    **named, "input": text}
             kind, done = "response.custom_tool_call_input", {"input": text}
         else:
             text = call.arguments
             item = {"id": new_id("fc"), "type": "function_call", "status": status, "call_id": call.id,
-                    "name": call.name, "arguments": text}
-            kind, done = "response.function_call_arguments", {"name": call.name, "arguments": text}
+                    **named, "arguments": text}
+            kind, done = "response.function_call_arguments", {"name": name, "arguments": text}
         added = {**item, "status": "in_progress", ("input" if custom else "arguments"): ""}
         self.output.append(item)
         where = {"item_id": item["id"], "output_index": index}
