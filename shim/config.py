@@ -3,15 +3,22 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import tomllib
 import typing
 from dataclasses import dataclass, field
 from typing import Mapping, Optional
 
+from .backend_types import BACKEND_TYPES
 from .errors import ConfigError
 
 EMBEDDED_MODEL = "smollm2:135m"
 EMBEDDED_ALIASES = ("smollm2", "smollm2:latest")
+BATCH_SIZE = 512
+"Tokens one local decode step may carry: every running sequence's next token and the prompt chunks loading."
+MAX_SLOTS = 64
+MAX_PREFILL_CHUNK = BATCH_SIZE - MAX_SLOTS
+"A step holds a prompt chunk beside one token of every other slot, so a chunk is at most what those leave free."
 
 
 @dataclass(frozen=True)
@@ -73,6 +80,10 @@ class Settings:
     max_ctx: int = 0
     "The largest num_ctx a request may ask for (a larger one is cut to it); 0: each model's n_ctx."
     max_body_bytes: int = 8 * 1024 * 1024
+    body_timeout: float = 30.0
+    "Seconds a request body may go without a byte arriving before the request gets 408 and its connection closes."
+    worker_connections: int = 2000
+    "Open client connections per worker; more wait in the listen backlog."
     heartbeat_seconds: float = 10.0
     thread_pool_size: int = 64
     graceful_timeout: int = 30
@@ -91,6 +102,8 @@ class Settings:
     "Bearer keys that may manage models when management is admin; none turns management off."
     cors_origins: tuple[str, ...] = ()
     "Origins browsers may call from (`*` for any)."
+    ollama_version: str = "0.13.5"
+    "The Ollama release /api/version reports; Ollama clients gate features on it."
     metrics_dir: Optional[str] = None
     "Where gunicorn workers keep their Prometheus figures, so /metrics sums them (shim serve sets one)."
 
@@ -141,18 +154,30 @@ class Settings:
                 raise ConfigError(f"local model {m.name!r} needs a 'path' to a GGUF file, or a 'target' "
                                   "naming another local model it is an alias of")
         for b in self.backends:
-            if b.type not in ("ollama", "openai"):
-                raise ConfigError(f"backend {b.name!r} has type {b.type!r}; expected ollama or openai")
+            if b.type not in BACKEND_TYPES:
+                raise ConfigError(f"backend {b.name!r} has type {b.type!r}; expected one of "
+                                  f"{', '.join(sorted(BACKEND_TYPES))}")
         if self.management not in ("off", "admin", "open"):
             raise ConfigError(f"management {self.management!r} must be off, admin or open")
         if self.max_ctx < 0 or any(m.max_ctx is not None and m.max_ctx < 1 for m in self.models):
             raise ConfigError("max_ctx must be a positive number of tokens (0 in the settings: each model's n_ctx)")
         if not 1 <= self.port <= 65535:
             raise ConfigError(f"port {self.port} is out of range")
-        if not 1 <= self.slots <= 64:
-            raise ConfigError(f"slots {self.slots} is out of range (1-64)")
-        if not 1 <= self.prefill_chunk <= 448:
-            raise ConfigError(f"prefill_chunk {self.prefill_chunk} is out of range (1-448)")
+        if not 1 <= self.slots <= MAX_SLOTS:
+            raise ConfigError(f"slots {self.slots} is out of range (1-{MAX_SLOTS})")
+        if not 1 <= self.prefill_chunk <= MAX_PREFILL_CHUNK:
+            raise ConfigError(f"prefill_chunk {self.prefill_chunk} is out of range (1-{MAX_PREFILL_CHUNK})")
+        _check_serving(self)
+
+
+def _check_serving(settings):
+    """Refuse serving settings gunicorn or Ollama clients cannot work with."""
+    if settings.workers < 1 or settings.worker_connections < 1:
+        raise ConfigError("workers and worker_connections must be at least 1")
+    if settings.body_timeout <= 0 or settings.graceful_timeout < 0:
+        raise ConfigError("body_timeout must be positive and graceful_timeout not negative")
+    if not re.fullmatch(r"\d+\.\d+\.\d+", settings.ollama_version):
+        raise ConfigError(f"ollama_version {settings.ollama_version!r} is not a version like 0.13.5")
 
 
 def _check_types(kind, values):

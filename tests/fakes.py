@@ -3,7 +3,7 @@ from shim import generation as g
 from shim.errors import ModelNotFound
 
 
-class FakeBackend:
+class FakeBackend(g.Backend):
     """Yields scripted events; records every request it was given."""
 
     name = "fake"

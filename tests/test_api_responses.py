@@ -211,3 +211,15 @@ def test_a_backend_refusal_names_the_responses_field(http, fake):
     fake.generate = refusing
     answer = http.post("/v1/responses", json={"model": "fake-model", "input": "Hi", "reasoning": {"effort": "low"}})
     assert answer.status_code == 400 and answer.json["error"]["param"] == "reasoning.effort"
+
+
+def test_keys_are_asked_for_on_every_responses_route(fake):
+    router = Router({"fake": fake}, [Route("fake-model", "fake", "fake-model")])
+    http = create_app(Settings(embedded_model=False, api_keys=("k-123456",)), router=router).test_client()
+    for method, path in (("post", "/v1/responses"), ("get", "/v1/responses/r"), ("delete", "/v1/responses/r"),
+                         ("post", "/v1/responses/input_tokens")):
+        answer = getattr(http, method)(path, json={"model": "fake-model", "input": "Hi"})
+        assert answer.status_code == 401 and answer.json["error"]["code"] == "invalid_api_key"
+    ok = http.post("/v1/responses", json={"model": "fake-model", "input": "Hi"},
+                   headers={"Authorization": "Bearer k-123456"})
+    assert ok.status_code == 200

@@ -477,10 +477,33 @@ def test_router_models_skips_failing_backend():
     assert [m.name for m in router.models()] == ["a"]
 
 
-def test_router_close_closes_backends_that_can_close():
+def test_router_close_closes_every_backend():
     backend = FakeBackend()
-    Router({"a": backend, "b": object()}, []).close()
+    Router({"a": backend, "b": g.Backend()}, []).close()
     assert backend.closed
+
+
+def test_backend_base_refuses_what_a_backend_does_not_declare_by_name():
+    from shim.errors import Unsupported
+    backend = g.Backend()
+    backend.name, backend.description = "up", "an example server"
+    with pytest.raises(Unsupported, match="'m' does not support embeddings") as refused:
+        backend.embed("m", ["x"])
+    assert refused.value.param == "model"
+    with pytest.raises(Unsupported, match="not available on backend 'up' \\(an example server\\)"):
+        backend.manage("pull", model="m")
+    assert (backend.check(), backend.show("m"), backend.load("m"), backend.can_manage) == (True, None, "load", False)
+    with pytest.raises(NotImplementedError):
+        backend.models()
+
+
+def test_every_registered_backend_type_is_a_backend_and_config_accepts_exactly_those():
+    from shim.backend_types import BACKEND_TYPES, backend_class
+    for type_name in BACKEND_TYPES:
+        assert issubclass(backend_class(type_name), g.Backend)
+        Settings.from_mapping({"backends": {"up": {"type": type_name, "url": "http://x"}}})
+    with pytest.raises(ConfigError, match="expected one of"):
+        Settings.from_mapping({"backends": {"up": {"type": "grpc", "url": "http://x"}}})
 
 
 @pytest.mark.parametrize("configured, workers, cores, expected", [(None, 1, 2, 2), (None, 2, 2, 1), (None, 4, 2, 1),

@@ -155,10 +155,12 @@ def cancel(response_id):
                          "background", param="response_id")
 
 
-@bp.errorhandler(ShimError)
-def render_error(err):
+def render_error(err: ShimError):
     """An error in OpenAI's shape, its param named as the Responses field."""
     response = jsonify(render.render_error(err))
     response.status_code = err.status
     response.headers.update(err.headers)
     return response
+
+
+common.protect(bp, render_error)

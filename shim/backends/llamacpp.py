@@ -8,14 +8,13 @@ import time
 from dataclasses import dataclass, field
 
 from .. import generation as g
+from ..config import BATCH_SIZE
 from ..errors import BackendUnavailable, ContextLengthExceeded, ModelNotFound, Unsupported
 from ..threads import Channel, call_in_thread, real_lock, start_thread
 from . import gguf, prompts, sampling, toolcalls
 from .engine import Engine
 from .scheduler import Job, Scheduler, fits
 
-BATCH_SIZE = 512
-"Tokens one decode step may carry: every running sequence's next token and the prompt chunks loading."
 
 
 def embedded_model_path():
@@ -176,10 +175,11 @@ _FILE_TYPES = {0: "F32", 1: "F16", 2: "Q4_0", 3: "Q4_1", 7: "Q8_0", 8: "Q5_0", 9
                30: "BF16"}
 
 
-class LlamaCppBackend:
+class LlamaCppBackend(g.Backend):
     """Serves local GGUF models; each model's requests are decoded together by its scheduler."""
 
     name = "local"
+    description = "the in-process llama.cpp runtime"
 
     def __init__(self, model_configs, *, n_threads=None, keep_alive=-1, slots=4, prefill_chunk=64):
         threads = n_threads or os.cpu_count() or 1

@@ -19,6 +19,9 @@ _STREAM_ERRORS = (httpx.HTTPError, ollama.ResponseError, ValueError, KeyError, T
 class OllamaBackend(upstream.UpstreamBackend):
     """Streams every generation from an Ollama instance, token by token."""
 
+    description = "an Ollama instance"
+    can_manage = True
+
     def __init__(self, config):
         super().__init__(config)
         headers = dict(config.headers)

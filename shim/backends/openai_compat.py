@@ -22,6 +22,8 @@ DONE_GRACE = 0.25
 class OpenAICompatBackend(upstream.UpstreamBackend):
     """Streams every generation from an OpenAI-compatible upstream and reads its SSE into events."""
 
+    description = "an OpenAI-compatible server"
+
     def __init__(self, config):
         super().__init__(config)
         self.session = requests.Session()
