@@ -223,3 +223,4 @@ def test_keys_are_asked_for_on_every_responses_route(fake):
     ok = http.post("/v1/responses", json={"model": "fake-model", "input": "Hi"},
                    headers={"Authorization": "Bearer k-123456"})
     assert ok.status_code == 200
+

@@ -11,6 +11,7 @@ from ..protocols import fields as f
 from ..protocols.responses import request as parse
 from ..protocols.responses import response as render
 from ..streaming import NamedSSE
+from ..threads import close
 from . import common
 
 log = logging.getLogger("shim")
@@ -103,6 +104,7 @@ def input_tokens():
     first = next(started.events, None)
     if isinstance(first, Accepted) and first.prompt_tokens is not None:
         started.cancel.set()
+        close(started.events)  # frees the admission place now, not when the generator is collected
         count = first.prompt_tokens
     else:
         count = usage_of([e for e in common.gather(started) if isinstance(e, Finish)]).prompt_tokens
