@@ -461,7 +461,7 @@ class UpstreamReader:
         text = message.get("content") if "message" in part else part.get("response")
         thinking = message.get("thinking") if "message" in part else part.get("thinking")
         logprobs = tuple(_logprob_from_wire(i) for i in part.get("logprobs") or ())
-        events = [g.ReasoningDelta(thinking, self.index)] if thinking else []
+        events: list[g.Event] = [g.ReasoningDelta(thinking, self.index)] if thinking else []
         if text or logprobs:
             events.append(g.TextDelta(text or "", self.index, logprobs))
         for call in message.get("tool_calls") or ():

@@ -378,10 +378,10 @@ class ChatStream(StreamRenderer):
             delta = {"content": event.text}
             logprobs = _logprobs(event.logprobs) if event.logprobs else None
             return [self._chunk(event.index, self._with_role(event.index, delta), logprobs=logprobs)]
-        delta = {"tool_calls": [_tool_call(event.call, event.position)]}
+        call: dict = {"tool_calls": [_tool_call(event.call, event.position)]}
         if event.index not in self._started:
-            delta["content"] = None
-        return [self._chunk(event.index, self._with_role(event.index, delta))]
+            call["content"] = None
+        return [self._chunk(event.index, self._with_role(event.index, call))]
 
     def end(self):
         """The chunks after the last event: the usage chunk when asked for."""
@@ -608,7 +608,7 @@ class UpstreamReader:
         completion = usage.get("completion_tokens", self.pieces)
         cached = (usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0
         reasoning = (usage.get("completion_tokens_details") or {}).get("reasoning_tokens") or 0
-        events = []
+        events: list[g.Event] = []
         indexes = sorted(set(self.reasons) | set(self.calls)) or [0]
         for index in indexes:
             calls = [self.calls[index][k] for k in sorted(self.calls.get(index, {}))]

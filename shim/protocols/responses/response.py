@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from ... import generation as g
 from ...errors import ContextLengthExceeded, ServerBusy
@@ -95,7 +96,7 @@ class ResponseStream(StreamRenderer):
         self.sequence = 0
         self.output = []
         "The items done so far."
-        self.item = None
+        self.item: Any = None
         "The message or reasoning item open now, its text and logprobs gathered."
         self.finishes = []
         self.response = None
