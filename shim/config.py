@@ -55,6 +55,8 @@ class BackendConfig:
     read_timeout: float = 600.0
     models: tuple[str, ...] = ()
     "Model-name patterns (exact, or ending in *) routed to this backend as they are."
+    responses: bool = False
+    "openai type: the upstream serves /v1/responses itself; Responses requests are relayed to it as they are."
 
 
 @dataclass(frozen=True)
@@ -157,6 +159,8 @@ class Settings:
             if b.type not in BACKEND_TYPES:
                 raise ConfigError(f"backend {b.name!r} has type {b.type!r}; expected one of "
                                   f"{', '.join(sorted(BACKEND_TYPES))}")
+            if b.responses and b.type != "openai":
+                raise ConfigError(f"backend {b.name!r}: responses = true needs type \"openai\"")
         if self.management not in ("off", "admin", "open"):
             raise ConfigError(f"management {self.management!r} must be off, admin or open")
         if self.max_ctx < 0 or any(m.max_ctx is not None and m.max_ctx < 1 for m in self.models):

@@ -10,6 +10,7 @@ from ..generation import Accepted, Finish, usage_of
 from ..protocols import fields as f
 from ..protocols.responses import request as parse
 from ..protocols.responses import response as render
+from ..protocols.responses import upstream as relay
 from ..streaming import NamedSSE
 from ..threads import close
 from . import common
@@ -83,7 +84,11 @@ def _keeper(call, history, store):
 @bp.post("/v1/responses")
 def create():
     """Create a response: JSON, or named SSE events when stream is true."""
-    call, history = _parsed(common.read_json())
+    body = common.read_json()
+    relayed = _relayed(body)
+    if relayed is not None:
+        return relayed
+    call, history = _parsed(body)
     store = _store() if call.store else None
     meta = render.Meta(parse.new_id("resp"), call.request.model, int(time.time()), store is not None, call.echo)
     keep = _keeper(call, history, store)
@@ -94,6 +99,20 @@ def create():
     response = render.render_response(common.gather(started), meta, **_options(call))
     keep(response)
     return jsonify(response)
+
+
+def _relayed(body):
+    """The upstream's own answer where the model's backend serves /v1/responses natively; else None."""
+    model = f.get(f.require_object(body), "model", str, required=True)
+    route = common.services().router.route(model)
+    if not route.backend.serves_responses:
+        return None
+    wire = relay.upstream_body(body, route.target)
+    started = common.start_routed(route, lambda cancel: route.backend.relay_responses(wire, cancel))
+    if body.get("stream"):
+        return common.stream_response(started, relay.RelayStream(model), NamedSSE())
+    (whole,) = common.gather(started)
+    return jsonify(relay.client_view(whole, model))
 
 
 @bp.post("/v1/responses/input_tokens")

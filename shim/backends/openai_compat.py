@@ -26,6 +26,7 @@ class OpenAICompatBackend(upstream.UpstreamBackend):
 
     def __init__(self, config):
         super().__init__(config)
+        self.serves_responses = config.responses
         self.session = requests.Session()
         # Proxy variables and .netrc would be looked up on every request (a measured third of the proxy's
         # overhead); upstreams are configured explicitly instead.
@@ -66,6 +67,19 @@ class OpenAICompatBackend(upstream.UpstreamBackend):
             first = first or now
             yield from reader.end(g.Timings(now - started, 0, first - started, now - first))
 
+    def relay_responses(self, body, cancel):
+        """The upstream's own /responses answer: its stream's events one by one, or its one whole Response."""
+        endpoint, response = upstream.with_failover(self.pool, lambda e: self._open(e, "/responses", body,
+                                                                                    body.get("model")))
+        with self.pool.use(endpoint), response:
+            if not body.get("stream"):
+                yield self._json(response)
+                return
+            for data in parse_sse(self._lines(response)):
+                if cancel.is_set():
+                    return
+                yield self._json_event(data)
+
     def embed(self, model, inputs, truncate=True):
         """Embeddings from the upstream's /embeddings."""
         started = time.perf_counter_ns()
@@ -99,10 +113,7 @@ class OpenAICompatBackend(upstream.UpstreamBackend):
 
     def _post_json(self, endpoint, path, body, model):
         with self._open(endpoint, path, {**body}, model) as response:
-            try:
-                return response.json()
-            except ValueError as err:
-                raise UpstreamError(f"{self.name} sent a body that is not JSON") from err
+            return self._json(response)
 
     def _lines(self, response):
         try:
@@ -113,12 +124,21 @@ class OpenAICompatBackend(upstream.UpstreamBackend):
         except requests.RequestException as err:
             raise UpstreamError(f"{self.name} broke off the stream: {type(err).__name__}") from err
 
-    def _read(self, reader, data):
+    def _json(self, response):
         try:
-            chunk = json.loads(data)
+            return response.json()
+        except ValueError as err:
+            raise UpstreamError(f"{self.name} sent a body that is not JSON") from err
+
+    def _json_event(self, data):
+        try:
+            return json.loads(data)
         except ValueError:
             shown = self.scrub(data)[:80]
             raise UpstreamError(f"{self.name} sent a stream event that is not JSON: {shown!r}") from None
+
+    def _read(self, reader, data):
+        chunk = self._json_event(data)
         try:
             return reader.events(chunk)
         except (ValueError, KeyError, TypeError, AttributeError) as err:
