@@ -92,6 +92,10 @@ class Settings:
     log_level: str = "info"
     max_queue: int = 32
     "Requests per model queued or running at once (per worker); more get 429 (OpenAI) or 503 (Ollama)."
+    max_embed_inputs: int = 2048
+    "Inputs one embeddings request may carry (OpenAI's own limit); more get 400 naming `input`."
+    max_embed_bytes: int = 1024 * 1024
+    "UTF-8 bytes all the inputs of one embeddings request may add up to; more get 400 naming `input`."
     preload: bool = True
     "Load the local models when a worker starts rather than on their first request."
     api_keys: tuple[str, ...] = field(default=(), repr=False)
@@ -171,6 +175,8 @@ class Settings:
             raise ConfigError(f"slots {self.slots} is out of range (1-{MAX_SLOTS})")
         if not 1 <= self.prefill_chunk <= MAX_PREFILL_CHUNK:
             raise ConfigError(f"prefill_chunk {self.prefill_chunk} is out of range (1-{MAX_PREFILL_CHUNK})")
+        if self.max_embed_inputs < 1 or self.max_embed_bytes < 1:
+            raise ConfigError("max_embed_inputs and max_embed_bytes must be at least 1")
         _check_serving(self)
 
 

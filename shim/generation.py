@@ -231,6 +231,8 @@ class Finish:
     timings: Timings = field(default_factory=Timings)
     context: tuple[int, ...] = ()
     "The token ids of prompt and answer, for Ollama's generate context."
+    stop_sequence: Optional[str] = None
+    "The stop string that ended the choice, where the backend knows it (not yet on any wire)."
 
 
 Event = Union[Accepted, TextDelta, ReasoningDelta, ToolCallDelta, Finish]
@@ -310,8 +312,9 @@ class Backend:
         """Why the backend could not list its models just now, or None."""
         return None
 
-    def embed(self, model: str, inputs: list[str], truncate: bool = True) -> Embeddings:
-        """Embed each input."""
+    def embed(self, model: str, inputs: list[str], truncate: bool = True,
+              cancel: Optional[Cancel] = None) -> Embeddings:
+        """Embed each input; raise Cancelled once cancel is set, where the work can stop part way."""
         raise Unsupported(f"model '{model}' does not support embeddings ({self.description} '{self.name}' does "
                           "not serve them)", param="model")
 

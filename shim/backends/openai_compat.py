@@ -80,8 +80,8 @@ class OpenAICompatBackend(upstream.UpstreamBackend):
                     return
                 yield self._json_event(data)
 
-    def embed(self, model, inputs, truncate=True):
-        """Embeddings from the upstream's /embeddings."""
+    def embed(self, model, inputs, truncate=True, cancel=None):
+        """Embeddings from the upstream's /embeddings (one call: a cancel does not stop it)."""
         started = time.perf_counter_ns()
         body = {"model": model, "input": inputs, "encoding_format": "float"}
         _, data = upstream.with_failover(self.pool, lambda e: self._post_json(e, "/embeddings", body, model))

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from ... import generation as g
 from ...errors import InvalidRequest, Unsupported
 from .. import fields as f
-from .. import openai as oa
+from ..openai import request as oa
 from .. import options as opts
 from .. import tools as tool_fields
 
