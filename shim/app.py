@@ -10,6 +10,7 @@ from .api import common
 from .api import ollama as ollama_api
 from .api import openai as openai_api
 from .api import ops as ops_api
+from .api import responses as responses_api
 from .backends import build_router
 from .config import Settings
 from .store import open_store
@@ -32,10 +33,12 @@ def create_app(settings=None, router=None):
     keys = settings.keys()
     keys += settings.admin_keys if keys else ()  # an admin key is also an API key, where keys are asked for
     app.extensions["shim"] = SimpleNamespace(settings=settings, router=router, keys=keys,
-                                             admission=Admission(settings.max_queue), store=open_store(settings))
+                                             admission=Admission(settings.max_queue),
+                                             embed_admission=Admission(settings.max_queue), store=open_store(settings))
     app.register_blueprint(ops_api.bp)
     app.register_blueprint(openai_api.bp)
     app.register_blueprint(openai_api.envelope_bp)
+    app.register_blueprint(responses_api.bp)
     app.register_blueprint(ollama_api.bp)
     # Each blueprint renders its own errors; these catch what no blueprint matched (no route, wrong method).
     app.register_error_handler(HTTPException, lambda e: render_error(common.from_http(e)))

@@ -4,6 +4,7 @@ import importlib
 BACKEND_TYPES = {
     "ollama": "shim.backends.ollama_upstream:OllamaBackend",
     "openai": "shim.backends.openai_compat:OpenAICompatBackend",
+    "anthropic": "shim.backends.anthropic_upstream:AnthropicBackend",
 }
 "A backend type's name in the settings, and the class (module:name) that serves it; imported only when used."
 

@@ -231,6 +231,8 @@ class Finish:
     timings: Timings = field(default_factory=Timings)
     context: tuple[int, ...] = ()
     "The token ids of prompt and answer, for Ollama's generate context."
+    stop_sequence: Optional[str] = None
+    "The stop string that ended the choice, where the backend knows it (not yet on any wire)."
 
 
 Event = Union[Accepted, TextDelta, ReasoningDelta, ToolCallDelta, Finish]
@@ -290,6 +292,8 @@ class Backend:
     "What kind of server this is, for messages (e.g. 'an OpenAI-compatible server')."
     can_manage: bool = False
     "Whether manage() pulls, pushes, creates, copies and deletes models (an Ollama instance does)."
+    serves_responses: bool = False
+    "Whether relay_responses() passes OpenAI Responses requests to an upstream that serves them natively."
 
     def models(self) -> list[ModelInfo]:
         """The models this backend serves, each with its declared capabilities and context length."""
@@ -308,8 +312,9 @@ class Backend:
         """Why the backend could not list its models just now, or None."""
         return None
 
-    def embed(self, model: str, inputs: list[str], truncate: bool = True) -> Embeddings:
-        """Embed each input."""
+    def embed(self, model: str, inputs: list[str], truncate: bool = True,
+              cancel: Optional[Cancel] = None) -> Embeddings:
+        """Embed each input; raise Cancelled once cancel is set, where the work can stop part way."""
         raise Unsupported(f"model '{model}' does not support embeddings ({self.description} '{self.name}' does "
                           "not serve them)", param="model")
 
@@ -325,6 +330,10 @@ class Backend:
         """Run a model-management action, yielding its progress objects."""
         raise Unsupported(f"model management is not available on backend '{self.name}' ({self.description})",
                           param="model")
+
+    def relay_responses(self, body: Mapping, cancel: Cancel) -> Iterator[Mapping]:
+        """Send a Responses request as it is; yield the upstream's stream events, or its one whole Response."""
+        raise NotImplementedError
 
     def check(self) -> bool:
         """Whether the backend is ready to serve."""

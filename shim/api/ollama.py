@@ -60,7 +60,7 @@ def embeddings():
     if not prompt:
         common.services().router.resolve(model)
         return jsonify({"embedding": []})
-    return jsonify({"embedding": list(common.embed(model, [prompt]).vectors[0])})
+    return jsonify({"embedding": list(common.embed(model, [prompt], param="prompt").vectors[0])})
 
 
 @bp.get("/api/tags")
