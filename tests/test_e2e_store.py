@@ -67,7 +67,9 @@ def continue_on_another_shim(client, first_url, other_url):
     for _ in range(6):  # fresh connections: the requests spread over the other shim's workers
         assert other.responses.retrieve(created.id).output_text == created.output_text
         other = client(other_url)
-    follow = other.responses.create(model="echo", input="second", previous_response_id=created.id)
+    events = list(other.responses.create(model="echo", input="second", previous_response_id=created.id, stream=True))
+    assert events[-1].type == "response.completed"  # a streamed response is stored as its stream ends
+    follow = client(first_url).responses.retrieve(events[-1].response.id)
     assert follow.output_text == "first, with ünïcödé 🎉 | second"
     items = client(first_url).responses.input_items.list(follow.id)
     assert [item.content[0].text for item in items.data] == ["second"]
