@@ -51,9 +51,10 @@ class ThinkSplitter:
                     reasoning += buf[:end].rstrip()
                     buf, self.state = buf[end + len(CLOSE):], "after"
                     continue
-                keep = 0 if final else len(buf) - len(buf.rstrip()) + _tag_start(buf.rstrip(), CLOSE)
-                reasoning += buf[:len(buf) - keep]
-                self.held = buf[len(buf) - keep:]
+                # Held back: what may begin </think>, and the whitespace before it (dropped if the block closes).
+                body = buf if final else buf[:len(buf) - _tag_start(buf, CLOSE)]
+                body = body if final else body.rstrip()
+                reasoning, self.held = reasoning + body, buf[len(body):]
                 break
             elif self.state == "after":
                 buf = buf.lstrip()
