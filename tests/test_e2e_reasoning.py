@@ -184,3 +184,48 @@ def test_earlier_reasoning_is_not_sent_to_anthropic_which_wants_it_signed(oai, u
     reply = oai.chat.completions.create(model="via-anthropic", messages=messages)
     assert reply.choices[0].message.content == "You said: Again"
     assert "thinking" not in json.dumps(last_sent(upstream)["messages"])
+
+
+# ---------------------------------------------------------------- the local runtime, with a thinking template
+
+THINKING_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n"
+    "{% if enable_thinking is defined and not enable_thinking %}<think>\n\n</think>\n\n{% else %}<think>\n{% endif %}"
+    "{% endif %}")
+LOCAL_CONFIG = """
+embedded_model = false
+
+[[models]]
+name = "thinker"
+path = "{path}"
+n_ctx = 512
+chat_template = '''{template}'''
+"""
+
+
+@pytest.fixture(scope="module")
+def local():
+    """SmolLM2 (which cannot think) under a template that opens a <think> block, as DeepSeek-R1's does."""
+    from shim.backends.llamacpp import embedded_model_path
+    with running_shim(LOCAL_CONFIG.format(path=embedded_model_path(), template=THINKING_TEMPLATE)) as url:
+        yield url
+
+
+def test_local_thinking_model_splits_its_think_block_off(local):
+    with openai.OpenAI(base_url=local + "/v1", api_key="unused", max_retries=0, timeout=120) as client:
+        reply = client.chat.completions.create(model="thinker", messages=HI, reasoning_effort="low", max_tokens=8,
+                                               temperature=0, seed=1)
+    message = reply.choices[0].message
+    assert message.model_extra["reasoning_content"] and message.content in (None, "")
+    assert reply.usage.completion_tokens_details.reasoning_tokens == reply.usage.completion_tokens == 8
+
+
+def test_local_thinking_model_think_false_closes_the_block_in_the_prompt(local):
+    client = ollama.Client(host=local, timeout=120)
+    try:
+        reply = client.chat(model="thinker", messages=HI, think=False, options={"num_predict": 8, "temperature": 0})
+        assert reply.message.content and not reply.message.thinking
+        assert "thinking" in client.show("thinker").capabilities
+    finally:
+        client.close()
