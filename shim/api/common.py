@@ -15,11 +15,13 @@ from .. import metrics
 from ..errors import Cancelled, InvalidRequest, PayloadTooLarge, ShimError, Unsupported
 from ..generation import Cancel, Finish, TextDelta, ToolCallDelta
 from ..streaming import HEARTBEAT
-from ..threads import close, with_heartbeats
+from ..threads import close, watching, with_heartbeats
 
 log = logging.getLogger("shim")
 
 STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+WATCH_SECONDS = 0.25
+"How often a request that has not started answering checks whether its client is still there."
 
 
 def services():
@@ -70,7 +72,9 @@ def start(generation_request):
     cancel = Cancel()
     try:
         events = backend.generate(dataclasses.replace(generation_request, model=target), cancel)
-        events = prime(_observed(events, model, time.perf_counter(), services_.admission))
+        # Nothing is written before the first event, which can take long (a long prompt tokenising): watch the socket.
+        with watching(client_watch(), cancel.set, WATCH_SECONDS):
+            events = prime(_observed(events, model, time.perf_counter(), services_.admission))
     except BaseException:
         cancel.set()
         raise

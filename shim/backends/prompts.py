@@ -1,9 +1,13 @@
 """Turn a GenerationRequest into prompt tokens with the model's own chat template."""
 from __future__ import annotations
 
+import math
+import re
+import secrets
+
 import jinja2
 
-from ..errors import InvalidRequest
+from ..errors import ContextLengthExceeded, InvalidRequest
 from ..protocols.tools import render_tool, render_tool_call
 from . import toolcalls
 
@@ -18,10 +22,10 @@ class ChatTemplate:
         self.handles_tools = "tools" in template
 
     @classmethod
-    def for_model(cls, llm, override=None):
+    def for_model(cls, vocab, override=None):
         """The template configured for the model, else the one inside its GGUF, else plain ChatML."""
-        template = override or llm.metadata.get("tokenizer.chat_template") or CHATML
-        return cls(template, _token_text(llm, llm.token_bos()), _token_text(llm, llm.token_eos()))
+        template = override or vocab.metadata.get("tokenizer.chat_template") or CHATML
+        return cls(template, _token_text(vocab, vocab.bos), _token_text(vocab, vocab.eos))
 
     def render(self, messages, tools=()):
         """The prompt text for a conversation, ending where the assistant's answer begins."""
@@ -35,41 +39,103 @@ CHATML = ("{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ me
           "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
 
 
-def _token_text(llm, token):
-    if token < 0:
-        return ""
-    return llm.detokenize([token], special=True).decode("utf-8", errors="replace")
+def _token_text(vocab, token):
+    return vocab.text(token) if token >= 0 else ""
 
 
-def prompt_tokens(llm, template, request):
-    """The token ids the model is to continue from."""
+def prompt_tokens(vocab, template, request, window, cancel=None):
+    """The token ids the model is to continue from.
+
+    Client text (message content, tool results and definitions, a prompt outside raw mode) is tokenised as
+    text: a special token's spelling typed by a client stays text, only the template's own markup is special.
+    """
+    param = "messages" if request.messages is not None else "prompt"
     if request.messages is not None:
-        return _chat_tokens(llm, template, request.messages, request)
+        dicts = [_message_dict(m) for m in request.messages]
+        tools = [render_tool(t) for t in request.tools] if request.tool_choice != "none" else []
+        if tools and not template.handles_tools:
+            dicts = toolcalls.with_instructions(dicts, request.tools, request.tool_choice)
+            tools = []
+        return _templated(vocab, template, dicts, tools, window, param, cancel, add_bos=True)
     if request.raw:
-        return llm.tokenize(request.prompt.encode(), add_bos=True, special=True)
+        parts = vocab.split(request.prompt)
+        return _with_bos(vocab, _encode(vocab, parts, window, param, cancel), True)
+    context = _checked_context(vocab, request.context, window)
     messages = [{"role": "system", "content": request.system}] if request.system else []
     messages.append({"role": "user", "content": request.prompt})
-    context = list(request.context)
-    return context + _tokenize_rendered(llm, template.render(messages), add_bos=not context)
+    return context + _templated(vocab, template, messages, [], window - len(context), param, cancel,
+                                add_bos=not context)
 
 
-def _chat_tokens(llm, template, messages, request):
-    dicts = [_message_dict(m) for m in messages]
-    tools = [render_tool(t) for t in request.tools] if request.tool_choice != "none" else []
-    if tools and not template.handles_tools:
-        dicts = toolcalls.with_instructions(dicts, request.tools, request.tool_choice)
-        tools = []
-    return _tokenize_rendered(llm, template.render(dicts, tools), add_bos=True)
+def _checked_context(vocab, context, window):
+    """Ollama's context: token ids of this vocabulary only, and no more than the window holds."""
+    bad = next((t for t in context if not 0 <= t < vocab.n_vocab), None)
+    if bad is not None:
+        raise InvalidRequest(f"'context' holds {bad}, which is not a token id of this model "
+                             f"(0-{vocab.n_vocab - 1})", param="context")
+    if len(context) >= window:
+        raise ContextLengthExceeded(f"'context' is {len(context)} tokens, more than the model's context window "
+                                    f"of {window} tokens", param="context")
+    return list(context)
 
 
-def _tokenize_rendered(llm, text, add_bos):
-    # A Jinja template writes its own BOS where the model wants one; llama.cpp adds another only if it is missing.
-    tokens = llm.tokenize(text.encode(), add_bos=False, special=True)
-    bos = llm.token_bos()
-    if add_bos and llm.metadata.get("tokenizer.ggml.add_bos_token", "true") == "true" and bos >= 0 \
-            and tokens[:1] != [bos]:
-        tokens.insert(0, bos)
+def _templated(vocab, template, messages, tools, window, param, cancel, add_bos):
+    marks = Marks(vocab.controls)
+    rendered = template.render(marks.hide(messages), marks.hide(tools))
+    parts = [marks.show(p) if isinstance(p, str) else p for p in vocab.split(rendered)]
+    return _with_bos(vocab, _encode(vocab, parts, window, param, cancel), add_bos)
+
+
+def _encode(vocab, parts, window, param, cancel):
+    """Token ids of split text, refused unread if it has more bytes than window tokens can stand for."""
+    text_bytes = sum(len(p.encode()) for p in parts if isinstance(p, str))
+    least = math.ceil(text_bytes / vocab.longest) + sum(1 for p in parts if not isinstance(p, str))
+    if least > window:
+        raise ContextLengthExceeded(
+            f"the prompt is at least {least} tokens ({text_bytes} bytes; a token of this model stands for "
+            f"{vocab.longest} bytes at most), more than the context window of {window} tokens", param=param)
+    return vocab.tokenize(parts, cancel)
+
+
+def _with_bos(vocab, tokens, add_bos):
+    # A Jinja template writes its own BOS where the model wants one; it is added only if missing.
+    if add_bos and vocab.metadata.get("tokenizer.ggml.add_bos_token", "true") == "true" and vocab.bos >= 0 \
+            and tokens[:1] != [vocab.bos]:
+        tokens.insert(0, vocab.bos)
     return tokens
+
+
+class Marks:
+    """Swaps the spellings of control tokens in client text for markers while a template renders, and back after.
+
+    The rendered text's special tokens are then the template's alone; a marker turns back into its spelling
+    inside the plain text around them, so the client's "<|im_end|>" is tokenised as the characters it is.
+    """
+
+    def __init__(self, controls):
+        self._controls = list(controls)
+        self._nonce = secrets.token_hex(8)
+        self._find = re.compile("|".join(map(re.escape, self._controls))) if self._controls else None
+        self._index = {text: i for i, text in enumerate(self._controls)}
+        self._marker = re.compile(f"zq{self._nonce}(\\d+)zq")
+
+    def hide(self, value):
+        """The value (strings, lists, dicts of them) with every control token spelling marked."""
+        if isinstance(value, str):
+            if self._find is None or not self._find.search(value):
+                return value
+            return self._find.sub(lambda m: f"zq{self._nonce}{self._index[m.group()]}zq", value)
+        if isinstance(value, dict):
+            return {self.hide(k): self.hide(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [self.hide(v) for v in value]
+        return value
+
+    def show(self, text):
+        """The text with the markers turned back into the spellings they stand for."""
+        if self._nonce not in text:
+            return text
+        return self._marker.sub(lambda m: self._controls[int(m.group(1))], text)
 
 
 def _message_dict(message):
