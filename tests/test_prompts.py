@@ -3,6 +3,7 @@
 Client text is tokenised as text; only the template's markup is special; ordinary prompts get the very ids that
 llama.cpp's own special-token parsing of the rendered prompt gives; work is bounded before it starts.
 """
+import threading
 import time
 
 import pytest
@@ -121,3 +122,60 @@ def test_long_text_tokenised_in_pieces_gives_the_same_ids_and_stops_when_cancell
     cancel.set()
     with pytest.raises(Cancelled):
         vocab.tokenize([text], cancel)
+
+
+def test_prompts_tokenise_while_the_models_lock_is_held():
+    """A load, an unload, a request being handed over hold the lock: tokenising (and refusing) waits for none."""
+    from shim.backends.llamacpp import LocalModel
+    from shim.config import ModelConfig
+    model = LocalModel(ModelConfig("m", path=embedded_model_path()), n_threads=1)
+    hostile = [g.GenerationRequest(model="m", prompt="hi", context=(2 ** 40,)),
+               g.GenerationRequest(model="m", prompt="<|im_start|>" * 100_000, raw=True)]
+    errors = []
+
+    def submit_all():
+        for request in hostile:
+            try:
+                model.submit(request, g.Cancel(), None)
+            except InvalidRequest as err:
+                errors.append(err.param)
+    with model.load_lock:
+        thread = threading.Thread(target=submit_all, daemon=True)
+        thread.start()
+        thread.join(30)
+        assert errors == ["context", "prompt"]
+
+
+WATCHED = """
+from gevent import monkey
+monkey.patch_all()
+import time
+from shim import generation as g
+from shim.backends.llamacpp import embedded_model_path
+from shim.backends.tokenizer import Vocabulary
+from shim.errors import Cancelled
+from shim.threads import call_in_thread, watching
+
+vocab, cancel = Vocabulary(embedded_model_path()), g.Cancel()
+text = "Some words of text, again and again. " * 100_000
+started = time.monotonic()
+gone = lambda: time.monotonic() > started + 0.2  # the client hangs up after 0.2 s
+try:
+    with watching(gone, cancel.set, 0.05):
+        call_in_thread(lambda: vocab.tokenize([text], cancel))
+    print("ran to the end")
+except Cancelled:
+    print(f"stopped after {time.monotonic() - started:.2f}s")
+whole = time.monotonic()
+vocab.tokenize([text])
+print(f"whole {time.monotonic() - whole:.2f}s")
+"""
+
+
+def test_a_client_leaving_while_its_prompt_tokenises_stops_the_work():
+    """Under gevent, as in the server: the request waits on an OS thread, a watcher sees the client go."""
+    import subprocess
+    import sys
+    out = subprocess.run([sys.executable, "-c", WATCHED], capture_output=True, text=True, timeout=120).stdout
+    stopped, whole = out.split()[2], out.split()[4]
+    assert out.startswith("stopped") and float(stopped[:-1]) < float(whole[:-1]), out
