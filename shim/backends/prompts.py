@@ -49,60 +49,53 @@ def prompt_tokens(vocab, template, request, window, cancel=None):
     Client text (message content, tool results and definitions, a prompt outside raw mode) is tokenised as
     text: a special token's spelling typed by a client stays text, only the template's own markup is special.
     """
-    param = "messages" if request.messages is not None else "prompt"
+    context, add_bos = [], True
     if request.messages is not None:
         dicts = [_message_dict(m) for m in request.messages]
         tools = [render_tool(t) for t in request.tools] if request.tool_choice != "none" else []
         if tools and not template.handles_tools:
             dicts = toolcalls.with_instructions(dicts, request.tools, request.tool_choice)
             tools = []
-        return _templated(vocab, template, dicts, tools, window, param, cancel, add_bos=True)
-    if request.raw:
+        parts = _rendered(vocab, template, dicts, tools)
+    elif request.raw:
         parts = vocab.split(request.prompt)
-        return _with_bos(vocab, _encode(vocab, parts, window, param, cancel), True)
-    context = _checked_context(vocab, request.context, window)
-    messages = [{"role": "system", "content": request.system}] if request.system else []
-    messages.append({"role": "user", "content": request.prompt})
-    return context + _templated(vocab, template, messages, [], window - len(context), param, cancel,
-                                add_bos=not context)
+    else:
+        context, add_bos = _checked_context(vocab, request.context), not request.context
+        messages = [{"role": "system", "content": request.system}] if request.system else []
+        messages.append({"role": "user", "content": request.prompt})
+        parts = _rendered(vocab, template, messages, [])
+    _check_size(vocab, parts, len(context), window, "messages" if request.messages is not None else "prompt")
+    tokens = vocab.tokenize(parts, cancel)
+    # A Jinja template writes its own BOS where the model wants one; it is added only if missing.
+    if add_bos and vocab.add_bos and tokens[:1] != [vocab.bos]:
+        tokens.insert(0, vocab.bos)
+    return context + tokens
 
 
-def _checked_context(vocab, context, window):
-    """Ollama's context: token ids of this vocabulary only, and no more than the window holds."""
+def _checked_context(vocab, context):
+    """Ollama's context: token ids of this vocabulary only."""
     bad = next((t for t in context if not 0 <= t < vocab.n_vocab), None)
     if bad is not None:
         raise InvalidRequest(f"'context' holds {bad}, which is not a token id of this model "
                              f"(0-{vocab.n_vocab - 1})", param="context")
-    if len(context) >= window:
-        raise ContextLengthExceeded(f"'context' is {len(context)} tokens, more than the model's context window "
-                                    f"of {window} tokens", param="context")
     return list(context)
 
 
-def _templated(vocab, template, messages, tools, window, param, cancel, add_bos):
+def _rendered(vocab, template, messages, tools):
+    """The template's text split into plain text and its special tokens (client text's spellings left as text)."""
     marks = Marks(vocab.controls)
     rendered = template.render(marks.hide(messages), marks.hide(tools))
-    parts = [marks.show(p) if isinstance(p, str) else p for p in vocab.split(rendered)]
-    return _with_bos(vocab, _encode(vocab, parts, window, param, cancel), add_bos)
+    return [marks.show(p) if isinstance(p, str) else p for p in vocab.split(rendered)]
 
 
-def _encode(vocab, parts, window, param, cancel):
-    """Token ids of split text, refused unread if it has more bytes than window tokens can stand for."""
+def _check_size(vocab, parts, n_context, window, param):
+    """Refuse, before any tokenising, text with more bytes than the window's tokens can stand for."""
     text_bytes = sum(len(p.encode()) for p in parts if isinstance(p, str))
-    least = math.ceil(text_bytes / vocab.longest) + sum(1 for p in parts if not isinstance(p, str))
+    least = n_context + math.ceil(text_bytes / vocab.longest) + sum(1 for p in parts if not isinstance(p, str))
     if least > window:
         raise ContextLengthExceeded(
-            f"the prompt is at least {least} tokens ({text_bytes} bytes; a token of this model stands for "
+            f"the prompt is at least {least} tokens ({text_bytes} bytes of text; a token of this model stands for "
             f"{vocab.longest} bytes at most), more than the context window of {window} tokens", param=param)
-    return vocab.tokenize(parts, cancel)
-
-
-def _with_bos(vocab, tokens, add_bos):
-    # A Jinja template writes its own BOS where the model wants one; it is added only if missing.
-    if add_bos and vocab.metadata.get("tokenizer.ggml.add_bos_token", "true") == "true" and vocab.bos >= 0 \
-            and tokens[:1] != [vocab.bos]:
-        tokens.insert(0, vocab.bos)
-    return tokens
 
 
 class Marks:

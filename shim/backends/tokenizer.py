@@ -30,6 +30,7 @@ class Vocabulary:
         self.n_vocab = self.model.n_vocab()
         self.metadata = self.model.metadata()
         self.bos, self.eos = self.model.token_bos(), self.model.token_eos()
+        self.add_bos = self.bos >= 0 and self.model.add_bos_token()
         self.byte_level = self.model.vocab_type() == llama_cpp.LLAMA_VOCAB_TYPE_BPE
         special = (llama_cpp.LLAMA_TOKEN_ATTR_CONTROL | llama_cpp.LLAMA_TOKEN_ATTR_USER_DEFINED
                    | llama_cpp.LLAMA_TOKEN_ATTR_UNKNOWN)
