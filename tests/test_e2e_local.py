@@ -213,7 +213,7 @@ def _long_stream(url, result, started, max_tokens=40):
 
 
 def _beside_a_stream(url, hostile):
-    """Run hostile() while a greedy stream is under way; returns hostile's result and whether the stream was unharmed."""
+    """Run hostile() while a greedy stream is under way; returns what hostile() gives, once the stream is unharmed."""
     alone, together, started = [], [], threading.Event()
     _long_stream(url, alone, threading.Event())
     stream = threading.Thread(target=_long_stream, args=(url, together, started))
