@@ -32,25 +32,30 @@ class Vocabulary:
         self.bos, self.eos = self.model.token_bos(), self.model.token_eos()
         self.add_bos = self.bos >= 0 and self.model.add_bos_token()
         self.byte_level = self.model.vocab_type() == llama_cpp.LLAMA_VOCAB_TYPE_BPE
+        # specials: the tokens llama.cpp finds in text told to parse special tokens (controls: only then);
+        # longest: the most bytes of text one token stands for, so n bytes of prompt are at least n / longest tokens.
+        self.specials, self.controls, self.longest = self._scan()
+        texts = sorted(self.specials, key=len, reverse=True)  # llama.cpp matches the longest first
+        self._special_re = re.compile("|".join(map(re.escape, texts))) if texts else None
+
+    def _scan(self):
+        """(special token texts to ids, the control ones among them, the most bytes a token stands for)."""
+        import llama_cpp
         special = (llama_cpp.LLAMA_TOKEN_ATTR_CONTROL | llama_cpp.LLAMA_TOKEN_ATTR_USER_DEFINED
                    | llama_cpp.LLAMA_TOKEN_ATTR_UNKNOWN)
-        self.specials, self.controls = {}, []
-        "Text to id of the tokens llama.cpp finds in text when told to parse special tokens; those it finds only then."
-        self.longest = 1
-        "The most bytes of text one token stands for: a prompt of n bytes is at least n / longest tokens."
+        specials, controls, longest = {}, [], 1
         buf = ctypes.create_string_buffer(1024)
         for token in range(self.n_vocab):
             attr = llama_cpp.llama_vocab_get_attr(self.vocab, token)
-            if attr & special:
-                text = llama_cpp.llama_vocab_get_text(self.vocab, token).decode("utf-8", errors="replace")
-                if text and text not in self.specials:
-                    self.specials[text] = token
-                    if not attr & llama_cpp.LLAMA_TOKEN_ATTR_USER_DEFINED:
-                        self.controls.append(text)
+            text = llama_cpp.llama_vocab_get_text(self.vocab, token).decode("utf-8", errors="replace") \
+                if attr & special else ""
+            if text and text not in specials:
+                specials[text] = token
+                if not attr & llama_cpp.LLAMA_TOKEN_ATTR_USER_DEFINED:
+                    controls.append(text)
             size = llama_cpp.llama_token_to_piece(self.vocab, token, buf, len(buf), 0, True)
-            self.longest = max(self.longest, size if size >= 0 else len(self.piece(token, special=True)))
-        texts = sorted(self.specials, key=len, reverse=True)  # llama.cpp matches the longest first
-        self._special_re = re.compile("|".join(map(re.escape, texts))) if texts else None
+            longest = max(longest, size if size >= 0 else len(self.piece(token, special=True)))
+        return specials, controls, longest
 
     def piece(self, token, special=False):
         """The bytes one token stands for."""
