@@ -24,7 +24,7 @@ class FakeEngine:
         self.slots, self.n_ctx, self.batch_size, self.n_vocab = slots, n_ctx, batch_size, 1000
         self.kv = {i: [] for i in range(slots)}
         self.ctx = self
-        self.batch, self.batches, self.rows = [], [], {}
+        self.batch, self.batches, self.rows, self.refused = [], [], {}, []
         self.copies, self.resizes = [], []
         self.fail_next = False
         self.step_seconds = step_seconds
@@ -42,6 +42,9 @@ class FakeEngine:
         if self.fail_next:
             self.fail_next = False
             return -3
+        if any(not 0 <= token < self.n_vocab for token, *_ in batch):
+            self.refused.append(batch)
+            return -1  # as llama.cpp refuses a batch holding a token id outside the vocabulary
         self.batches.append(batch)
         self.rows = {row: seq for row, (_, _, seq, want) in enumerate(batch) if want}
         for token, _, seq, _ in batch:
@@ -374,6 +377,28 @@ def test_a_failed_decode_fails_the_running_jobs_and_the_loop_goes_on(make):
     s.submit(after)
     assert finish(events(after)).reason == "length"
     assert all(q.sampler.closed for q in doomed.sequences)
+
+
+def test_a_decode_failing_on_one_sequence_fails_it_alone(make):
+    """The batch is halved until the culprit is found; the others lose nothing, not even a token of their output."""
+    s = make(slots=3, step_seconds=0.002)
+    prompts = [range(100, 110), range(500, 530)]
+    good, firsts = [job(p, max_tokens=40) for p in prompts], []
+    for j in good:
+        s.submit(j)
+        firsts.append(next(iter(j.channel)))
+    bad = job([100, 101, 5000, 102], max_tokens=5)
+    s.submit(bad)
+    [error] = events(bad)
+    assert isinstance(error, BackendUnavailable) and "llama_decode returned -1" in str(error)
+    assert s.engine.kv[bad.sequences[0].slot.seq_id] == []
+    for j, first, prompt in zip(good, firsts, prompts):
+        evs = [first] + events(j)
+        assert text(evs) == alone(prompt, 40) and finish(evs).usage.completion_tokens == 40
+    assert any(len({seq for _, _, seq, _ in b}) == 3 for b in s.engine.refused), "the three never shared a batch"
+    after = job(range(100, 110), max_tokens=3)
+    s.submit(after)
+    assert finish(events(after)).reason == "length"
 
 
 def test_stop_finishes_what_was_submitted_first(make):

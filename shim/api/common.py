@@ -19,11 +19,13 @@ from ..errors import (Cancelled, InvalidRequest, MethodNotAllowed, NotFound, Pay
                       Unauthorized)
 from ..generation import Cancel, Finish, ReasoningDelta, TextDelta, ToolCallDelta
 from ..streaming import HEARTBEAT
-from ..threads import close, with_heartbeats
+from ..threads import close, watching, with_heartbeats
 
 log = logging.getLogger("shim")
 
 STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+WATCH_SECONDS = 0.25
+"How often a request that has not started answering checks whether its client is still there."
 
 
 def services():
@@ -227,7 +229,9 @@ def start_routed(route, open_events):
     flask_g.model = route.key
     cancel = Cancel()
     try:
-        events = prime(_admitted(lambda: open_events(cancel), route.key, services().admission))
+        # Nothing is written before the first event, which can take long (a long prompt tokenising): watch the socket.
+        with watching(client_watch(), cancel.set, WATCH_SECONDS):
+            events = prime(_admitted(lambda: open_events(cancel), route.key, services().admission))
     except BaseException:
         cancel.set()
         raise
