@@ -1,4 +1,2 @@
-"""The WSGI entry point: gunicorn -k gevent wsgi:app."""
-from shim import create_app
-
-app = create_app()
+"""The WSGI app from a checkout: gunicorn -c python:shim.gunicorn_conf wsgi:app (installed: shim.wsgi:app)."""
+from shim.wsgi import app  # noqa: F401

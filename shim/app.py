@@ -1,15 +1,15 @@
-"""create_app: read the settings once, build the router, register the two protocol blueprints."""
+"""create_app: read the settings once, build the router, register one blueprint per protocol."""
 import logging
 from types import SimpleNamespace
 
 from flask import Flask, request
 from werkzeug.exceptions import HTTPException
 
-from . import errors
 from .admission import Admission
+from .api import common
 from .api import ollama as ollama_api
-from .api import ops as ops_api
 from .api import openai as openai_api
+from .api import ops as ops_api
 from .backends import build_router
 from .config import Settings
 from .threads import configure_pool
@@ -34,35 +34,19 @@ def create_app(settings=None, router=None):
                                              admission=Admission(settings.max_queue))
     app.register_blueprint(ops_api.bp)
     app.register_blueprint(openai_api.bp)
+    app.register_blueprint(openai_api.envelope_bp)
     app.register_blueprint(ollama_api.bp)
-    app.register_error_handler(errors.ShimError, render_error)
-    app.register_error_handler(HTTPException, lambda e: render_error(_from_http(e)))
-    app.register_error_handler(Exception, _unexpected)
+    # Each blueprint renders its own errors; these catch what no blueprint matched (no route, wrong method).
+    app.register_error_handler(HTTPException, lambda e: render_error(common.from_http(e)))
+    app.register_error_handler(Exception, lambda e: render_error(common.unexpected(e)))
     return app
 
 
 def render_error(err):
-    """The error in the shape of the protocol the request came in by."""
+    """An error outside any blueprint, in the shape of the protocol its path belongs to."""
     path = request.path
     if path.startswith("/api/v1/"):
         return openai_api.render_error(err, envelope=True)
     if path.startswith("/v1/") or path == "/v1":
         return openai_api.render_error(err)
     return ollama_api.render_error(err)
-
-
-def _from_http(exc):
-    if exc.code == 404:
-        return errors.NotFound(f"{request.method} {request.path}: no such endpoint")
-    if exc.code == 405:
-        allowed = ", ".join(exc.valid_methods or ())
-        return errors.MethodNotAllowed(f"method {request.method} is not allowed on {request.path} (allowed: {allowed})",
-                                       headers={"Allow": allowed})
-    if exc.code == 413:
-        return errors.PayloadTooLarge("request body is too large")
-    return errors.ShimError(exc.description or exc.name, status=exc.code)
-
-
-def _unexpected(exc):
-    logging.getLogger("shim").exception("unhandled error")
-    return render_error(errors.ShimError(f"internal error: {type(exc).__name__}"))

@@ -3,6 +3,7 @@ import argparse
 import json
 import sys
 
+from . import __version__
 from .config import Settings
 from .errors import ConfigError
 
@@ -13,6 +14,7 @@ in-process (SmolLM2-135M is built in as smollm2:135m), Ollama instances and Open
 def build_parser():
     """The argument parser of the shim command."""
     parser = argparse.ArgumentParser(prog="shim", description=DESCRIPTION)
+    parser.add_argument("--version", action="version", version=f"shim {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="run the HTTP server (gunicorn, gevent workers)",
                            description="Run shim under gunicorn with gevent workers. Settings come from SHIM_* "

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import tomllib
 import typing
 from dataclasses import dataclass, field
@@ -73,6 +74,10 @@ class Settings:
     max_ctx: int = 0
     "The largest num_ctx a request may ask for (a larger one is cut to it); 0: each model's n_ctx."
     max_body_bytes: int = 8 * 1024 * 1024
+    body_timeout: float = 30.0
+    "Seconds a request body may go without a byte arriving before the request gets 408 and its connection closes."
+    worker_connections: int = 2000
+    "Open client connections per worker; more wait in the listen backlog."
     heartbeat_seconds: float = 10.0
     thread_pool_size: int = 64
     graceful_timeout: int = 30
@@ -91,6 +96,8 @@ class Settings:
     "Bearer keys that may manage models when management is admin; none turns management off."
     cors_origins: tuple[str, ...] = ()
     "Origins browsers may call from (`*` for any)."
+    ollama_version: str = "0.13.5"
+    "The Ollama release /api/version reports; Ollama clients gate features on it."
     metrics_dir: Optional[str] = None
     "Where gunicorn workers keep their Prometheus figures, so /metrics sums them (shim serve sets one)."
 
@@ -153,6 +160,17 @@ class Settings:
             raise ConfigError(f"slots {self.slots} is out of range (1-64)")
         if not 1 <= self.prefill_chunk <= 448:
             raise ConfigError(f"prefill_chunk {self.prefill_chunk} is out of range (1-448)")
+        _check_serving(self)
+
+
+def _check_serving(settings):
+    """Refuse serving settings gunicorn or Ollama clients cannot work with."""
+    if settings.workers < 1 or settings.worker_connections < 1:
+        raise ConfigError("workers and worker_connections must be at least 1")
+    if settings.body_timeout <= 0 or settings.graceful_timeout < 0:
+        raise ConfigError("body_timeout must be positive and graceful_timeout not negative")
+    if not re.fullmatch(r"\d+\.\d+\.\d+", settings.ollama_version):
+        raise ConfigError(f"ollama_version {settings.ollama_version!r} is not a version like 0.13.5")
 
 
 def _check_types(kind, values):

@@ -1,28 +1,24 @@
-"""Gunicorn settings for shim; also usable as `gunicorn -c python:shim.gunicorn_conf wsgi:app`."""
-worker_class = "gevent"
-worker_connections = 2000
-# Streams can be long and silent while a model thinks; gevent workers heartbeat on their own, so the
-# worker timeout only catches a truly stuck worker.
-timeout = 120
-graceful_timeout = 30
-keepalive = 75
-bind = "127.0.0.1:8000"
-workers = 1
-# Several shim servers may run on one machine (tests run two at once); gunicorn's control socket has one
-# default path per user, so it is off.
-control_socket_disable = True
-accesslog = "-"
-access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms id=%({x-request-id}o)s'
+"""Gunicorn settings from shim's settings (SHIM_* variables, SHIM_CONFIG), for gunicorn's own command:
+
+    gunicorn -c python:shim.gunicorn_conf -w 2 shim.wsgi:app
+"""
+import os
+import shutil
+import tempfile
+
+from shim.config import Settings
+from shim.server import gunicorn_options, share_metrics
+
+_scratch = None
+if not (os.environ.get("PROMETHEUS_MULTIPROC_DIR") or os.environ.get("SHIM_METRICS_DIR")):
+    _scratch = tempfile.mkdtemp(prefix="shim-metrics-")
+# Set here, in the master, so every worker it forks sums its figures in the same place.
+share_metrics(os.environ.get("PROMETHEUS_MULTIPROC_DIR") or os.environ.get("SHIM_METRICS_DIR") or _scratch)
+
+globals().update(gunicorn_options(Settings.load()))
 
 
-def child_exit(server, worker):
-    """Drop a dead worker's live gauges from the shared Prometheus figures."""
-    from prometheus_client import multiprocess
-    multiprocess.mark_process_dead(worker.pid)
-
-
-def as_dict():
-    """The settings above, for gunicorn's application API."""
-    names = ("worker_class", "worker_connections", "timeout", "graceful_timeout", "keepalive", "bind", "workers",
-             "accesslog", "access_log_format", "control_socket_disable", "child_exit")
-    return {name: globals()[name] for name in names}
+def on_exit(server):
+    """Remove the metrics directory made above."""
+    if _scratch:
+        shutil.rmtree(_scratch, ignore_errors=True)

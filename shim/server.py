@@ -1,11 +1,56 @@
-"""Run the app under gunicorn with gevent workers, through gunicorn's application API."""
+"""Run the app under gunicorn with gevent workers; gunicorn's settings come from shim's."""
 import dataclasses
+import logging
 import os
 import tempfile
 
 from gunicorn.app.base import BaseApplication
 
-from . import gunicorn_conf
+log = logging.getLogger("shim")
+
+
+def gunicorn_options(settings):
+    """Gunicorn's settings for shim's settings (`shim serve` and shim.gunicorn_conf both use these)."""
+    return {
+        "worker_class": "gevent",
+        "workers": settings.workers,
+        "worker_connections": settings.worker_connections,
+        "bind": f"{settings.host}:{settings.port}",
+        # Streams can be long and silent while a model thinks; gevent workers heartbeat on their own, so the
+        # worker timeout only catches a truly stuck worker.
+        "timeout": 120,
+        "graceful_timeout": settings.graceful_timeout,
+        # Also bounds how long a client may take to send request headers; longer than nginx's upstream keep-alive.
+        "keepalive": 75,
+        # Several shim servers may run on one machine (tests run two at once); gunicorn's control socket has one
+        # default path per user, so it is off.
+        "control_socket_disable": True,
+        "accesslog": "-",
+        "access_log_format": '%(h)s "%(r)s" %(s)s %(b)s %(M)sms id=%({x-request-id}o)s',
+        "post_fork": post_fork,
+        "child_exit": child_exit,
+    }
+
+
+def post_fork(server, worker):
+    """Tell the new worker how many workers gunicorn runs (`-w` may override the settings) before it loads."""
+    os.environ["SHIM_WORKERS"] = str(server.num_workers)
+
+
+def child_exit(server, worker):
+    """Drop a dead worker's live gauges from the shared Prometheus figures."""
+    from prometheus_client import multiprocess
+    multiprocess.mark_process_dead(worker.pid)
+
+
+def build_app(settings):
+    """One worker's WSGI app; logs the llama.cpp threads it decodes with."""
+    from .app import create_app
+    from .backends import threads_per_worker
+    app = create_app(settings)
+    log.info("worker %d: %d workers, %d llama.cpp threads per model", os.getpid(), settings.workers,
+             threads_per_worker(settings))
+    return app
 
 
 class ShimServer(BaseApplication):
@@ -16,23 +61,24 @@ class ShimServer(BaseApplication):
         super().__init__()
 
     def load_config(self):
-        """Gunicorn settings: the defaults of shim.gunicorn_conf, then the bind and workers of shim's settings."""
-        for key, value in gunicorn_conf.as_dict().items():
+        """Gunicorn's settings, from shim's."""
+        for key, value in gunicorn_options(self.settings).items():
             self.cfg.set(key, value)
-        self.cfg.set("bind", f"{self.settings.host}:{self.settings.port}")
-        self.cfg.set("workers", self.settings.workers)
-        self.cfg.set("graceful_timeout", self.settings.graceful_timeout)
 
     def load(self):
         """The WSGI app, built in the worker process."""
-        from .app import create_app
-        return create_app(self.settings)
+        return build_app(self.settings)
+
+
+def share_metrics(metrics_dir):
+    """Have every worker keep its Prometheus figures in metrics_dir, so /metrics sums them."""
+    # prometheus_client picks its multiprocess storage from this variable when the workers import it.
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = os.environ["SHIM_METRICS_DIR"] = metrics_dir
 
 
 def serve(settings):
     """Serve until stopped, with Prometheus figures shared by the workers through a directory."""
     with tempfile.TemporaryDirectory(prefix="shim-metrics-") as scratch:
         metrics_dir = settings.metrics_dir or scratch
-        # prometheus_client picks its multiprocess storage from this variable when the workers import it.
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+        share_metrics(metrics_dir)
         ShimServer(dataclasses.replace(settings, metrics_dir=metrics_dir)).run()

@@ -3,6 +3,7 @@ import http.client
 import json
 import os
 import shutil
+import socket
 import subprocess
 import threading
 import time
@@ -154,3 +155,26 @@ def test_silent_stream_outlives_nginx_default_read_timeout(tmp_path):
     assert len(pings) >= 10 and times[-1][0] > 60
     assert content[0]["choices"][0]["delta"]["content"] == "late answer"
     assert times[-1][1] == b"data: [DONE]"
+
+
+def test_nginx_absorbs_clients_that_never_send_their_body(tmp_path):
+    """200 stalled bodies at nginx, in front of a shim that could hold only 50 of them: shim never sees them."""
+    with running_shim("embedded_model = false\n", env={"SHIM_WORKER_CONNECTIONS": "50", "SHIM_BODY_TIMEOUT": "600",
+                                                       "SHIM_LOG_LEVEL": "info"}) as url:
+        nginx = Nginx(tmp_path, int(url.rsplit(":", 1)[1]))
+        head = (b"POST /api/chat HTTP/1.1\r\nHost: shim\r\nContent-Type: application/json\r\n"
+                b"Content-Length: 100\r\n\r\n{\"model\"")
+        stalled = [socket.create_connection(("127.0.0.1", nginx.port)) for _ in range(200)]
+        try:
+            for sock in stalled:
+                sock.sendall(head)
+            time.sleep(1)
+            started = time.perf_counter()
+            assert requests.get(nginx.url + "/health", timeout=10).ok
+            waited = time.perf_counter() - started
+        finally:
+            for sock in stalled:
+                sock.close()
+            nginx.stop()
+        assert waited < 1, f"/health through nginx took {waited:.2f} s"
+        assert "/api/chat" not in url.log_text(), "nginx passed on a request whose body had not arrived"

@@ -12,9 +12,11 @@ import time
 
 from flask import Response, current_app, request
 from flask import g as flask_g
+from werkzeug.exceptions import HTTPException
 
 from .. import metrics
-from ..errors import Cancelled, InvalidRequest, PayloadTooLarge, ShimError
+from ..errors import (Cancelled, InvalidRequest, MethodNotAllowed, NotFound, PayloadTooLarge, ShimError,
+                      Unauthorized)
 from ..generation import Cancel, Finish, ReasoningDelta, TextDelta, ToolCallDelta
 from ..streaming import HEARTBEAT
 from ..threads import close, with_heartbeats
@@ -34,7 +36,7 @@ def read_json():
     limit = services().settings.max_body_bytes
     if request.content_length is not None and request.content_length > limit:
         raise PayloadTooLarge(f"request body is {request.content_length} bytes; the limit is {limit}")
-    data = request.stream.read(limit + 1)
+    data = _read_body(limit + 1, services().settings.body_timeout)
     if len(data) > limit:
         raise PayloadTooLarge(f"request body is larger than the limit of {limit} bytes")
     if not data.strip():
@@ -110,15 +112,94 @@ def _surrogate_error(path, key=False):
                           "\\ud800-\\udfff escape), which is not valid Unicode", param=path or None)
 
 
+OPEN_PATHS = ("/", "/health", "/ready")
+"Paths that answer without an API key, so load balancers and probes can reach them."
+
+
+def bearer_token():
+    """The request's `Authorization: Bearer` token, or None."""
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+
+
+def api_key_header():
+    """The request's `x-api-key` header (Anthropic's scheme), or None."""
+    return request.headers.get("x-api-key") or None
+
+
 def bearer_in(keys):
     """Whether the request's `Authorization: Bearer` token is one of keys."""
-    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not token:
+    return key_in(bearer_token(), keys)
+
+
+def key_in(token, keys):
+    """Whether token is one of keys, compared in constant time."""
+    if not token:
         return False
-    token = token.strip().encode()
     # Compare against every key, without stopping early, so the time taken says nothing about the keys.
-    matches = [hmac.compare_digest(token, key.encode()) for key in keys]
+    matches = [hmac.compare_digest(token.encode(), key.encode()) for key in keys]
     return any(matches)
+
+
+def protect(bp, render_error, schemes=(bearer_token,), asked="'Authorization: Bearer <key>'"):
+    """Give a blueprint its own error shape and its own key check (the keys any of `schemes` may carry)."""
+    def check_key():
+        keys = services().keys
+        if keys and request.path not in OPEN_PATHS and not any(key_in(s(), keys) for s in schemes):
+            raise Unauthorized(f"a valid API key is required: send it as {asked}")
+    bp.before_request(check_key)
+    bp.register_error_handler(ShimError, render_error)
+    bp.register_error_handler(HTTPException, lambda exc: render_error(from_http(exc)))
+    bp.register_error_handler(Exception, lambda exc: render_error(unexpected(exc)))
+
+
+def from_http(exc):
+    """The shared error for a werkzeug HTTP exception (no route, wrong method, body too large, ...)."""
+    if exc.code == 404:
+        return NotFound(f"{request.method} {request.path}: no such endpoint")
+    if exc.code == 405:
+        allowed = ", ".join(exc.valid_methods or ())
+        return MethodNotAllowed(f"method {request.method} is not allowed on {request.path} (allowed: {allowed})",
+                                headers={"Allow": allowed})
+    if exc.code == 413:
+        return PayloadTooLarge("request body is too large")
+    return ShimError(exc.description or exc.name, status=exc.code)
+
+
+def unexpected(exc):
+    """A bug, logged with its traceback, as a 500 that names only its type."""
+    log.exception("unhandled error")
+    return ShimError(f"internal error: {type(exc).__name__}")
+
+
+def _read_body(size, idle_timeout):
+    """Up to size bytes of the body; a client that stalls or breaks off sending it gets a 4xx and is hung up on."""
+    sock = request.environ.get("gunicorn.socket")
+    previous = sock.gettimeout() if sock else None
+    if sock:
+        sock.settimeout(idle_timeout)
+    try:
+        return request.stream.read(size)
+    except TimeoutError:
+        _stop_reading(sock)
+        raise InvalidRequest(f"the request body stopped arriving for {idle_timeout:g} s", status=408,
+                             code="request_timeout") from None
+    # The WSGI server reports a body cut short in its own exception types, all of them the client's doing.
+    except Exception as err:
+        _stop_reading(sock)
+        raise InvalidRequest(f"the request body ended before it was complete ({type(err).__name__})") from None
+    finally:
+        if sock:
+            sock.settimeout(previous)
+
+
+def _stop_reading(sock):
+    """Read no more from this connection, so gunicorn closes it after the answer rather than wait for the rest."""
+    if sock:
+        try:
+            sock.shutdown(socket.SHUT_RD)
+        except OSError:
+            pass
 
 
 def new_id(prefix):

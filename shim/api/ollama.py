@@ -10,9 +10,6 @@ from . import common
 
 bp = Blueprint("ollama", __name__)
 
-OLLAMA_VERSION = "0.13.0"
-"The Ollama release whose API shim speaks; clients gate features on it."
-
 
 def _answer(call, renderer):
     if call.load_only:
@@ -204,8 +201,8 @@ def delete():
 
 @bp.get("/api/version")
 def version():
-    """The Ollama API version shim speaks."""
-    response = jsonify({"version": OLLAMA_VERSION})
+    """The Ollama API version shim speaks (the ollama_version setting)."""
+    response = jsonify({"version": common.services().settings.ollama_version})
     response.headers["X-Shim-Version"] = __version__
     return response
 
@@ -222,3 +219,6 @@ def render_error(err: ShimError):
     response.status_code = 503 if isinstance(err, ServerBusy) else err.status
     response.headers.update(err.headers)
     return response
+
+
+common.protect(bp, render_error)

@@ -10,6 +10,8 @@ from ..streaming import SSE
 from . import common
 
 bp = Blueprint("openai", __name__)
+envelope_bp = Blueprint("openai_envelope", __name__)
+"The /api/v1 routes, whose answers and errors come in a {success, code, message, data} envelope."
 
 
 def _sse(started, renderer):
@@ -36,7 +38,7 @@ def chat_completions():
     return streamed or jsonify(body)
 
 
-@bp.post("/api/v1/chat/completions")
+@envelope_bp.post("/api/v1/chat/completions")
 def chat_completions_envelope():
     """Chat completions wrapped in a {success, code, message, data} envelope (streams are plain SSE)."""
     body, streamed = _chat()
@@ -89,3 +91,7 @@ def render_error(err: ShimError, envelope=False):
     response.status_code = err.status
     response.headers.update(err.headers)
     return response
+
+
+common.protect(bp, render_error)
+common.protect(envelope_bp, lambda err: render_error(err, envelope=True))

@@ -4,13 +4,10 @@ import secrets
 from flask import Blueprint, Response, g, jsonify, request
 
 from .. import metrics
-from ..errors import Unauthorized
 from . import common
 
 bp = Blueprint("ops", __name__)
 
-OPEN_PATHS = ("/", "/health", "/ready")
-"Paths that answer without an API key, so load balancers and probes can reach them."
 CORS_HEADERS = "Authorization, Content-Type, X-Request-ID, X-Stainless-Lang, X-Stainless-Package-Version, " \
                "X-Stainless-OS, X-Stainless-Arch, X-Stainless-Runtime, X-Stainless-Runtime-Version, " \
                "X-Stainless-Retry-Count, X-Stainless-Timeout, OpenAI-Beta"
@@ -44,13 +41,10 @@ def prometheus():
 
 @bp.before_app_request
 def before():
-    """Name the request, answer CORS preflights, and check the API key."""
+    """Name the request and answer CORS preflights (each protocol's blueprint checks keys its own way)."""
     g.request_id = request.headers.get("X-Request-ID") or secrets.token_hex(8)
     if request.method == "OPTIONS" and request.headers.get("Access-Control-Request-Method"):
         return Response(status=204)
-    keys = common.services().keys
-    if keys and request.path not in OPEN_PATHS and not common.bearer_in(keys):
-        raise Unauthorized("a valid API key is required: send it as 'Authorization: Bearer <key>'")
     return None
 
 
@@ -69,3 +63,14 @@ def after(response):
     route = request.url_rule.rule if request.url_rule else "unmatched"
     metrics.REQUESTS.labels(route, str(response.status_code), g.get("model", "")).inc()
     return response
+
+
+def render_error(err):
+    """An error response of the operational routes: `{"error": message}`."""
+    response = jsonify({"error": err.message})
+    response.status_code = err.status
+    response.headers.update(err.headers)
+    return response
+
+
+common.protect(bp, render_error)

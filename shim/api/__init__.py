@@ -1,0 +1,1 @@
+"""The HTTP layer: one Flask blueprint per client protocol, and what they share."""

@@ -1,0 +1,1 @@
+"""Pure translation between each client protocol's wire format and the generation contract."""
