@@ -47,6 +47,8 @@ def create_app(settings=None, router=None):
 def render_error(err):
     """An error outside any blueprint, in the shape of the protocol its path belongs to."""
     path = request.path
+    if path.startswith("/v1/messages") or request.headers.get("anthropic-version"):
+        return anthropic_api.render_error(err)
     if path.startswith("/api/v1/"):
         return openai_api.render_error(err, envelope=True)
     if path.startswith("/v1/") or path == "/v1":
