@@ -22,7 +22,7 @@ def messages():
     """A Message, as JSON or (stream: true) as named SSE events."""
     call = protocol.parse_messages(common.read_json())
     if call.user_id:
-        log.info("messages request for user %s", call.user_id)
+        log.debug("messages request for user %s", call.user_id)
     estimate = protocol.estimate_tokens(call.request)
     started = common.start(call.request)
     meta = dict(id=render.new_id("msg"), model=call.request.model, prompt_tokens=estimate)

@@ -286,7 +286,7 @@ def parse_tool_choice(body, tools):
 
 
 def parse_thinking(body):
-    """thinking (enabled with a budget, adaptive, disabled) and output_config.effort as a Think; None if unset."""
+    """thinking (enabled with a budget, disabled) and output_config.effort as a Think; None: the model's default."""
     thinking = f.get(body, "thinking", dict)
     effort = f.get(f.get(body, "output_config", dict, default={}), "effort", str, param="output_config.effort")
     f.one_of(effort, "output_config.effort", EFFORTS)
@@ -296,8 +296,10 @@ def parse_thinking(body):
                     THINKING_TYPES)
     if kind == "disabled":
         return g.Think(enabled=False)
-    budget = f.in_range(f.get(thinking, "budget_tokens", int, required=kind == "enabled",
-                              param="thinking.budget_tokens"), "thinking.budget_tokens", 1)
+    if kind == "adaptive":  # the model decides: a thinking model thinks, another answers (Claude Code sends this)
+        return None
+    budget = f.in_range(f.get(thinking, "budget_tokens", int, required=True, param="thinking.budget_tokens"),
+                        "thinking.budget_tokens", 1)
     return g.Think(enabled=True, effort=effort, budget_tokens=budget)
 
 
