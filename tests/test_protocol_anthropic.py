@@ -422,3 +422,29 @@ def test_api_count_tokens_estimates_for_a_backend_without_a_tokenizer(client):
     response = client.post("/v1/messages/count_tokens", json={"model": "fake-model", "messages": [
         {"role": "user", "content": "x" * 400}]})
     assert response.get_json() == {"input_tokens": 100}
+
+
+def test_api_stream_starts_at_once_and_pings_while_the_model_is_silent(fake):
+    import threading
+    import time
+
+    from shim.app import create_app
+    from shim.config import Settings
+    from shim.router import Route, Router
+    app = create_app(Settings(embedded_model=False, heartbeat_seconds=0.1),
+                     router=Router({"fake": fake}, [Route("fake-model", "fake", "fake-model")]))
+    fake.say("Hel", "lo")
+    fake.hold = threading.Event()  # the model goes silent after its first piece, until released
+    response = app.test_client().post("/v1/messages", json={**BODY, "stream": True}, buffered=False)
+    frames = iter(response.response)
+    started = time.monotonic()
+    first = [next(frames) for _ in range(2)]
+    assert [f.split(b"\n")[0] for f in first] == [b"event: message_start", b"event: ping"]
+    assert time.monotonic() - started < 1
+    seen = b""
+    while seen.count(b"event: ping") < 4:  # one after message_start, then one per silent 0.1 s
+        seen += next(frames)
+    fake.hold.set()
+    rest = b"".join(frames)
+    assert b"event: message_stop" in rest
+    response.close()
