@@ -205,7 +205,13 @@ embedded_model = {embedded}
 [backends.fake]
 type = "openai"
 url = "{url}/v1"
-models = ["upstream-model", "claude-*"]
+models = ["upstream-model"]
+
+# Claude Code asks for claude-* models for its background work: the setup docs/compatibility.md describes.
+[[models]]
+name = "claude-*"
+backend = "fake"
+target = "upstream-model"
 """
 
 

@@ -165,8 +165,8 @@ def test_bad_tools_are_named(fields, param):
 
 def test_thinking_and_effort():
     assert messages(thinking={"type": "enabled", "budget_tokens": 2048}).request.think == g.Think(True, None, 2048)
-    assert messages(thinking={"type": "enabled", "budget_tokens": 2048}, output_config={"effort": "high"}).request.think \
-        == g.Think(True, "high", 2048)
+    effort = messages(thinking={"type": "enabled", "budget_tokens": 2048}, output_config={"effort": "high"})
+    assert effort.request.think == g.Think(True, "high", 2048)
     # Adaptive leaves it to the model: Claude Code sends it to every model, thinking or not.
     assert messages(thinking={"type": "adaptive"}, output_config={"effort": "high"}).request.think is None
     assert messages(thinking={"type": "disabled"}).request.think == g.Think(False)
@@ -408,7 +408,9 @@ def test_api_keys_by_x_api_key_or_bearer(fake):
 
 
 def test_api_models_shape_follows_anthropic_version(client):
-    anthropic = client.get("/v1/models", headers=ANTHROPIC).get_json()
+    answer = client.get("/v1/models", headers=ANTHROPIC)
+    assert answer.headers["request-id"].startswith("req_")
+    anthropic = answer.get_json()
     assert anthropic["data"][0]["type"] == "model" and {"has_more", "first_id", "last_id"} <= set(anthropic)
     assert client.get("/v1/models").get_json()["object"] == "list"
     one = client.get("/v1/models/alias", headers=ANTHROPIC).get_json()

@@ -56,11 +56,13 @@ def models_for_anthropic_clients():
     try:
         check_key()
         if request.path == MODEL_PATHS[0]:
-            return jsonify(render.render_models(common.services().router.models(),
-                                                *render.parse_model_page(request.args)))
-        return jsonify(render.render_model(_model_info(request.path[len(MODEL_PATHS[1]):])))
+            answer = jsonify(render.render_models(common.services().router.models(),
+                                                  *render.parse_model_page(request.args)))
+        else:
+            answer = jsonify(render.render_model(_model_info(request.path[len(MODEL_PATHS[1]):])))
     except ShimError as err:
-        return render_error(err)
+        answer = render_error(err)
+    return request_id(answer)
 
 
 def _model_info(name):
