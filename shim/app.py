@@ -28,11 +28,12 @@ def create_app(settings=None, router=None):
     router = router or build_router(settings)
     if settings.preload:
         for backend in router.backends.values():
-            getattr(backend, "preload", lambda: None)()
+            backend.preload()
     keys = settings.keys()
     keys += settings.admin_keys if keys else ()  # an admin key is also an API key, where keys are asked for
     app.extensions["shim"] = SimpleNamespace(settings=settings, router=router, keys=keys,
-                                             admission=Admission(settings.max_queue))
+                                             admission=Admission(settings.max_queue),
+                                             embed_admission=Admission(settings.max_queue))
     app.register_blueprint(ops_api.bp)
     app.register_blueprint(openai_api.bp)
     app.register_blueprint(openai_api.envelope_bp)

@@ -9,10 +9,16 @@ import typing
 from dataclasses import dataclass, field
 from typing import Mapping, Optional
 
+from .backend_types import BACKEND_TYPES
 from .errors import ConfigError
 
 EMBEDDED_MODEL = "smollm2:135m"
 EMBEDDED_ALIASES = ("smollm2", "smollm2:latest")
+BATCH_SIZE = 512
+"Tokens one local decode step may carry: every running sequence's next token and the prompt chunks loading."
+MAX_SLOTS = 64
+MAX_PREFILL_CHUNK = BATCH_SIZE - MAX_SLOTS
+"A step holds a prompt chunk beside one token of every other slot, so a chunk is at most what those leave free."
 
 
 @dataclass(frozen=True)
@@ -40,7 +46,7 @@ class BackendConfig:
 
     name: str
     type: str
-    "ollama or openai"
+    "ollama, openai or anthropic"
     url: str = ""
     urls: tuple[str, ...] = ()
     api_key: Optional[str] = field(default=None, repr=False)
@@ -49,6 +55,10 @@ class BackendConfig:
     read_timeout: float = 600.0
     models: tuple[str, ...] = ()
     "Model-name patterns (exact, or ending in *) routed to this backend as they are."
+    anthropic_version: str = "2023-06-01"
+    "anthropic: the anthropic-version header sent upstream."
+    max_tokens_default: int = 4096
+    "anthropic: max_tokens for requests that set none (the Messages API requires one)."
 
 
 @dataclass(frozen=True)
@@ -84,6 +94,10 @@ class Settings:
     log_level: str = "info"
     max_queue: int = 32
     "Requests per model queued or running at once (per worker); more get 429 (OpenAI) or 503 (Ollama)."
+    max_embed_inputs: int = 2048
+    "Inputs one embeddings request may carry (OpenAI's own limit); more get 400 naming `input`."
+    max_embed_bytes: int = 1024 * 1024
+    "UTF-8 bytes all the inputs of one embeddings request may add up to; more get 400 naming `input`."
     preload: bool = True
     "Load the local models when a worker starts rather than on their first request."
     api_keys: tuple[str, ...] = field(default=(), repr=False)
@@ -148,18 +162,23 @@ class Settings:
                 raise ConfigError(f"local model {m.name!r} needs a 'path' to a GGUF file, or a 'target' "
                                   "naming another local model it is an alias of")
         for b in self.backends:
-            if b.type not in ("ollama", "openai"):
-                raise ConfigError(f"backend {b.name!r} has type {b.type!r}; expected ollama or openai")
+            if b.type not in BACKEND_TYPES:
+                raise ConfigError(f"backend {b.name!r} has type {b.type!r}; expected one of "
+                                  f"{', '.join(sorted(BACKEND_TYPES))}")
+            if b.max_tokens_default < 1:
+                raise ConfigError(f"backend {b.name!r}: max_tokens_default must be at least 1")
         if self.management not in ("off", "admin", "open"):
             raise ConfigError(f"management {self.management!r} must be off, admin or open")
         if self.max_ctx < 0 or any(m.max_ctx is not None and m.max_ctx < 1 for m in self.models):
             raise ConfigError("max_ctx must be a positive number of tokens (0 in the settings: each model's n_ctx)")
         if not 1 <= self.port <= 65535:
             raise ConfigError(f"port {self.port} is out of range")
-        if not 1 <= self.slots <= 64:
-            raise ConfigError(f"slots {self.slots} is out of range (1-64)")
-        if not 1 <= self.prefill_chunk <= 448:
-            raise ConfigError(f"prefill_chunk {self.prefill_chunk} is out of range (1-448)")
+        if not 1 <= self.slots <= MAX_SLOTS:
+            raise ConfigError(f"slots {self.slots} is out of range (1-{MAX_SLOTS})")
+        if not 1 <= self.prefill_chunk <= MAX_PREFILL_CHUNK:
+            raise ConfigError(f"prefill_chunk {self.prefill_chunk} is out of range (1-{MAX_PREFILL_CHUNK})")
+        if self.max_embed_inputs < 1 or self.max_embed_bytes < 1:
+            raise ConfigError("max_embed_inputs and max_embed_bytes must be at least 1")
         _check_serving(self)
 
 

@@ -4,9 +4,9 @@
 class ShimError(Exception):
     """Base of every error shim turns into an HTTP answer."""
 
-    status = 500
-    kind = "api_error"
-    code = None
+    status: int = 500
+    kind: str = "api_error"
+    code: str | None = None
 
     def __init__(self, message, *, param=None, status=None, code=None, headers=None):
         super().__init__(message)

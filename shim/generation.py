@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
-from typing import Iterator, Mapping, Optional, Protocol, Union
+from typing import Iterator, Mapping, Optional, Union
+
+from .errors import Unsupported
 
 
 @dataclass(frozen=True)
@@ -229,6 +231,8 @@ class Finish:
     timings: Timings = field(default_factory=Timings)
     context: tuple[int, ...] = ()
     "The token ids of prompt and answer, for Ollama's generate context."
+    stop_sequence: Optional[str] = None
+    "The stop string that ended the choice, where the backend knows it (not yet on any wire)."
 
 
 Event = Union[Accepted, TextDelta, ReasoningDelta, ToolCallDelta, Finish]
@@ -280,17 +284,60 @@ class Cancel:
         return self._event.is_set()
 
 
-class Backend(Protocol):
-    """What every backend implements."""
+class Backend:
+    """The base every backend derives from: models() and generate() are required, the rest optional."""
+
+    name: str = ""
+    description: str = "a backend"
+    "What kind of server this is, for messages (e.g. 'an OpenAI-compatible server')."
+    can_manage: bool = False
+    "Whether manage() pulls, pushes, creates, copies and deletes models (an Ollama instance does)."
 
     def models(self) -> list[ModelInfo]:
-        """The models this backend serves."""
+        """The models this backend serves, each with its declared capabilities and context length."""
+        raise NotImplementedError
 
     def generate(self, request: GenerationRequest, cancel: Cancel) -> Iterator[Event]:
         """Yield Accepted, then deltas, then one Finish per choice."""
+        raise NotImplementedError
 
-    def embed(self, model: str, inputs: list[str], truncate: bool = True) -> Embeddings:
-        """Embed each input."""
+    def has_model(self, name: str) -> bool:
+        """Whether this backend serves a model by that name."""
+        return any(m.name == name for m in self.models())
+
+    @property
+    def list_error(self) -> Optional[str]:
+        """Why the backend could not list its models just now, or None."""
+        return None
+
+    def embed(self, model: str, inputs: list[str], truncate: bool = True,
+              cancel: Optional[Cancel] = None) -> Embeddings:
+        """Embed each input; raise Cancelled once cancel is set, where the work can stop part way."""
+        raise Unsupported(f"model '{model}' does not support embeddings ({self.description} '{self.name}' does "
+                          "not serve them)", param="model")
+
+    def show(self, model: str) -> Optional[Mapping]:
+        """The backend's own /api/show answer for a model, or None to describe it from models()."""
+        return None
+
+    def load(self, model: str, keep_alive: Optional[float] = None) -> str:
+        """Load a model now (keep_alive 0: unload it); returns what was done, as Ollama's done_reason says it."""
+        return "load"
+
+    def manage(self, action: str, **fields) -> Iterator[Mapping]:
+        """Run a model-management action, yielding its progress objects."""
+        raise Unsupported(f"model management is not available on backend '{self.name}' ({self.description})",
+                          param="model")
+
+    def check(self) -> bool:
+        """Whether the backend is ready to serve."""
+        return True
+
+    def preload(self) -> None:
+        """Get ready before the first request (load models); nothing by default."""
+
+    def close(self) -> None:
+        """Release what the backend holds; nothing by default."""
 
 
 @dataclass

@@ -62,7 +62,7 @@ class Router:
 
     def _not_found(self, name):
         """ModelNotFound, or BackendUnavailable if a backend that may serve name could not say whether it does."""
-        unasked = [b for b in self.dynamic if getattr(self.backends[b], "list_error", None) is not None]
+        unasked = [b for b in self.dynamic if self.backends[b].list_error is not None]
         if unasked:
             return BackendUnavailable(f"cannot tell whether model '{name}' is served: the model list of backend "
                                       f"{', '.join(unasked)} is unavailable (upstream unreachable or failing)",
@@ -113,9 +113,7 @@ class Router:
     def close(self):
         """Release every backend's resources."""
         for backend in self.backends.values():
-            close = getattr(backend, "close", None)
-            if close:
-                close()
+            backend.close()
 
 
 def _spellings(name):

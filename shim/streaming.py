@@ -90,7 +90,7 @@ def sse_named_frame(obj):
 
 def parse_sse(lines):
     """The data payloads of an SSE stream given as text lines: comments skipped, multi-line data joined."""
-    data = []
+    data: list[str] = []
     for line in lines:
         if line == "":
             if data:

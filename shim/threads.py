@@ -27,6 +27,14 @@ def real_lock():
     return threading.Lock()
 
 
+def green_lock():
+    """A lock whose waiters, under gevent, are greenlets that yield (no OS thread is held); a plain lock otherwise."""
+    if gevent_active():
+        import gevent.lock
+        return gevent.lock.Semaphore()
+    return threading.Lock()
+
+
 def iterate_in_thread(produce):
     """Run produce(emit) on an OS thread; yield what it emits."""
     if gevent_active():

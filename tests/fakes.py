@@ -3,7 +3,7 @@ from shim import generation as g
 from shim.errors import ModelNotFound
 
 
-class FakeBackend:
+class FakeBackend(g.Backend):
     """Yields scripted events; records every request it was given."""
 
     name = "fake"
@@ -21,7 +21,7 @@ class FakeBackend:
         return [g.ModelInfo(name=self.model, backend=self.name, family="fake", context_length=128,
                             modified_at=1_700_000_000, loaded=True)]
 
-    def embed(self, model, inputs, truncate=True):
+    def embed(self, model, inputs, truncate=True, cancel=None):
         """One small vector per input: its length and a constant."""
         if model != self.model:
             raise ModelNotFound(model)

@@ -965,3 +965,13 @@ def test_upstream_reader_refuses_errors_and_non_objects():
         protocol.UpstreamReader().events({"error": {"message": "boom"}})
     with pytest.raises(ValueError):
         protocol.UpstreamReader().events("text")
+
+
+def test_upstream_reader_keeps_the_stop_string_vllm_reports():
+    reader = protocol.UpstreamReader()
+    reader.events({**chunk("a", finish="stop"), "choices": [{**chunk("a", finish="stop")["choices"][0],
+                                                             "stop_reason": "\nUser:"}]})
+    reader.events({**chunk(index=1, finish="stop"), "choices": [{**chunk(index=1, finish="stop")["choices"][0],
+                                                                 "stop_reason": 128009}]})
+    first, second = reader.end(g.Timings())
+    assert (first.stop_sequence, second.stop_sequence) == ("\nUser:", None)

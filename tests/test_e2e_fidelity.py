@@ -686,3 +686,14 @@ def test_ollama_embed_and_legacy_embeddings(oll):
     legacy = oll.embeddings(model=MODEL, prompt="hello world").embedding
     assert len(legacy) == 576 and norm(legacy) != pytest.approx(1), "the legacy endpoint gives the raw vector"
     assert [x / norm(legacy) for x in legacy] == pytest.approx(both.embeddings[0])
+
+
+def test_an_empty_input_to_embed_is_a_400_naming_input_and_the_worker_lives_on(oai, oll, shim_url):
+    # llama.cpp cannot decode zero tokens: it raised, answered 500, and could corrupt the worker's heap.
+    with pytest.raises(ollama.ResponseError) as refused:
+        oll.embed(model=MODEL, input=["hello", ""])
+    assert refused.value.status_code == 400 and "empty" in refused.value.error
+    with pytest.raises(openai.BadRequestError) as bad:
+        oai.embeddings.create(model=MODEL, input="", encoding_format="float")
+    assert bad.value.body["param"] == "input"
+    assert len(oll.embed(model=MODEL, input="still here").embeddings[0]) == 576

@@ -482,3 +482,14 @@ def test_render_show_always_includes_model_info():
 def test_render_error():
     assert ol.render_error(ModelNotFound("x")) == {"error": "model 'x' not found"}
     assert ol.render_error(InvalidRequest("model is required", param="model")) == {"error": "model is required"}
+
+
+# ---------------------------------------------------------------- limits
+
+def test_options_stop_takes_up_to_sixteen_sequences_of_up_to_256_characters():
+    stops = [f"s{i}" for i in range(15)] + ["x" * 256]
+    assert generate(options={"stop": stops}).request.stop == tuple(stops)
+    for bad in ([f"s{i}" for i in range(17)], ["x" * 257], "x" * 257):
+        with pytest.raises(InvalidRequest) as info:
+            chat(options={"stop": bad})
+        assert info.value.param == "options.stop" and re.search(r"at most (16|256)", info.value.message)

@@ -664,3 +664,13 @@ def test_parse_chat_names_tool_results_after_their_call():
                 {"role": "tool", "tool_call_id": "call_unknown", "content": "?"}]
     parsed = oa.parse_chat({"model": "m", "messages": messages}).request.messages
     assert (parsed[2].name, parsed[3].name) == ("get_weather", None)
+
+
+def test_stop_limits_hold_for_the_openai_stop_and_the_native_options_stop():
+    with pytest.raises(InvalidRequest) as info:
+        chat(stop=["x" * 257])
+    assert info.value.param == "stop" and "256" in info.value.message
+    with pytest.raises(InvalidRequest) as info:
+        chat(options={"stop": [str(i) for i in range(600)]})
+    assert info.value.param == "options.stop" and "at most 16" in info.value.message
+    assert chat(options={"stop": ["a"] * 16}).request.stop == ("a",) * 16

@@ -3,6 +3,8 @@ import json
 import re
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from shim import generation as g
 from shim.backends import toolcalls as tc
@@ -66,6 +68,66 @@ def test_stop_scanner_holds_longest_partial_over_all_stops():
 def test_stop_scanner_earliest_stop_wins():
     s = StopScanner(["END", "\n\n"])
     assert s.feed("a\n\nbEND") == "a" and s.stopped
+
+
+def test_stop_scanner_names_the_stop_that_matched():
+    s = StopScanner(["END", "\n\n"])
+    assert s.matched is None
+    feed_all(s, ["a\n", "\nb"])
+    assert s.stopped and s.matched == "\n\n"
+
+
+def _cut_by_search(stops, pieces):
+    """What a scanner must emit: at each piece, the earliest stop found anywhere in the text so far wins."""
+    text = ""
+    for piece in pieces:
+        text += piece
+        hits = [(i, s) for i, s in ((text.find(s), s) for s in stops) if i >= 0]
+        if hits:
+            return text[: min(hits)[0]], True
+    return text, False
+
+
+@settings(max_examples=400, deadline=None)
+@given(stops=st.lists(st.text("abc", min_size=1, max_size=4), max_size=5),
+       pieces=st.lists(st.text("abcd", max_size=5), max_size=8))
+def test_stop_scanner_matches_a_search_of_the_whole_text(stops, pieces):
+    s, emitted = StopScanner(stops), ""
+    for piece in pieces:
+        emitted += "" if s.stopped else s.feed(piece)
+    expected, stopped = _cut_by_search([x for x in stops if x], pieces)
+    assert s.stopped == stopped
+    assert emitted + ("" if stopped else s.flush()) == expected
+    if stopped:
+        assert s.matched in stops and "".join(pieces)[len(expected):].startswith(s.matched)
+
+
+def _ops_to_scan(stops, pieces):
+    """Bytecodes run inside stops.py while the pieces are fed: work counted, not timed."""
+    import sys
+    from shim.backends import stops as module
+    scanner, count = StopScanner(stops), [0]
+
+    def tracer(frame, event, arg):
+        if frame.f_code.co_filename != module.__file__:
+            return None
+        frame.f_trace_opcodes = True
+        if event == "opcode":
+            count[0] += 1
+        return tracer
+    sys.settrace(tracer)
+    try:
+        feed_all(scanner, pieces)
+    finally:
+        sys.settrace(None)
+    return count[0]
+
+
+def test_stop_scanner_work_per_piece_does_not_grow_with_the_number_of_stops():
+    pieces = ["The", " quick", " brown", " fox", " jumps"] * 20
+    few = _ops_to_scan(["<|im_end|>"], pieces)
+    many = _ops_to_scan(["<|im_end|>"] + [f"stop number {i}" for i in range(2000)], pieces)
+    assert many <= few * 1.5, (few, many)
 
 
 # ---------------------------------------------------------------- toolcalls.parse_calls
@@ -395,6 +457,13 @@ def test_settings_load_wrongly_typed_toml_value_raises_config_error(tmp_path):
         Settings.load(environ={}, path=str(path))
 
 
+@pytest.mark.parametrize("name", ["max_embed_inputs", "max_embed_bytes"])
+def test_settings_refuse_an_embeddings_limit_below_one(name):
+    assert getattr(Settings.load(environ={f"SHIM_{name.upper()}": "1"}), name) == 1
+    with pytest.raises(ConfigError, match=name):
+        Settings.load(environ={f"SHIM_{name.upper()}": "0"})
+
+
 # ---------------------------------------------------------------- Router
 
 class FakeBackend:
@@ -477,10 +546,33 @@ def test_router_models_skips_failing_backend():
     assert [m.name for m in router.models()] == ["a"]
 
 
-def test_router_close_closes_backends_that_can_close():
+def test_router_close_closes_every_backend():
     backend = FakeBackend()
-    Router({"a": backend, "b": object()}, []).close()
+    Router({"a": backend, "b": g.Backend()}, []).close()
     assert backend.closed
+
+
+def test_backend_base_refuses_what_a_backend_does_not_declare_by_name():
+    from shim.errors import Unsupported
+    backend = g.Backend()
+    backend.name, backend.description = "up", "an example server"
+    with pytest.raises(Unsupported, match="'m' does not support embeddings") as refused:
+        backend.embed("m", ["x"])
+    assert refused.value.param == "model"
+    with pytest.raises(Unsupported, match="not available on backend 'up' \\(an example server\\)"):
+        backend.manage("pull", model="m")
+    assert (backend.check(), backend.show("m"), backend.load("m"), backend.can_manage) == (True, None, "load", False)
+    with pytest.raises(NotImplementedError):
+        backend.models()
+
+
+def test_every_registered_backend_type_is_a_backend_and_config_accepts_exactly_those():
+    from shim.backend_types import BACKEND_TYPES, backend_class
+    for type_name in BACKEND_TYPES:
+        assert issubclass(backend_class(type_name), g.Backend)
+        Settings.from_mapping({"backends": {"up": {"type": type_name, "url": "http://x"}}})
+    with pytest.raises(ConfigError, match="expected one of"):
+        Settings.from_mapping({"backends": {"up": {"type": "grpc", "url": "http://x"}}})
 
 
 @pytest.mark.parametrize("configured, workers, cores, expected", [(None, 1, 2, 2), (None, 2, 2, 1), (None, 4, 2, 1),

@@ -394,3 +394,16 @@ def test_fits_names_what_does_not_fit():
     with pytest.raises(ContextLengthExceeded) as err:
         sched.fits(100, request, 100)
     assert err.value.param == "prompt"
+
+
+def test_a_stop_string_ends_the_choice_and_its_finish_names_it(make):
+    s = make()
+    free = run(s, range(100, 110), max_tokens=8)
+    third = "".join(f"<{t}>" for t in finish(free).context[12:13])
+    request = g.GenerationRequest(model="m", prompt="p", max_tokens=8, stop=("<never>", third))
+    j = sched.Job(request, list(range(100, 110)), None, [FakeSampler()], g.Cancel(), Channel())
+    s.submit(j)
+    evs = events(j)
+    assert finish(free).stop_sequence is None
+    assert (finish(evs).reason, finish(evs).stop_sequence) == ("stop", third)
+    assert text(evs) == text(free)[: text(free).index(third)]

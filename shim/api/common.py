@@ -278,11 +278,42 @@ def prime(items):
     return chained()
 
 
-def embed(model, inputs, truncate=True):
-    """Raw embeddings of inputs from the backend that serves model."""
-    route = services().router.route(model)
+def embed(model, inputs, truncate=True, param="input"):
+    """Raw embeddings of inputs from the backend that serves model: capped, admitted, stopped if the client leaves."""
+    services_ = services()
+    _check_embed_size(inputs, services_.settings, param)
+    route = services_.router.route(model)
     flask_g.model = route.key
-    return route.backend.embed(route.target, inputs, truncate)
+    # Embeddings count apart from generations, so a flood of them is refused before it can crowd out chats.
+    services_.embed_admission.enter(route.key)
+    try:
+        return route.backend.embed(route.target, inputs, truncate, cancel=_Watched(client_watch()))
+    finally:
+        services_.embed_admission.leave(route.key)
+
+
+def _check_embed_size(inputs, settings, param):
+    if len(inputs) > settings.max_embed_inputs:
+        raise InvalidRequest(f"'{param}' may hold at most {settings.max_embed_inputs} inputs, got {len(inputs)}",
+                             param=param)
+    size = sum(len(text.encode()) for text in inputs)
+    if size > settings.max_embed_bytes:
+        raise InvalidRequest(f"'{param}' is {size} bytes in all; at most {settings.max_embed_bytes} are accepted",
+                             param=param)
+
+
+class _Watched(Cancel):
+    """A Cancel that is also set once the client has hung up (looked at whenever it is asked)."""
+
+    def __init__(self, gone):
+        super().__init__()
+        self._gone = gone
+
+    def is_set(self):
+        """Whether the request should stop: cancelled, or its client gone."""
+        if not super().is_set() and self._gone():
+            self.set()
+        return super().is_set()
 
 
 def stream_response(started, renderer, framing):

@@ -19,8 +19,7 @@ def _answer(call, renderer):
             raise InvalidRequest(f"model '{call.request.model}' is shared and stays loaded: clients may not unload "
                                  "models on this server (keep_alive 0 needs client_keep_alive)", param="keep_alive",
                                  status=403)
-        load = getattr(backend, "load", None)
-        reason = load(target, keep_alive) if load else "load"
+        reason = backend.load(target, keep_alive)
         return jsonify(renderer.load_reply(reason))
     started = common.start(call.request)
     if call.stream:
@@ -61,7 +60,7 @@ def embeddings():
     if not prompt:
         common.services().router.resolve(model)
         return jsonify({"embedding": []})
-    return jsonify({"embedding": list(common.embed(model, [prompt]).vectors[0])})
+    return jsonify({"embedding": list(common.embed(model, [prompt], param="prompt").vectors[0])})
 
 
 @bp.get("/api/tags")
@@ -81,9 +80,9 @@ def show():
     """Details of one model."""
     name = protocol.parse_model_name(common.read_json())
     backend, target = common.services().router.resolve(name)
-    show_model = getattr(backend, "show", None)
-    if show_model:
-        return jsonify(show_model(target))
+    shown = backend.show(target)
+    if shown is not None:
+        return jsonify(shown)
     info = next((m for m in backend.models() if m.name == target), None) or g.ModelInfo(name=name, backend=backend.name)
     return jsonify(protocol.render_show(info))
 
@@ -91,7 +90,7 @@ def show():
 def _owner(name, param="model"):
     """The backend serving `name`, if it can manage models and this caller may, and the model's name there."""
     backend, target = common.services().router.resolve(name)
-    if not hasattr(backend, "manage"):
+    if not backend.can_manage:
         raise Unsupported(_unmanaged(backend, name), param=param)
     _check_management()
     return backend, target
@@ -101,9 +100,7 @@ def _unmanaged(backend, name):
     """Why models of this backend are not managed through shim, true to the kind of backend it is."""
     if backend.name == "local":
         return f"model '{name}' is served from a local GGUF file; add or remove local models in shim's configuration"
-    kinds = {b.name: b.type for b in common.services().settings.backends}
-    kind = " (an OpenAI-compatible server)" if kinds.get(backend.name) == "openai" else ""
-    return f"model management is not available on backend '{backend.name}'{kind}"
+    return f"model management is not available on backend '{backend.name}' ({backend.description})"
 
 
 def _check_management():

@@ -24,8 +24,7 @@ def ready():
     """Ready: local models loaded, upstreams reachable; 503 with the details otherwise."""
     checks = {}
     for name, backend in common.services().router.backends.items():
-        check = getattr(backend, "check", None)
-        checks[name] = bool(check()) if check else True
+        checks[name] = bool(backend.check())
     ok = all(checks.values())
     response = jsonify({"status": "ready" if ok else "not ready", "backends": checks})
     response.status_code = 200 if ok else 503

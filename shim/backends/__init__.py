@@ -2,6 +2,7 @@
 import dataclasses
 import os
 
+from ..backend_types import backend_class
 from ..config import EMBEDDED_ALIASES, EMBEDDED_MODEL, ModelConfig
 from ..errors import ConfigError
 from ..router import Route, Router
@@ -47,8 +48,4 @@ def build_router(settings):
 def _upstream(config):
     if not config.urls:
         raise ConfigError(f"backend {config.name!r} needs a 'url' (or 'urls')")
-    if config.type == "ollama":
-        from .ollama_upstream import OllamaBackend
-        return OllamaBackend(config)
-    from .openai_compat import OpenAICompatBackend
-    return OpenAICompatBackend(config)
+    return backend_class(config.type)(config)

@@ -1,21 +1,23 @@
 """The local runtime: GGUF models run in-process by llama.cpp (llama-cpp-python), on real OS threads."""
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
+import logging
 import os
 import time
 from dataclasses import dataclass, field
 
 from .. import generation as g
-from ..errors import BackendUnavailable, ContextLengthExceeded, ModelNotFound, Unsupported
-from ..threads import Channel, call_in_thread, real_lock, start_thread
+from ..config import BATCH_SIZE
+from ..errors import BackendUnavailable, Cancelled, ContextLengthExceeded, InvalidRequest, ModelNotFound, Unsupported
+from ..threads import Channel, call_in_thread, green_lock, real_lock, start_thread
 from . import gguf, prompts, sampling, toolcalls
 from .engine import Engine
 from .scheduler import Job, Scheduler, fits
 
-BATCH_SIZE = 512
-"Tokens one decode step may carry: every running sequence's next token and the prompt chunks loading."
+log = logging.getLogger("shim.llamacpp")
 
 
 def embedded_model_path():
@@ -40,6 +42,9 @@ class LocalModel:
     load_lock: object = field(default_factory=real_lock)
     "Held while the model loads or unloads, and while a request is handed to its scheduler."
     embed_lock: object = field(default_factory=real_lock)
+    "Held on the OS thread around each call into the embedder (and while it loads or unloads)."
+    embed_turn: object = field(default_factory=green_lock)
+    "Held by the one request embedding now; the others wait for it without holding a pool thread."
     expires_at: float | None = None
     embedder: object = None
     _header: tuple | None = None
@@ -134,16 +139,29 @@ class LocalModel:
                     owner.close()
             self.engine = self.scheduler = self.formatter = self.embedder = None
 
-    def load_embedder(self):
+    def embed_one(self, text, truncate):
+        """One input's raw embedding, its token count, and the nanoseconds spent loading the embedder first."""
+        with self.embed_lock:
+            load_ns = self._load_embedder()
+            embedder = self.embedder
+            n_tokens = len(embedder.tokenize(text.encode(), add_bos=True, special=False))
+            if n_tokens == 0:  # llama.cpp fails to decode an empty batch, and can corrupt its heap doing so
+                raise InvalidRequest("an input to embed is empty (it has no tokens)", param="input")
+            if n_tokens > embedder.n_ctx() and not truncate:
+                raise ContextLengthExceeded(f"the input length ({n_tokens} tokens) exceeds the context length "
+                                            f"({embedder.n_ctx()})", param="input")
+            return tuple(embedder.embed(text, truncate=True)), min(n_tokens, embedder.n_ctx()), load_ns
+
+    def _load_embedder(self):
         """A second instance of the model in embedding mode (mean pooling), loaded on first use."""
-        with self.load_lock:
-            if self.embedder is None:
-                import llama_cpp
-                n_ctx = self.config.n_ctx
-                self.embedder = llama_cpp.Llama(model_path=self.config.path, embedding=True, n_ctx=n_ctx,
-                                                n_batch=n_ctx, n_ubatch=n_ctx, n_threads=self.n_threads,
-                                                pooling_type=llama_cpp.LLAMA_POOLING_TYPE_MEAN, verbose=False)
-            return self.embedder
+        if self.embedder is not None:
+            return 0
+        import llama_cpp
+        started, n_ctx = time.perf_counter_ns(), self.config.n_ctx
+        self.embedder = llama_cpp.Llama(model_path=self.config.path, embedding=True, n_ctx=n_ctx, n_batch=n_ctx,
+                                        n_ubatch=n_ctx, n_threads=self.n_threads,
+                                        pooling_type=llama_cpp.LLAMA_POOLING_TYPE_MEAN, verbose=False)
+        return time.perf_counter_ns() - started
 
     def info(self):
         """What /api/tags, /api/show and /v1/models say of this model: what shim serves, not only what the file says."""
@@ -182,10 +200,11 @@ _FILE_TYPES = {0: "F32", 1: "F16", 2: "Q4_0", 3: "Q4_1", 7: "Q8_0", 8: "Q5_0", 9
                30: "BF16"}
 
 
-class LlamaCppBackend:
+class LlamaCppBackend(g.Backend):
     """Serves local GGUF models; each model's requests are decoded together by its scheduler."""
 
     name = "local"
+    description = "the in-process llama.cpp runtime"
 
     def __init__(self, model_configs, *, n_threads=None, keep_alive=-1, slots=4, prefill_chunk=64):
         threads = n_threads or os.cpu_count() or 1
@@ -243,10 +262,22 @@ class LlamaCppBackend:
         model = self.model(request.model)
         return call_in_thread(lambda: model.count_tokens(request))
 
-    def embed(self, name, inputs, truncate=True):
-        """Raw mean-pooled embeddings of each input."""
+    def embed(self, name, inputs, truncate=True, cancel=None):
+        """Raw mean-pooled embeddings of each input, one at a time on a pool thread; a cancel stops between them."""
         model = self.model(name)
-        return call_in_thread(lambda: _embed(model, inputs, truncate))
+        cancel = cancel or g.Cancel()
+        started, vectors, count, load_ns = time.perf_counter_ns(), [], 0, 0
+        try:
+            with _turn(model.embed_turn, cancel):
+                for text in inputs:
+                    _check(cancel)
+                    vector, n_tokens, loading = call_in_thread(lambda: model.embed_one(text, truncate))
+                    vectors.append(vector)
+                    count, load_ns = count + n_tokens, load_ns + loading
+        except Cancelled:
+            log.info("embedding cancelled: model=%s embedded=%d of %d inputs", name, len(vectors), len(inputs))
+            raise
+        return g.Embeddings(tuple(vectors), count, time.perf_counter_ns() - started, load_ns)
 
     def close(self):
         """Unload every model."""
@@ -268,20 +299,20 @@ class LlamaCppBackend:
                 start_thread(model.unload)
 
 
-def _embed(model, inputs, truncate):
-    started = time.perf_counter_ns()
-    embedder = model.load_embedder()
-    load_ns = time.perf_counter_ns() - started
-    vectors, count = [], 0
-    with model.embed_lock:
-        for text in inputs:
-            n_tokens = len(embedder.tokenize(text.encode(), add_bos=True, special=False))
-            if n_tokens > embedder.n_ctx() and not truncate:
-                raise ContextLengthExceeded(f"the input length ({n_tokens} tokens) exceeds the context length "
-                                            f"({embedder.n_ctx()})", param="input")
-            vectors.append(tuple(embedder.embed(text, truncate=True)))
-            count += min(n_tokens, embedder.n_ctx())
-    return g.Embeddings(tuple(vectors), count, time.perf_counter_ns() - started, load_ns)
+@contextlib.contextmanager
+def _turn(lock, cancel):
+    """Hold a model's embedding turn; while waiting for it, give up as soon as the request is cancelled."""
+    while not lock.acquire(timeout=0.25):
+        _check(cancel)
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def _check(cancel):
+    if cancel.is_set():
+        raise Cancelled("the client closed the connection")
 
 
 def _check_supported(request):

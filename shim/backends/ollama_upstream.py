@@ -19,6 +19,9 @@ _STREAM_ERRORS = (httpx.HTTPError, ollama.ResponseError, ValueError, KeyError, T
 class OllamaBackend(upstream.UpstreamBackend):
     """Streams every generation from an Ollama instance, token by token."""
 
+    description = "an Ollama instance"
+    can_manage = True
+
     def __init__(self, config):
         super().__init__(config)
         headers = dict(config.headers)
@@ -84,8 +87,8 @@ class OllamaBackend(upstream.UpstreamBackend):
         reply = self._call("generate", model=name, prompt="", keep_alive=keep_alive)
         return reply.done_reason or "load"
 
-    def embed(self, model, inputs, truncate=True):
-        """Embeddings from the instance's /api/embed."""
+    def embed(self, model, inputs, truncate=True, cancel=None):
+        """Embeddings from the instance's /api/embed (one call: a cancel does not stop it)."""
         reply = self._call("embed", model=model, input=inputs, truncate=truncate)
         return g.Embeddings(tuple(tuple(v) for v in reply.embeddings), reply.prompt_eval_count or 0,
                             reply.total_duration or 0, reply.load_duration or 0)

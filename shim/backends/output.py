@@ -42,6 +42,11 @@ class ChoiceOutput:
         # A call cut off keeps the reason it was cut for (OpenAI: finish_reason length beside the partial call).
         return "tool_calls" if calls and not self.catcher.cut_call else reason
 
+    @property
+    def stop_sequence(self):
+        """The stop string that ended the choice, or None."""
+        return self.scanner.matched
+
     def _send(self, text, force=False):
         if text or (force and self.logprobs) or len(self.logprobs) > 16:
             self.emit(g.TextDelta(text, self.index, tuple(self.logprobs)))

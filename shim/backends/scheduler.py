@@ -89,7 +89,7 @@ class Sequence:
         eval_ns = now - self.admitted - self.prompt_ns
         job.post(g.Finish(reason, self.index, g.Usage(len(job.tokens), len(self.generated), self.cached),
                                  g.Timings(now - job.started, job.load_ns, self.prompt_ns, eval_ns),
-                                 tuple(job.tokens) + tuple(self.generated)))
+                                 tuple(job.tokens) + tuple(self.generated), self.out.stop_sequence))
 
 
 @dataclass(eq=False)

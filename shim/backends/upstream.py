@@ -8,6 +8,7 @@ import threading
 import time
 import urllib.parse
 
+from ..generation import Backend
 from ..errors import (BackendUnavailable, InvalidRequest, ModelNotFound, ServerBusy, ShimError, Unsupported,
                       UpstreamError)
 
@@ -91,7 +92,7 @@ class Retryable(Exception):
         self.error = error
 
 
-class UpstreamBackend:
+class UpstreamBackend(Backend):
     """What both upstream backends share: a name, an endpoint pool, a cached model list, a readiness check."""
 
     def __init__(self, config):
@@ -106,10 +107,6 @@ class UpstreamBackend:
     def models(self):
         """The upstream's model list (cached briefly)."""
         return self._models.get()
-
-    def has_model(self, name):
-        """Whether the upstream lists name."""
-        return any(m.name == name for m in self.models())
 
     @property
     def list_error(self):

@@ -77,14 +77,23 @@ def require_object(body, what="request body"):
     return body
 
 
-def stop_list(value, name, limit=None):
-    """A stop value (a string or a list of strings) as a tuple."""
+MAX_STOPS = 16
+"Stop sequences a request may give (OpenAI's own `stop` takes 4); every one is checked against each new token."
+MAX_STOP_CHARS = 256
+"The longest stop sequence accepted, in characters."
+
+
+def stop_list(value, name, limit=MAX_STOPS):
+    """A stop value (a string or a list of strings) as a tuple, within the limits on count and length."""
     if value is None:
         return ()
-    if isinstance(value, str):
-        return (value,) if value else ()
+    value = [value] if isinstance(value, str) else value
     if not isinstance(value, list) or not all(isinstance(s, str) for s in value):
         raise InvalidRequest(f"'{name}' must be a string or an array of strings", param=name)
-    if limit is not None and len(value) > limit:
+    if len(value) > limit:
         raise InvalidRequest(f"'{name}' may hold at most {limit} sequences, got {len(value)}", param=name)
+    longest = max(map(len, value), default=0)
+    if longest > MAX_STOP_CHARS:
+        raise InvalidRequest(f"'{name}' sequences may be at most {MAX_STOP_CHARS} characters long, got one of "
+                             f"{longest}", param=name)
     return tuple(s for s in value if s)

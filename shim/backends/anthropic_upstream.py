@@ -1,0 +1,97 @@
+"""Any Anthropic-compatible server (the Messages API) as a backend, through requests."""
+from __future__ import annotations
+
+import time
+
+from .. import generation as g
+from ..errors import ContextLengthExceeded, ModelNotFound, ServerBusy, UpstreamError
+from ..protocols.anthropic import upstream as protocol
+from ..streaming import parse_sse
+from . import upstream
+from .requests_upstream import ERROR_TEXT_CHARS, RequestsBackend, release
+
+TOO_LONG = ("prompt is too long", "context window", "context length")
+"How an upstream words a 400 for a prompt that does not fit."
+
+
+class AnthropicBackend(RequestsBackend):
+    """Streams every generation from an Anthropic-compatible upstream and reads its named SSE events into events."""
+
+    description = "an Anthropic-compatible server"
+
+    def __init__(self, config):
+        auth = {"anthropic-version": config.anthropic_version}
+        if config.api_key:
+            auth["x-api-key"] = config.api_key
+        super().__init__(config, auth)
+        self.max_tokens_default = config.max_tokens_default
+
+    def generate(self, request, cancel):
+        """Yield Accepted, then the upstream's deltas as they arrive, then the Finish."""
+        upstream.refuse(request, self.name, "context", "suffix", "logit_bias")
+        protocol.refuse_unsupported(request, self.name)
+        body = protocol.request_body(request, self.max_tokens_default)
+        started = time.perf_counter_ns()
+        endpoint, response = upstream.with_failover(
+            self.pool, lambda e: self._open(e, "/v1/messages", body, request.model))
+        with self.pool.use(endpoint), response:
+            yield g.Accepted()
+            reader = protocol.StreamReader()
+            first = None
+            for event in self._events(reader, response, cancel):
+                first = first or time.perf_counter_ns()
+                yield event
+            if cancel.is_set():
+                return
+            if not reader.finished and reader.reason is None:
+                raise UpstreamError(f"{self.name} ended its answer without finishing it (no message_stop)")
+            now = time.perf_counter_ns()
+            first = first or now
+            yield from reader.end(g.Timings(now - started, 0, first - started, now - first))
+
+    def _events(self, reader, response, cancel):
+        """The events of the answer: a stream read as it arrives, or a whole Message from an upstream that sent one."""
+        if response.headers.get("Content-Type", "").startswith("application/json"):
+            return self._read(reader.message, self._json_event(response.text))
+        return self._stream(reader, response, cancel)
+
+    def _stream(self, reader, response, cancel):
+        for data in parse_sse(self._lines(response)):
+            if cancel.is_set():
+                return
+            yield from self._read(reader.events, self._json_event(data))
+            if reader.finished:
+                release(response)
+                return
+
+    def _read(self, read, value):
+        try:
+            return read(value)
+        except protocol.EventError as err:
+            raise _unwrapped(self._error(err.status, self.scrub(err.message)[:ERROR_TEXT_CHARS], None)) from None
+        except (ValueError, KeyError, TypeError, AttributeError) as err:
+            raise UpstreamError(f"{self.name} sent an unreadable event: {self.scrub(err)}") from err
+
+    def _error(self, status, message, model):
+        lowered = message.lower()
+        if status in (400, 413) and any(words in lowered for words in TOO_LONG):
+            return ContextLengthExceeded(f"{self.name}: {message}")
+        if status == 404 and model and "model" in lowered:  # Anthropic says "model: <name>"
+            return ModelNotFound(model)
+        if status == 529:
+            return upstream.Retryable(ServerBusy(f"{self.name} is overloaded: {message}", headers={"Retry-After": "1"}))
+        return upstream.error_for_status(status, message, self.name, model)
+
+    def _fetch_models(self):
+        try:
+            data = self._get_json("/v1/models")
+            return [g.ModelInfo(name=name, backend=self.name, format="", modified_at=created,
+                                extra={"display_name": shown})
+                    for name, shown, created in protocol.models_of(data)]
+        except (ValueError, KeyError, TypeError, AttributeError) as err:
+            raise UpstreamError(f"{self.name} sent a model list shim cannot read") from err
+
+
+def _unwrapped(error):
+    """The error itself: once the answer has begun, another endpoint cannot be tried."""
+    return error.error if isinstance(error, upstream.Retryable) else error

@@ -1,0 +1,118 @@
+"""What the upstream backends spoken to through `requests` share: a pooled session, error answers, SSE lines."""
+from __future__ import annotations
+
+import json
+
+import requests
+
+from ..errors import UpstreamError
+from . import upstream
+
+POOL_SIZE = 1024
+ERROR_TEXT_CHARS = 200
+"How much of an upstream's error text is passed on."
+DONE_GRACE = 0.25
+"Seconds the end of an answer may take to arrive after its last event before its connection is dropped, not pooled."
+
+
+class RequestsBackend(upstream.UpstreamBackend):
+    """An upstream backend over one pooled requests.Session sending the configured headers."""
+
+    def __init__(self, config, auth_headers=None):
+        super().__init__(config)
+        self.session = requests.Session()
+        # Proxy variables and .netrc would be looked up on every request (a measured third of the proxy's
+        # overhead); upstreams are configured explicitly instead.
+        self.session.trust_env = False
+        # Every concurrent stream needs its own upstream connection: a pool smaller than the concurrency makes
+        # urllib3 open and throw away connections.
+        adapter = requests.adapters.HTTPAdapter(pool_connections=len(config.urls), pool_maxsize=POOL_SIZE)
+        self.session.mount("http://", adapter)
+        self.session.mount("https://", adapter)
+        self.session.headers.update({"User-Agent": "shim", **config.headers, **(auth_headers or {})})
+        self.timeout = (config.connect_timeout, config.read_timeout)
+
+    def close(self):
+        """Close pooled connections."""
+        self.session.close()
+
+    def _error(self, status, message, model):
+        """The shim error (maybe Retryable) an upstream's error answer stands for."""
+        return upstream.error_for_status(status, message, self.name, model)
+
+    def _open(self, endpoint, path, body, model):
+        try:
+            response = self.session.post(endpoint.url + path, json=body, stream=True, timeout=self.timeout)
+        except requests.RequestException as err:
+            raise upstream.unreachable(self.name, err) from err
+        if response.status_code >= 400:
+            raise self._refusal(response, model)
+        return response
+
+    def _refusal(self, response, model=None):
+        """The shim error for an upstream's error answer, its text scrubbed of credentials before it is cut short."""
+        with response:
+            message = self.scrub(error_text(response))[:ERROR_TEXT_CHARS]
+        return self._error(response.status_code, message, model)
+
+    def _get_json(self, path):
+        """The JSON answer to a GET of path, from the first endpoint that gives one."""
+        def attempt(endpoint):
+            try:
+                response = self.session.get(endpoint.url + path, timeout=self.timeout)
+            except requests.RequestException as err:
+                raise upstream.unreachable(self.name, err) from err
+            if response.status_code >= 400:
+                raise self._refusal(response)
+            return response.json()
+        return upstream.with_failover(self.pool, attempt)[1]
+
+    def _json_event(self, data):
+        """One SSE event's data as JSON; an event that is not JSON is an upstream error (quoted, scrubbed)."""
+        try:
+            return json.loads(data)
+        except ValueError:
+            shown = self.scrub(data)[:80]
+            raise UpstreamError(f"{self.name} sent a stream event that is not JSON: {shown!r}") from None
+
+    def _lines(self, response):
+        try:
+            # Bytes, split only at CR/LF, then UTF-8: an SSE stream is UTF-8 whatever its Content-Type says, and a
+            # U+2028 inside a JSON string must not end a line.
+            for line in response.iter_lines():
+                yield line.decode("utf-8", errors="replace")
+        except requests.RequestException as err:
+            raise UpstreamError(f"{self.name} broke off the stream: {type(err).__name__}") from err
+
+
+def release(response):
+    """Read the end of a finished answer if it comes within DONE_GRACE, so its connection can be reused.
+
+    An upstream that keeps the answer open after its last event is not waited for: the read times out and the
+    `with` that holds the response closes its connection instead of pooling it.
+    """
+    sock = getattr(getattr(response.raw, "connection", None), "sock", None)
+    if sock is None:  # the connection closes with this answer (or is no socket): there is nothing to keep
+        return
+    timeout = sock.gettimeout()
+    sock.settimeout(DONE_GRACE)
+    try:
+        for _ in response.iter_content(chunk_size=None):
+            pass
+    except (requests.RequestException, OSError):
+        return
+    sock.settimeout(timeout)
+
+
+def error_text(response):
+    """What an error answer says: its error message when it has one, else its body (JSON of any shape, or not)."""
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text or response.reason or ""
+    if not isinstance(body, dict):
+        return body if isinstance(body, str) else json.dumps(body)
+    error = body.get("error")
+    if isinstance(error, dict):
+        return str(error.get("message") or json.dumps(error))
+    return str(error or body.get("message") or json.dumps(body))

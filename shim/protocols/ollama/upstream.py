@@ -1,0 +1,120 @@
+"""Ollama's API toward an Ollama instance: the call it is sent, the events its answer carries. Pure."""
+from __future__ import annotations
+
+import base64
+import json
+
+from ... import generation as g
+from .. import options as opts
+from .. import tools as tool_fields
+
+
+_SAMPLING_OPTIONS = ("temperature", "top_p", "top_k", "min_p", "typical_p", "seed", "repeat_penalty", "repeat_last_n",
+                     "presence_penalty", "frequency_penalty")
+
+
+def upstream_options(request, seed_offset=0):
+    """The options object for an upstream Ollama: the client's own options, then every field shim parsed."""
+    options = dict(request.backend_options)
+    for name in _SAMPLING_OPTIONS:
+        value = getattr(request.sampling, name)
+        if value is not None:
+            options[name] = value
+    if request.sampling.seed is not None:
+        options["seed"] = request.sampling.seed + seed_offset
+    if request.max_tokens is not None:
+        options["num_predict"] = request.max_tokens
+    if request.stop:
+        options["stop"] = list(request.stop)
+    if request.num_ctx is not None:
+        options["num_ctx"] = request.num_ctx
+    return options
+
+
+def upstream_call(request, seed_offset=0):
+    """("chat" or "generate", keyword arguments) for the ollama client's method that serves this request."""
+    common = {"model": request.model, "stream": True, "options": upstream_options(request, seed_offset)}
+    if request.response_format:
+        common["format"] = "json" if request.response_format.kind == "json" else dict(request.response_format.schema)
+    if request.keep_alive is not None:
+        common["keep_alive"] = request.keep_alive
+    if request.think is not None:
+        common["think"] = opts.think_value(request.think)
+    if request.logprobs:
+        common["logprobs"] = True
+        if request.top_logprobs:
+            common["top_logprobs"] = request.top_logprobs
+    if request.messages is None:
+        extra = {"prompt": request.prompt, "raw": request.raw or None, "system": request.system,
+                 "suffix": request.suffix, "context": list(request.context) or None,
+                 "images": [base64.b64encode(i).decode() for i in request.images] or None}
+        return "generate", {**common, **{k: v for k, v in extra.items() if v is not None}}
+    messages = [_upstream_message(m) for m in request.messages]
+    tools = [tool_fields.render_tool(t) for t in request.tool_choice.offered(request.tools)]
+    return "chat", {**common, "messages": messages, "tools": tools or None}
+
+
+def _upstream_message(message):
+    wire = {"role": message.role, "content": message.content}
+    if message.images:
+        wire["images"] = [base64.b64encode(i).decode() for i in message.images]
+    if message.tool_calls:
+        wire["tool_calls"] = [{"function": {"name": c.name, "arguments": _arguments(c.arguments)}}
+                              for c in message.tool_calls]
+    if message.role == "tool" and message.name:
+        wire["tool_name"] = message.name
+    if message.tool_call_id:
+        wire["tool_call_id"] = message.tool_call_id
+    return wire
+
+
+def _arguments(text):
+    try:
+        value = json.loads(text or "{}")
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+class UpstreamReader:
+    """Turns an upstream Ollama's response objects (as dicts) into events for one choice; pure."""
+
+    def __init__(self, index=0, new_call_id=None):
+        self.index = index
+        self.new_call_id = new_call_id or (lambda: f"call_{index}")
+        self.calls = 0
+
+    def events(self, part):
+        """The events one response object carries."""
+        if part.get("error"):
+            raise ValueError(str(part["error"]))
+        message = part.get("message") or {}
+        text = message.get("content") if "message" in part else part.get("response")
+        thinking = message.get("thinking") if "message" in part else part.get("thinking")
+        logprobs = tuple(_logprob_from_wire(i) for i in part.get("logprobs") or ())
+        events: list[g.Event] = [g.ReasoningDelta(thinking, self.index)] if thinking else []
+        if text or logprobs:
+            events.append(g.TextDelta(text or "", self.index, logprobs))
+        for call in message.get("tool_calls") or ():
+            function = call.get("function") or {}
+            events.append(g.ToolCallDelta(g.ToolCall(call.get("id") or self.new_call_id(), function.get("name", ""),
+                                                     json.dumps(function.get("arguments") or {})),
+                                          self.index, self.calls))
+            self.calls += 1
+        if part.get("done"):
+            events.append(self._finish(part))
+        return events
+
+    def _finish(self, part):
+        reason = part.get("done_reason") or "stop"
+        return g.Finish("tool_calls" if self.calls and reason == "stop" else reason, self.index,
+                        g.Usage(part.get("prompt_eval_count") or 0, part.get("eval_count") or 0),
+                        g.Timings(part.get("total_duration") or 0, part.get("load_duration") or 0,
+                                  part.get("prompt_eval_duration") or 0, part.get("eval_duration") or 0),
+                        tuple(part.get("context") or ()))
+
+
+def _logprob_from_wire(item):
+    token = item.get("token", "")
+    return g.TokenLogprob(token, item.get("logprob", 0.0), tuple(item.get("bytes") or token.encode()),
+                          tuple(_logprob_from_wire(t) for t in item.get("top_logprobs") or ()))

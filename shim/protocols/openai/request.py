@@ -1,0 +1,272 @@
+"""OpenAI's API, client side in: chat and completion requests parsed into the contract. Pure."""
+from __future__ import annotations
+
+import base64
+import binascii
+import dataclasses
+from dataclasses import dataclass
+
+from ... import generation as g
+from ...errors import InvalidRequest, Unsupported
+from .. import fields as f
+from .. import options as opts
+from .. import tools as tool_fields
+
+
+# Fields the real API accepts that shim cannot honour: refused by name rather than silently dropped.
+REFUSED = {
+    "audio": "audio output is not supported",
+    "prediction": "predicted outputs are not supported",
+    "web_search_options": "web search is not supported",
+}
+# Fields that only matter to OpenAI's own platform (storage, billing, abuse tracking): accepted, no effect.
+ACCEPTED_NO_EFFECT = ("user", "store", "metadata", "service_tier", "safety_identifier", "prompt_cache_key")
+
+
+@dataclass(frozen=True)
+class Call:
+    """A parsed request: what to generate and how to answer."""
+
+    request: g.GenerationRequest
+    stream: bool = False
+    include_usage: bool = False
+    echo: bool = False
+
+
+# ---------------------------------------------------------------- requests
+
+def parse_chat(body) -> Call:
+    """Parse a /v1/chat/completions body."""
+    f.require_object(body)
+    _refuse_unsupported(body)
+    messages = f.get(body, "messages", list, required=True)
+    if not messages:
+        raise InvalidRequest("'messages' must hold at least one message", param="messages")
+    tools = tool_fields.parse_tools(body)
+    request = g.GenerationRequest(
+        model=_model(body),
+        messages=_name_tool_results(tuple(_parse_message(m, i) for i, m in enumerate(messages))),
+        tools=tools,
+        tool_choice=tool_fields.parse_tool_choice(body, tools),
+        parallel_tool_calls=f.get(body, "parallel_tool_calls", bool, default=True),
+        response_format=_parse_response_format(body),
+        logprobs=f.get(body, "logprobs", bool, default=False),
+        top_logprobs=_top_logprobs(body),
+        **_common(body, max_names=("max_completion_tokens", "max_tokens")),
+    )
+    return Call(request, **_stream_flags(body))
+
+
+def parse_completion(body) -> Call:
+    """Parse a legacy /v1/completions body."""
+    f.require_object(body)
+    prompt = body.get("prompt")
+    if isinstance(prompt, list):
+        if len(prompt) != 1 or not isinstance(prompt[0], str):
+            raise Unsupported("'prompt' must be a string or an array of one string", param="prompt")
+        prompt = prompt[0]
+    if not isinstance(prompt, str):
+        raise InvalidRequest("'prompt' must be a string", param="prompt")
+    best_of = f.get(body, "best_of", int)
+    if best_of not in (None, 1) and best_of != f.get(body, "n", int, default=1):
+        raise Unsupported("'best_of' other than n is not supported", param="best_of")
+    logprobs = f.in_range(f.get(body, "logprobs", int), "logprobs", 0, 5)
+    if logprobs is not None and body.get("echo") is True:
+        raise Unsupported("'echo' with 'logprobs' is not supported: shim does not compute the prompt tokens' "
+                          "log probabilities", param="echo")
+    request = g.GenerationRequest(
+        model=_model(body),
+        prompt=prompt,
+        raw=True,
+        suffix=f.get(body, "suffix", str),
+        logprobs=logprobs is not None,
+        top_logprobs=logprobs or 0,
+        **_common(body, max_names=("max_tokens",), default_max=16),
+    )
+    return Call(request, echo=f.get(body, "echo", bool, default=False), **_stream_flags(body))
+
+
+def parse_embeddings(body):
+    """Parse a /v1/embeddings body into (model, inputs, dimensions, encoding_format)."""
+    f.require_object(body)
+    raw = body.get("input")
+    inputs = [raw] if isinstance(raw, str) else raw
+    if not isinstance(inputs, list) or not inputs or not all(isinstance(s, str) for s in inputs):
+        raise InvalidRequest("'input' must be a string or a non-empty array of strings", param="input")
+    dimensions = f.in_range(f.get(body, "dimensions", int), "dimensions", 1)
+    encoding = f.one_of(f.get(body, "encoding_format", str, default="float"), "encoding_format", ("float", "base64"))
+    return _model(body), inputs, dimensions, encoding
+
+
+def _model(body):
+    model = f.get(body, "model", str, required=True)
+    if not model:
+        raise InvalidRequest("'model' must not be empty", param="model")
+    return model
+
+
+def _refuse_unsupported(body):
+    for name, why in REFUSED.items():
+        if body.get(name) is not None:
+            raise Unsupported(f"'{name}': {why}", param=name)
+    modalities = f.get(body, "modalities", list)
+    if modalities and any(m != "text" for m in modalities):
+        raise Unsupported("'modalities': only text output is supported", param="modalities")
+    if body.get("functions") is not None or body.get("function_call") is not None:
+        raise Unsupported("'functions' and 'function_call' are deprecated; use 'tools' and 'tool_choice'",
+                          param="functions" if body.get("functions") is not None else "function_call")
+
+
+def _common(body, max_names, default_max=None):
+    """Fields shared by chat and legacy completions."""
+    max_tokens = default_max
+    for name in reversed(max_names):  # the first name wins when both are present
+        value = f.in_range(f.get(body, name, int), name, 1)
+        if value is not None:
+            max_tokens = value
+    for name in ACCEPTED_NO_EFFECT:
+        if name == "user":
+            f.get(body, name, str)
+    native = opts.parse_options(f.get(body, "options", dict, default={}), param_prefix="options.")
+    sampling = g.Sampling(
+        temperature=f.in_range(f.get(body, "temperature", float), "temperature", 0, 2),
+        top_p=f.in_range(f.get(body, "top_p", float), "top_p", 0, 1),
+        top_k=f.in_range(f.get(body, "top_k", int), "top_k", 0),
+        min_p=f.in_range(f.get(body, "min_p", float), "min_p", 0, 1),
+        seed=f.get(body, "seed", int),
+        repeat_penalty=f.in_range(f.get(body, "repetition_penalty", float), "repetition_penalty", 0),
+        presence_penalty=f.in_range(f.get(body, "presence_penalty", float), "presence_penalty", -2, 2),
+        frequency_penalty=f.in_range(f.get(body, "frequency_penalty", float), "frequency_penalty", -2, 2),
+        logit_bias=_parse_logit_bias(body),
+    )
+    return dict(
+        sampling=opts.merge_sampling(native.sampling, sampling),
+        max_tokens=max_tokens if max_tokens is not None else native.max_tokens,
+        stop=f.stop_list(body.get("stop"), "stop", limit=4) or native.stop,
+        n=f.in_range(f.get(body, "n", int, default=1), "n", 1, 16),
+        num_ctx=native.num_ctx,
+        keep_alive=opts.parse_keep_alive(body.get("keep_alive")),
+        think=opts.parse_think(body),
+        backend_options=native.raw,
+    )
+
+
+def _stream_flags(body):
+    stream = f.get(body, "stream", bool, default=False)
+    stream_options = f.get(body, "stream_options", dict)
+    if stream_options is not None and not stream:
+        raise InvalidRequest("'stream_options' is only allowed when 'stream' is true", param="stream_options")
+    include_usage = f.get(stream_options or {}, "include_usage", bool, default=False,
+                          param="stream_options.include_usage")
+    return {"stream": stream, "include_usage": include_usage}
+
+
+def _top_logprobs(body):
+    top = f.in_range(f.get(body, "top_logprobs", int), "top_logprobs", 0, 20)
+    if top and not body.get("logprobs"):
+        raise InvalidRequest("'top_logprobs' requires 'logprobs' to be true", param="top_logprobs")
+    return top or 0
+
+
+def _parse_logit_bias(body):
+    bias = f.get(body, "logit_bias", dict, default={})
+    parsed = {}
+    for key, value in bias.items():
+        try:
+            token = int(key)
+        except ValueError:
+            raise InvalidRequest(f"'logit_bias' keys must be token ids, got {key!r}", param="logit_bias") from None
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not -100 <= value <= 100:
+            raise InvalidRequest(f"'logit_bias' values must be numbers between -100 and 100, got {value!r}",
+                                 param="logit_bias")
+        parsed[token] = float(value)
+    return parsed
+
+
+def _parse_message(message, i):
+    where = f"messages[{i}]"
+    f.require_object(message, where)
+    role = f.get(message, "role", str, required=True, param=f"{where}.role")
+    f.one_of(role, f"{where}.role", ("system", "developer", "user", "assistant", "tool"))
+    tool_calls = tuple(_parse_tool_call(c, f"{where}.tool_calls[{j}]")
+                       for j, c in enumerate(f.get(message, "tool_calls", list, default=[], param=f"{where}.tool_calls")))
+    content, images = _parse_content(message.get("content"), where, allow_null=role == "assistant")
+    return g.Message(
+        role="system" if role == "developer" else role,
+        content=content,
+        images=images,
+        tool_calls=tool_calls,
+        tool_call_id=f.get(message, "tool_call_id", str, param=f"{where}.tool_call_id"),
+        name=f.get(message, "name", str, param=f"{where}.name"),
+    )
+
+
+def _name_tool_results(messages):
+    """Tool messages named after the call they answer (OpenAI's carry only its id; templates want the name)."""
+    names = {c.id: c.name for m in messages for c in m.tool_calls if c.id}
+    return tuple(dataclasses.replace(m, name=names[m.tool_call_id])
+                 if m.role == "tool" and not m.name and m.tool_call_id in names else m for m in messages)
+
+
+def _parse_content(content, where, allow_null):
+    if content is None and allow_null:
+        return "", ()
+    if isinstance(content, str):
+        return content, ()
+    if not isinstance(content, list):
+        raise InvalidRequest(f"'{where}.content' must be a string or an array of content parts",
+                             param=f"{where}.content")
+    texts, images = [], []
+    for j, part in enumerate(content):
+        here = f"{where}.content[{j}]"
+        f.require_object(part, here)
+        kind = f.get(part, "type", str, required=True, param=f"{here}.type")
+        if kind == "text":
+            texts.append(f.get(part, "text", str, required=True, param=f"{here}.text"))
+        elif kind == "image_url":
+            images.append(_parse_image_url(part.get("image_url"), here))
+        else:
+            raise Unsupported(f"'{here}.type' {kind!r} is not supported (text and image_url are)", param=f"{here}.type")
+    return "\n".join(texts), tuple(images)
+
+
+def _parse_image_url(value, where):
+    url = value.get("url") if isinstance(value, dict) else value
+    if not isinstance(url, str):
+        raise InvalidRequest(f"'{where}.image_url.url' must be a string", param=f"{where}.image_url")
+    if not url.startswith("data:") or ";base64," not in url:
+        raise Unsupported(f"'{where}.image_url': only base64 data URLs are supported", param=f"{where}.image_url")
+    try:
+        return base64.b64decode(url.split(";base64,", 1)[1], validate=True)
+    except (binascii.Error, ValueError):
+        raise InvalidRequest(f"'{where}.image_url' holds invalid base64 data", param=f"{where}.image_url") from None
+
+
+def _parse_tool_call(call, where):
+    f.require_object(call, where)
+    function = f.get(call, "function", dict, required=True, param=f"{where}.function")
+    arguments = f.get(function, "arguments", str, default="{}", param=f"{where}.function.arguments")
+    return g.ToolCall(
+        id=f.get(call, "id", str, default="", param=f"{where}.id"),
+        name=f.get(function, "name", str, required=True, param=f"{where}.function.name"),
+        arguments=arguments,
+    )
+
+
+def _parse_response_format(body):
+    fmt = f.get(body, "response_format", dict)
+    if fmt is None:
+        return None
+    kind = f.one_of(f.get(fmt, "type", str, required=True, param="response_format.type"), "response_format.type",
+                    ("text", "json_object", "json_schema"))
+    if kind == "text":
+        return None
+    if kind == "json_object":
+        return g.ResponseFormat("json")
+    spec = f.get(fmt, "json_schema", dict, required=True, param="response_format.json_schema")
+    schema = f.get(spec, "schema", dict, default={"type": "object"}, param="response_format.json_schema.schema")
+    return g.ResponseFormat("json_schema", schema=schema,
+                            name=f.get(spec, "name", str, param="response_format.json_schema.name"))
+
+
+# ---------------------------------------------------------------- responses

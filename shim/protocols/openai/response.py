@@ -1,0 +1,219 @@
+"""OpenAI's API, client side out: whole responses, stream chunks, models, embeddings and errors. Pure."""
+from __future__ import annotations
+
+import base64
+
+from ... import generation as g
+from .. import tools as tool_fields
+from ..render import StreamRenderer
+
+
+FINGERPRINT = "fp_shim"
+"The system_fingerprint every answer carries."
+
+
+def render_chat(choices, *, id, created, model):
+    """A whole chat.completion object from gathered choices."""
+    return {
+        "id": id,
+        "object": "chat.completion",
+        "created": created,
+        "model": model,
+        "system_fingerprint": FINGERPRINT,
+        "choices": [{
+            "index": c.index,
+            "message": _message(c),
+            "logprobs": _logprobs(c.logprobs) if c.logprobs else None,
+            "finish_reason": c.finish.reason if c.finish else "stop",
+        } for c in choices],
+        "usage": render_usage(g.total_usage(choices)),
+    }
+
+
+def render_text_completion(choices, *, id, created, model, prefix=""):
+    """A whole text_completion object (legacy completions) from gathered choices."""
+    return {
+        "id": id,
+        "object": "text_completion",
+        "created": created,
+        "model": model,
+        "system_fingerprint": FINGERPRINT,
+        "choices": [{
+            "index": c.index,
+            "text": prefix + c.text,
+            "logprobs": _legacy_logprobs(c.logprobs) if c.logprobs else None,
+            "finish_reason": c.finish.reason if c.finish else "stop",
+        } for c in choices],
+        "usage": render_usage(g.total_usage(choices)),
+    }
+
+
+def _message(choice):
+    message = {"role": "assistant", "content": choice.text if choice.text or not choice.tool_calls else None,
+               "refusal": None}
+    if choice.thinking:
+        message["reasoning_content"] = choice.thinking
+    if choice.tool_calls:
+        message["tool_calls"] = [_tool_call(c) for c in choice.tool_calls]
+    return message
+
+
+def _tool_call(call, position=None):
+    rendered = tool_fields.render_tool_call(call)
+    return rendered if position is None else {"index": position, **rendered}
+
+
+def _logprob(lp):
+    return {"token": lp.token, "logprob": lp.logprob, "bytes": list(lp.bytes)}
+
+
+def _logprobs(items):
+    return {"content": [{**_logprob(lp), "top_logprobs": [_logprob(t) for t in lp.top]} for lp in items],
+            "refusal": None}
+
+
+def _legacy_logprobs(items, at=0):
+    offsets = []
+    for lp in items:
+        offsets.append(at)
+        at += len(lp.token)
+    return {"tokens": [lp.token for lp in items], "token_logprobs": [lp.logprob for lp in items],
+            "top_logprobs": [{t.token: t.logprob for t in lp.top} for lp in items], "text_offset": offsets}
+
+
+def render_usage(usage):
+    """OpenAI's usage object."""
+    rendered = {"prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens,
+                "total_tokens": usage.total_tokens, "prompt_tokens_details": {"cached_tokens": usage.cached_tokens}}
+    if usage.reasoning_tokens:
+        rendered["completion_tokens_details"] = {"reasoning_tokens": usage.reasoning_tokens}
+    return rendered
+
+
+class ChatStream(StreamRenderer):
+    """Turns events into chat.completion.chunk objects; pure, one instance per response."""
+
+    object = "chat.completion.chunk"
+
+    def __init__(self, *, id, created, model, include_usage=False):
+        self.id, self.created, self.model = id, created, model
+        self.include_usage = include_usage
+        self._started = set()
+        self._finishes = []
+
+    def chunks(self, event):
+        """The chunks (zero or more) that carry one event."""
+        if isinstance(event, g.Accepted):
+            return []
+        if isinstance(event, g.Finish):
+            self._finishes.append(event)
+            return [self._chunk(event.index, {}, finish=event.reason)]
+        if isinstance(event, g.ReasoningDelta):
+            return [self._chunk(event.index, self._with_role(event.index, {"content": "",
+                                                                            "reasoning_content": event.text}))]
+        if isinstance(event, g.TextDelta):
+            delta = {"content": event.text}
+            logprobs = _logprobs(event.logprobs) if event.logprobs else None
+            return [self._chunk(event.index, self._with_role(event.index, delta), logprobs=logprobs)]
+        call: dict = {"tool_calls": [_tool_call(event.call, event.position)]}
+        if event.index not in self._started:
+            call["content"] = None
+        return [self._chunk(event.index, self._with_role(event.index, call))]
+
+    def end(self):
+        """The chunks after the last event: the usage chunk when asked for."""
+        if not self.include_usage:
+            return []
+        return [{**self._base(), "choices": [], "usage": render_usage(g.usage_of(self._finishes))}]
+
+    def error(self, err):
+        """The error object that ends a stream cut short."""
+        return [render_error(err)]
+
+    def _with_role(self, index, delta):
+        if index in self._started:
+            return delta
+        self._started.add(index)
+        return {"role": "assistant", **delta}
+
+    def _base(self):
+        return {"id": self.id, "object": self.object, "created": self.created, "model": self.model,
+                "system_fingerprint": FINGERPRINT}
+
+    def _chunk(self, index, delta, finish=None, logprobs=None):
+        chunk = {**self._base(), "choices": [{"index": index, "delta": delta, "logprobs": logprobs,
+                                              "finish_reason": finish}]}
+        if self.include_usage:
+            chunk["usage"] = None
+        return chunk
+
+
+class CompletionStream(ChatStream):
+    """Turns events into legacy text_completion chunks; with echo, each choice starts with the prompt."""
+
+    object = "text_completion"
+
+    def __init__(self, *, prefix="", **meta):
+        super().__init__(**meta)
+        self.prefix = prefix
+        self._offsets = {}
+
+    def chunks(self, event):
+        """The chunks (zero or more) that carry one event."""
+        if not isinstance(event, (g.Finish, g.TextDelta)):
+            return []
+        chunks = []
+        if event.index not in self._offsets:
+            self._offsets[event.index] = len(self.prefix)
+            if self.prefix:
+                chunks.append(self._text_chunk(event.index, self.prefix))
+        if isinstance(event, g.Finish):
+            self._finishes.append(event)
+            return chunks + [self._text_chunk(event.index, "", finish=event.reason)]
+        logprobs = _legacy_logprobs(event.logprobs, self._offsets[event.index]) if event.logprobs else None
+        self._offsets[event.index] += len(event.text)
+        return chunks + [self._text_chunk(event.index, event.text, logprobs=logprobs)]
+
+    def _text_chunk(self, index, text, finish=None, logprobs=None):
+        chunk = {**self._base(), "choices": [{"index": index, "text": text, "logprobs": logprobs,
+                                              "finish_reason": finish}]}
+        if self.include_usage:
+            chunk["usage"] = None
+        return chunk
+
+
+def render_embeddings(model, vectors, prompt_tokens, encoding):
+    """An embeddings list object."""
+    def encode(vector):
+        if encoding == "base64":
+            import array
+            return base64.b64encode(array.array("f", vector).tobytes()).decode()
+        return vector
+    return {"object": "list", "model": model,
+            "data": [{"object": "embedding", "index": i, "embedding": encode(v)} for i, v in enumerate(vectors)],
+            "usage": {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens}}
+
+
+def render_model(info):
+    """One model object."""
+    return {"id": info.name, "object": "model", "created": int(info.modified_at), "owned_by": info.backend}
+
+
+def render_models(infos):
+    """The model list object."""
+    return {"object": "list", "data": [render_model(i) for i in infos]}
+
+
+def render_error(err):
+    """OpenAI's error body for a ShimError."""
+    return {"error": {"message": err.message, "type": err.kind, "param": err.param, "code": err.code}}
+
+
+def render_envelope(data=None, err=None):
+    """The {success, code, message, data} envelope some OpenAI-style gateways answer in."""
+    if err is not None:
+        return {"success": False, "code": str(err.status), "message": err.message, "data": None}
+    return {"success": True, "code": "200", "message": "successful", "data": data}
+
+
+# ---------------------------------------------------------------- to and from an upstream OpenAI-compatible server

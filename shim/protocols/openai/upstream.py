@@ -1,0 +1,176 @@
+"""OpenAI's API toward an OpenAI-compatible upstream: the request it is sent, the events its answer carries. Pure."""
+from __future__ import annotations
+
+import base64
+import json
+
+from ... import generation as g
+from .. import tools as tool_fields
+
+
+def upstream_request(request):
+    """(path, body) of the streaming request that asks an OpenAI-compatible server for this generation."""
+    body = {"model": request.model, "stream": True, "stream_options": {"include_usage": True}}
+    s = request.sampling
+    for name, value in (("temperature", s.temperature), ("top_p", s.top_p), ("seed", s.seed),
+                        ("presence_penalty", s.presence_penalty), ("frequency_penalty", s.frequency_penalty),
+                        ("top_k", s.top_k), ("min_p", s.min_p), ("typical_p", s.typical_p),
+                        ("repetition_penalty", s.repeat_penalty), ("max_tokens", request.max_tokens)):
+        if value is not None:
+            body[name] = value
+    if s.logit_bias:
+        body["logit_bias"] = {str(k): v for k, v in s.logit_bias.items()}
+    if request.stop:
+        body["stop"] = list(request.stop)
+    if request.n != 1:
+        body["n"] = request.n
+    if request.messages is None and request.raw:
+        body["prompt"] = request.prompt
+        if request.suffix:
+            body["suffix"] = request.suffix
+        if request.logprobs:
+            body["logprobs"] = request.top_logprobs or 1
+        return "/completions", body
+    body["messages"] = _upstream_messages(request)
+    if request.logprobs:
+        body["logprobs"] = True
+        if request.top_logprobs:
+            body["top_logprobs"] = request.top_logprobs
+    if request.response_format:
+        body["response_format"] = _upstream_format(request.response_format)
+    if request.tools:
+        body["tools"] = [tool_fields.render_tool(t) for t in request.tools]
+        body["tool_choice"] = render_tool_choice(request.tool_choice)
+        if not request.parallel_tool_calls:
+            body["parallel_tool_calls"] = False
+    return "/chat/completions", body
+
+
+def render_tool_choice(choice):
+    """A ToolChoice as OpenAI's chat completions spell tool_choice."""
+    if choice.mode == "named":
+        return {"type": choice.kind, choice.kind: {"name": choice.name}}
+    if choice.allowed and choice.mode != "none":
+        return {"type": "allowed_tools", "allowed_tools": {
+            "mode": choice.mode, "tools": [{"type": "function", "function": {"name": n}} for n in choice.allowed]}}
+    return choice.mode
+
+
+def _upstream_format(fmt):
+    if fmt.kind == "json":
+        return {"type": "json_object"}
+    return {"type": "json_schema", "json_schema": {"name": fmt.name or "response", "schema": dict(fmt.schema)}}
+
+
+def _upstream_messages(request):
+    if request.messages is None:
+        messages = [g.Message("system", request.system)] if request.system else []
+        messages.append(g.Message("user", request.prompt, images=request.images))
+    else:
+        messages = request.messages
+    return [_upstream_message(m) for m in messages]
+
+
+def _upstream_message(message):
+    wire = {"role": message.role, "content": message.content}
+    if message.images:
+        wire["content"] = [{"type": "text", "text": message.content}] + [
+            {"type": "image_url", "image_url": {"url": "data:image/png;base64," + base64.b64encode(i).decode()}}
+            for i in message.images]
+    if message.tool_calls:
+        wire["tool_calls"] = [tool_fields.render_tool_call(c) for c in message.tool_calls]
+        wire["content"] = message.content or None
+    if message.tool_call_id:
+        wire["tool_call_id"] = message.tool_call_id
+    if message.name:
+        wire["name"] = message.name
+    return wire
+
+
+class UpstreamReader:
+    """Turns an upstream's stream chunks (chat or legacy completion) into events; pure, one per response."""
+
+    def __init__(self):
+        self.calls = {}
+        self.reasons = {}
+        self.stop_sequences = {}
+        self.usage = None
+        self.pieces = 0
+
+    def events(self, chunk):
+        """The events one upstream chunk carries (finishes are held until end())."""
+        if not isinstance(chunk, dict):
+            raise ValueError("a stream chunk is not a JSON object")
+        if chunk.get("error"):
+            error = chunk["error"]
+            raise ValueError(error.get("message", str(error)) if isinstance(error, dict) else str(error))
+        if chunk.get("usage"):
+            self.usage = chunk["usage"]
+        events = []
+        for choice in chunk.get("choices") or ():
+            index = choice.get("index", 0)
+            delta = choice.get("delta") or {}
+            text = delta.get("content") if "delta" in choice else choice.get("text")
+            logprobs = _read_logprobs(choice.get("logprobs"))
+            if text or logprobs:
+                self.pieces += 1
+                events.append(g.TextDelta(text or "", index, logprobs))
+            for call in delta.get("tool_calls") or ():
+                self._add_call(index, call)
+            if choice.get("finish_reason"):
+                self.reasons[index] = choice["finish_reason"]
+            if isinstance(choice.get("stop_reason"), str):  # vLLM: the stop string that matched (a token id is not)
+                self.stop_sequences[index] = choice["stop_reason"]
+        return events
+
+    def _add_call(self, index, call):
+        slot = self.calls.setdefault(index, {}).setdefault(call.get("index", 0), {"id": "", "name": "", "args": ""})
+        function = call.get("function") or {}
+        slot["id"] = call.get("id") or slot["id"]
+        slot["name"] += function.get("name") or ""
+        slot["args"] += function.get("arguments") or ""
+
+    def end(self, timings):
+        """The tool calls and the Finish of each choice, once the stream is over."""
+        usage = self.usage or {}
+        prompt = usage.get("prompt_tokens", 0)
+        completion = usage.get("completion_tokens", self.pieces)
+        cached = (usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0
+        reasoning = (usage.get("completion_tokens_details") or {}).get("reasoning_tokens") or 0
+        events: list[g.Event] = []
+        indexes = sorted(set(self.reasons) | set(self.calls)) or [0]
+        for index in indexes:
+            calls = [self.calls[index][k] for k in sorted(self.calls.get(index, {}))]
+            reason = self.reasons.get(index, "stop")
+            for position, call in enumerate(calls):
+                events.append(g.ToolCallDelta(g.ToolCall(call["id"] or f"call_{index}_{position}", call["name"],
+                                                         call["args"] or "{}",
+                                                         partial=reason == "length" and not _is_object(call["args"])),
+                                              index, position))
+            last = index == indexes[-1]
+            events.append(g.Finish("tool_calls" if calls and reason == "stop" else reason, index,
+                                   g.Usage(prompt, completion if last else 0, cached, reasoning if last else 0),
+                                   timings,
+                                   stop_sequence=self.stop_sequences.get(index)))
+        return events
+
+
+def _is_object(text):
+    try:
+        return isinstance(json.loads(text or "{}"), dict)
+    except ValueError:
+        return False
+
+
+def _read_logprobs(value):
+    if not isinstance(value, dict):
+        return ()
+    if "content" in value:
+        return tuple(g.TokenLogprob(i["token"], i["logprob"], tuple(i.get("bytes") or ()),
+                                    tuple(g.TokenLogprob(t["token"], t["logprob"], tuple(t.get("bytes") or ()))
+                                          for t in i.get("top_logprobs") or ()))
+                     for i in value.get("content") or ())
+    tops = value.get("top_logprobs") or [{}] * len(value.get("tokens") or ())
+    return tuple(g.TokenLogprob(tok, lp, tuple(tok.encode()),
+                                tuple(g.TokenLogprob(k, v, tuple(k.encode())) for k, v in (top or {}).items()))
+                 for tok, lp, top in zip(value.get("tokens") or (), value.get("token_logprobs") or (), tops))
