@@ -191,11 +191,8 @@ def test_count_tokens_needs_no_max_tokens():
 
 # ---------------------------------------------------------------- whole messages
 
-def finish(reason="stop", prompt=10, completion=4, cached=0, **extra):
-    event = g.Finish(reason, usage=g.Usage(prompt, completion, cached))
-    for name, value in extra.items():  # Finish.stop_sequence is new in the contract
-        object.__setattr__(event, name, value)
-    return event
+def finish(reason="stop", prompt=10, completion=4, cached=0, stop_sequence=None):
+    return g.Finish(reason, usage=g.Usage(prompt, completion, cached), stop_sequence=stop_sequence)
 
 
 def test_render_message_text_thinking_and_tool_use():

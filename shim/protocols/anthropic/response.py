@@ -56,9 +56,8 @@ def tool_input(call):
 
 def stop_reason(finish, called):
     """(stop_reason, stop_sequence) of a Finish; a matched stop string is reported as the one that matched."""
-    sequence = getattr(finish, "stop_sequence", None)
-    if sequence is not None and finish.reason == "stop":
-        return "stop_sequence", sequence
+    if finish.stop_sequence is not None and finish.reason == "stop":
+        return "stop_sequence", finish.stop_sequence
     if called and finish.reason != "length":
         return "tool_use", None
     return STOP_REASONS.get(finish.reason, "end_turn"), None
