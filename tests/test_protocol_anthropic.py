@@ -447,3 +447,17 @@ def test_api_stream_starts_at_once_and_pings_while_the_model_is_silent(fake):
     rest = b"".join(frames)
     assert b"event: message_stop" in rest
     response.close()
+
+
+def test_api_cors_preflight_allows_the_anthropic_sdks_headers(fake):
+    from shim.app import create_app
+    from shim.config import Settings
+    from shim.router import Route, Router
+    app = create_app(Settings(embedded_model=False, cors_origins=("https://app.example",)),
+                     router=Router({"fake": fake}, [Route("fake-model", "fake", "fake-model")]))
+    preflight = app.test_client().options("/v1/messages", headers={
+        "Origin": "https://app.example", "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "x-api-key, anthropic-version, anthropic-beta"})
+    allowed = {h.strip().lower() for h in preflight.headers["Access-Control-Allow-Headers"].split(",")}
+    assert preflight.status_code == 204
+    assert {"x-api-key", "anthropic-version", "anthropic-beta", "anthropic-dangerous-direct-browser-access"} <= allowed
