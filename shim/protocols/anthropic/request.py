@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import json
 from dataclasses import dataclass
 from typing import Optional
@@ -212,8 +213,8 @@ def parse_tool_result(block, where):
     content = block.get("content", "")
     images = ()
     if isinstance(content, list):
-        parsed = [m for m in parse_turn("tool", content, f"{where}")]
-        content, images = "\n".join(m.content for m in parsed if m.content), sum((m.images for m in parsed), ())
+        (parsed, *_) = parse_turn("tool", content, where)  # text and image blocks: one message
+        content, images = parsed.content, parsed.images
     elif content is None:
         content = ""
     elif not isinstance(content, str):
@@ -240,8 +241,7 @@ def _merged(messages):
 def _named_results(messages):
     """Tool messages named after the call they answer (templates want the name)."""
     names = {c.id: c.name for m in messages for c in m.tool_calls if c.id}
-    return [g.Message(m.role, m.content, m.images, m.tool_calls, m.tool_call_id, names.get(m.tool_call_id))
-            if m.role == "tool" else m for m in messages]
+    return [dataclasses.replace(m, name=names.get(m.tool_call_id)) if m.role == "tool" else m for m in messages]
 
 
 # ---------------------------------------------------------------- tools, thinking, output format
