@@ -11,6 +11,7 @@ from .api import common
 from .api import ollama as ollama_api
 from .api import openai as openai_api
 from .api import ops as ops_api
+from .api import responses as responses_api
 from .backends import build_router
 from .config import Settings
 from .threads import configure_pool
@@ -37,6 +38,7 @@ def create_app(settings=None, router=None):
     app.register_blueprint(ops_api.bp)
     app.register_blueprint(openai_api.bp)
     app.register_blueprint(openai_api.envelope_bp)
+    app.register_blueprint(responses_api.bp)
     app.register_blueprint(ollama_api.bp)
     app.register_blueprint(anthropic_api.bp)
     # Each blueprint renders its own errors; these catch what no blueprint matched (no route, wrong method).

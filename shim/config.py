@@ -59,6 +59,8 @@ class BackendConfig:
     "anthropic: the anthropic-version header sent upstream."
     max_tokens_default: int = 4096
     "anthropic: max_tokens for requests that set none (the Messages API requires one)."
+    responses: bool = False
+    "openai type: the upstream serves /v1/responses itself; Responses requests are relayed to it as they are."
 
 
 @dataclass(frozen=True)
@@ -167,6 +169,8 @@ class Settings:
                                   f"{', '.join(sorted(BACKEND_TYPES))}")
             if b.max_tokens_default < 1:
                 raise ConfigError(f"backend {b.name!r}: max_tokens_default must be at least 1")
+            if b.responses and b.type != "openai":
+                raise ConfigError(f"backend {b.name!r}: responses = true needs type \"openai\"")
         if self.management not in ("off", "admin", "open"):
             raise ConfigError(f"management {self.management!r} must be off, admin or open")
         if self.max_ctx < 0 or any(m.max_ctx is not None and m.max_ctx < 1 for m in self.models):

@@ -292,6 +292,8 @@ class Backend:
     "What kind of server this is, for messages (e.g. 'an OpenAI-compatible server')."
     can_manage: bool = False
     "Whether manage() pulls, pushes, creates, copies and deletes models (an Ollama instance does)."
+    serves_responses: bool = False
+    "Whether relay_responses() passes OpenAI Responses requests to an upstream that serves them natively."
 
     def models(self) -> list[ModelInfo]:
         """The models this backend serves, each with its declared capabilities and context length."""
@@ -328,6 +330,10 @@ class Backend:
         """Run a model-management action, yielding its progress objects."""
         raise Unsupported(f"model management is not available on backend '{self.name}' ({self.description})",
                           param="model")
+
+    def relay_responses(self, body: Mapping, cancel: Cancel) -> Iterator[Mapping]:
+        """Send a Responses request as it is; yield the upstream's stream events, or its one whole Response."""
+        raise NotImplementedError
 
     def check(self) -> bool:
         """Whether the backend is ready to serve."""

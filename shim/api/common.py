@@ -218,13 +218,17 @@ class Started:
 
 def start(generation_request):
     """Admit and route the request, and pull its first event, so early errors get a real status code."""
-    services_ = services()
-    route = services_.router.route(generation_request.model)
+    route = services().router.route(generation_request.model)
+    routed = dataclasses.replace(generation_request, model=route.target, keep_alive=keep_alive_of(generation_request))
+    return start_routed(route, lambda cancel: route.backend.generate(routed, cancel))
+
+
+def start_routed(route, open_events):
+    """Admit a routed request and pull the first item open_events(cancel) yields (see start)."""
     flask_g.model = route.key
     cancel = Cancel()
-    routed = dataclasses.replace(generation_request, model=route.target, keep_alive=keep_alive_of(generation_request))
     try:
-        events = prime(_admitted(lambda: route.backend.generate(routed, cancel), route.key, services_.admission))
+        events = prime(_admitted(lambda: open_events(cancel), route.key, services().admission))
     except BaseException:
         cancel.set()
         raise

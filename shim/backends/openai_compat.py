@@ -18,6 +18,7 @@ class OpenAICompatBackend(RequestsBackend):
 
     def __init__(self, config):
         super().__init__(config, {"Authorization": f"Bearer {config.api_key}"} if config.api_key else None)
+        self.serves_responses = config.responses
 
     def generate(self, request, cancel):
         """Yield Accepted, then the upstream's deltas as they arrive, then the Finish events."""
@@ -45,6 +46,19 @@ class OpenAICompatBackend(RequestsBackend):
             first = first or now
             yield from reader.end(g.Timings(now - started, 0, first - started, now - first))
 
+    def relay_responses(self, body, cancel):
+        """The upstream's own /responses answer: its stream's events one by one, or its one whole Response."""
+        endpoint, response = upstream.with_failover(self.pool, lambda e: self._open(e, "/responses", body,
+                                                                                    body.get("model")))
+        with self.pool.use(endpoint), response:
+            if not body.get("stream"):
+                yield self._json(response)
+                return
+            for data in parse_sse(self._lines(response)):
+                if cancel.is_set():
+                    return
+                yield self._json_event(data)
+
     def embed(self, model, inputs, truncate=True, cancel=None):
         """Embeddings from the upstream's /embeddings (one call: a cancel does not stop it)."""
         started = time.perf_counter_ns()
@@ -59,10 +73,7 @@ class OpenAICompatBackend(RequestsBackend):
 
     def _post_json(self, endpoint, path, body, model):
         with self._open(endpoint, path, {**body}, model) as response:
-            try:
-                return response.json()
-            except ValueError as err:
-                raise UpstreamError(f"{self.name} sent a body that is not JSON") from err
+            return self._json(response)
 
     def _read(self, reader, data):
         chunk = self._json_event(data)

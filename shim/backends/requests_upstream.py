@@ -67,6 +67,13 @@ class RequestsBackend(upstream.UpstreamBackend):
             return response.json()
         return upstream.with_failover(self.pool, attempt)[1]
 
+    def _json(self, response):
+        """A whole answer's body as JSON; a body that is not JSON is an upstream error."""
+        try:
+            return response.json()
+        except ValueError as err:
+            raise UpstreamError(f"{self.name} sent a body that is not JSON") from err
+
     def _json_event(self, data):
         """One SSE event's data as JSON; an event that is not JSON is an upstream error (quoted, scrubbed)."""
         try:

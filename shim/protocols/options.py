@@ -95,12 +95,7 @@ def parse_think(body):
     think = body.get("think")
     effort = body.get("reasoning_effort")
     if effort is not None:
-        mapping = {"none": None, "minimal": "low", "low": "low", "medium": "medium", "high": "high", "max": "max",
-                   "xhigh": "max"}
-        if effort not in mapping:
-            raise InvalidRequest(f"'reasoning_effort' must be one of {', '.join(mapping)}, got {effort!r}",
-                                 param="reasoning_effort")
-        return g.Think(enabled=mapping[effort] is not None, effort=mapping[effort])
+        return think_of_effort(effort, "reasoning_effort")
     if think is None:
         return None
     if isinstance(think, bool):
@@ -109,6 +104,18 @@ def parse_think(body):
         return g.Think(enabled=True, effort=think)
     raise InvalidRequest(f"'think' must be a boolean or one of {', '.join(THINK_LEVELS)}, got {think!r}",
                          param="think")
+
+
+EFFORTS = {"none": None, "minimal": "low", "low": "low", "medium": "medium", "high": "high", "max": "max",
+           "xhigh": "max"}
+"OpenAI's reasoning efforts and the think levels they map to (as Ollama maps them); none turns thinking off."
+
+
+def think_of_effort(effort, param):
+    """An OpenAI reasoning effort as a Think."""
+    if effort not in EFFORTS:
+        raise InvalidRequest(f"'{param}' must be one of {', '.join(EFFORTS)}, got {effort!r}", param=param)
+    return g.Think(enabled=EFFORTS[effort] is not None, effort=EFFORTS[effort])
 
 
 def think_value(think):

@@ -45,7 +45,7 @@ def parse_chat(body) -> Call:
     tools = tool_fields.parse_tools(body)
     request = g.GenerationRequest(
         model=_model(body),
-        messages=_name_tool_results(tuple(_parse_message(m, i) for i, m in enumerate(messages))),
+        messages=name_tool_results(tuple(_parse_message(m, i) for i, m in enumerate(messages))),
         tools=tools,
         tool_choice=tool_fields.parse_tool_choice(body, tools),
         parallel_tool_calls=f.get(body, "parallel_tool_calls", bool, default=True),
@@ -201,7 +201,7 @@ def _parse_message(message, i):
     )
 
 
-def _name_tool_results(messages):
+def name_tool_results(messages):
     """Tool messages named after the call they answer (OpenAI's carry only its id; templates want the name)."""
     names = {c.id: c.name for m in messages for c in m.tool_calls if c.id}
     return tuple(dataclasses.replace(m, name=names[m.tool_call_id])
@@ -224,13 +224,14 @@ def _parse_content(content, where, allow_null):
         if kind == "text":
             texts.append(f.get(part, "text", str, required=True, param=f"{here}.text"))
         elif kind == "image_url":
-            images.append(_parse_image_url(part.get("image_url"), here))
+            images.append(parse_image_url(part.get("image_url"), here))
         else:
             raise Unsupported(f"'{here}.type' {kind!r} is not supported (text and image_url are)", param=f"{here}.type")
     return "\n".join(texts), tuple(images)
 
 
-def _parse_image_url(value, where):
+def parse_image_url(value, where):
+    """The bytes of a base64 data URL (given as a string or as {"url": ...})."""
     url = value.get("url") if isinstance(value, dict) else value
     if not isinstance(url, str):
         raise InvalidRequest(f"'{where}.image_url.url' must be a string", param=f"{where}.image_url")
