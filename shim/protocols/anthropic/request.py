@@ -227,7 +227,7 @@ def parse_tool_result(block, where):
 
 def _merged(messages):
     """Consecutive user (or assistant) messages made one, as the API merges them; tool messages stay apart."""
-    merged = []
+    merged: list[g.Message] = []
     for message in messages:
         last = merged[-1] if merged else None
         if last and message.role == last.role and message.role in ("user", "assistant") and not last.tool_calls:
