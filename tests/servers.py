@@ -1,6 +1,7 @@
 """Start real shim servers (gunicorn + gevent) for end-to-end tests."""
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -84,3 +85,15 @@ SEED_MODEL_NAMES = ("qwen2.5-1.5B-Int4-ax650", "qwen2.5-0.5B-p256-ax630c", "gpt-
 "The model names the seed API documents use; the test server answers to each with the embedded model."
 
 SEED_CONFIG = "".join(f'[[models]]\nname = "{name}"\ntarget = "smollm2:135m"\n\n' for name in SEED_MODEL_NAMES)
+
+
+def npm_cli(package, command):
+    """The path of npm `package`'s `command`, installed once into ~/.cache/shim-tests/<command>; skips without npm."""
+    import pytest  # only the tests that install a CLI need it
+    prefix = os.path.expanduser(f"~/.cache/shim-tests/{command}")
+    binary = os.path.join(prefix, "node_modules", ".bin", command)
+    if not os.path.exists(binary):
+        if shutil.which("npm") is None:
+            pytest.skip(f"npm is not installed: cannot install {package}")
+        subprocess.run(["npm", "install", "--prefix", prefix, package], check=True, capture_output=True, timeout=600)
+    return binary

@@ -8,17 +8,15 @@ clear error.
 """
 import json
 import os
-import shutil
 import subprocess
 import time
-from pathlib import Path
 
 import anthropic
 import pytest
 import requests
 
 from tests.fake_upstream import FakeUpstream, sse
-from tests.servers import running_shim
+from tests.servers import npm_cli, running_shim
 
 KEY = "anthropic-e2e-key"
 MODELS = ("smollm2:135m", "via-ollama", "via-openai", "via-anthropic")
@@ -89,7 +87,7 @@ def upstream():
 @pytest.fixture(scope="module")
 def front(upstream):
     with running_shim(FRONT_CONFIG.format(upstream=upstream), env={"SHIM_API_KEYS": KEY}) as url:
-        for name in ("smollm2:135m", "via-openai", "via-anthropic"):  # the first generation of each model is slow: paid here, once
+        for name in ("smollm2:135m", "via-openai", "via-anthropic"):  # a model's first generation is slow: paid here
             requests.post(url + "/v1/messages", timeout=180, headers={"x-api-key": KEY}, json={
                 "model": name, "max_tokens": 1, "messages": QUESTION})
         yield url
@@ -231,15 +229,7 @@ target = "upstream-model"
 @pytest.fixture(scope="session")
 def claude_cli():
     """The `claude` command of @anthropic-ai/claude-code, installed once into a cache directory with npm."""
-    npm = shutil.which("npm")
-    if npm is None:
-        pytest.skip("npm is not installed: cannot install Claude Code (@anthropic-ai/claude-code)")
-    prefix = Path(os.environ.get("SHIM_TEST_NPM_DIR") or Path.home() / ".cache" / "shim-tests" / "npm") / "claude-code"
-    command = prefix / "node_modules" / ".bin" / "claude"
-    if not command.exists():
-        subprocess.run([npm, "install", "--prefix", str(prefix), "@anthropic-ai/claude-code"], check=True,
-                       capture_output=True, timeout=600)
-    return str(command)
+    return npm_cli("@anthropic-ai/claude-code", "claude")
 
 
 def openai_answer(record):
