@@ -20,6 +20,11 @@ case "$what" in
       (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light || \
        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx) >/dev/null
     fi
+    # The response-store tests run a real redis-server (Debian's package), installed when missing; its system
+    # service is not needed (the tests start their own).
+    if ! command -v redis-server >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+      (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server) >/dev/null
+    fi
     exec .venv/bin/python -m pytest "$@" ;;
   *)
     echo "usage: sh scripts/dev.sh serve|test [args]" >&2; exit 2 ;;

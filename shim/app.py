@@ -14,6 +14,7 @@ from .api import ops as ops_api
 from .api import responses as responses_api
 from .backends import build_router
 from .config import Settings
+from .store import open_store
 from .threads import configure_pool
 
 
@@ -34,7 +35,7 @@ def create_app(settings=None, router=None):
     keys += settings.admin_keys if keys else ()  # an admin key is also an API key, where keys are asked for
     app.extensions["shim"] = SimpleNamespace(settings=settings, router=router, keys=keys,
                                              admission=Admission(settings.max_queue),
-                                             embed_admission=Admission(settings.max_queue))
+                                             embed_admission=Admission(settings.max_queue), store=open_store(settings))
     app.register_blueprint(ops_api.bp)
     app.register_blueprint(openai_api.bp)
     app.register_blueprint(openai_api.envelope_bp)
@@ -45,6 +46,13 @@ def create_app(settings=None, router=None):
     app.register_error_handler(HTTPException, lambda e: render_error(common.from_http(e)))
     app.register_error_handler(Exception, lambda e: render_error(common.unexpected(e)))
     return app
+
+
+def shutdown(app):
+    """Release what the app holds outside the process: the response store's connections."""
+    store = app.extensions["shim"].store
+    if store is not None:
+        store.close()
 
 
 def render_error(err):

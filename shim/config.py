@@ -116,6 +116,14 @@ class Settings:
     "The Ollama release /api/version reports; Ollama clients gate features on it."
     metrics_dir: Optional[str] = None
     "Where gunicorn workers keep their Prometheus figures, so /metrics sums them (shim serve sets one)."
+    response_store: str = field(default="sqlite", repr=False)
+    "Where stored responses (Responses API) are kept: sqlite (in data_dir), redis://host:port/db, memory or off."
+    data_dir: Optional[str] = None
+    "Where shim keeps its files (the SQLite response store); default $XDG_DATA_HOME/shim or ~/.local/share/shim."
+    response_ttl_seconds: int = 30 * 24 * 3600
+    "Seconds a stored response is kept (OpenAI keeps them 30 days)."
+    response_store_max_bytes: int = 1024 ** 3
+    "The most the stored responses may take together; past it the oldest are deleted."
 
     def keys(self):
         """Every accepted API key: the listed ones and those in the key file."""
@@ -184,6 +192,17 @@ class Settings:
         if self.max_embed_inputs < 1 or self.max_embed_bytes < 1:
             raise ConfigError("max_embed_inputs and max_embed_bytes must be at least 1")
         _check_serving(self)
+        self._validate_store()
+
+    def _validate_store(self):
+        store = self.response_store
+        if store not in ("sqlite", "memory", "off") and store.partition("://")[0] not in ("redis", "rediss", "unix"):
+            # The value is not repeated: it may be a URL with a password.
+            raise ConfigError("response_store must be sqlite, memory, off or a redis://, rediss:// or unix:// URL")
+        if self.response_ttl_seconds < 1:
+            raise ConfigError(f"response_ttl_seconds {self.response_ttl_seconds} must be at least 1")
+        if self.response_store_max_bytes < 1:
+            raise ConfigError(f"response_store_max_bytes {self.response_store_max_bytes} must be at least 1")
 
 
 def _check_serving(settings):

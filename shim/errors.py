@@ -106,6 +106,12 @@ class BackendUnavailable(ShimError):
     code = "backend_unavailable"
 
 
+class StoreUnavailable(BackendUnavailable):
+    """The response store cannot be reached or cannot be written."""
+
+    code = "store_unavailable"
+
+
 class UpstreamError(ShimError):
     """An upstream server answered with an error or with something unreadable."""
 

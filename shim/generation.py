@@ -32,6 +32,8 @@ class Message:
     tool_call_id: Optional[str] = None
     name: Optional[str] = None
     "For a tool message: the name of the tool that answered."
+    reasoning: str = ""
+    "For an assistant message: the reasoning the model wrote before this answer (kept for models that read it)."
 
 
 @dataclass(frozen=True)

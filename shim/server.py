@@ -29,6 +29,7 @@ def gunicorn_options(settings):
         "access_log_format": '%(h)s "%(r)s" %(s)s %(b)s %(M)sms id=%({x-request-id}o)s',
         "post_fork": post_fork,
         "child_exit": child_exit,
+        "worker_exit": worker_exit,
     }
 
 
@@ -41,6 +42,14 @@ def child_exit(server, worker):
     """Drop a dead worker's live gauges from the shared Prometheus figures."""
     from prometheus_client import multiprocess
     multiprocess.mark_process_dead(worker.pid)
+
+
+def worker_exit(server, worker):
+    """Close the app's response store as its worker stops."""
+    app = getattr(worker, "wsgi", None)
+    if app is not None and "shim" in getattr(app, "extensions", {}):
+        from .app import shutdown
+        shutdown(app)
 
 
 def build_app(settings):

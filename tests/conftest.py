@@ -1,11 +1,20 @@
 """Fixtures: a Flask app over the fake backend, and a real gunicorn server over the real SmolLM2 model."""
+import atexit
+import os
+import shutil
+import tempfile
+
 import pytest
 
 from shim.app import create_app
 from shim.config import Settings
 from shim.router import Route, Router
 from tests.fakes import FakeBackend
-from tests.servers import SEED_CONFIG, running_shim
+from tests.servers import REDIS_SERVER, SEED_CONFIG, running_redis, running_shim
+
+# Shims started by the tests keep their files (the SQLite response store) here, never in the user's own data dir.
+os.environ["XDG_DATA_HOME"] = tempfile.mkdtemp(prefix="shim-test-data-")
+atexit.register(shutil.rmtree, os.environ["XDG_DATA_HOME"], True)
 
 
 @pytest.fixture
@@ -40,3 +49,12 @@ def shim_url_with():
     import contextlib
     with contextlib.ExitStack() as stack:
         yield lambda config: stack.enter_context(running_shim(config))
+
+
+@pytest.fixture(scope="session")
+def redis_url():
+    """A real redis-server (Debian's package) on a free loopback port, for the whole session."""
+    if REDIS_SERVER is None:
+        pytest.skip("redis-server is not installed (scripts/dev.sh test installs it)")
+    with running_redis() as url:
+        yield url

@@ -4,7 +4,8 @@ It answers /v1/messages as JSON or named SSE and /v1/models in Anthropic's shape
 text ("You said: ..."); with tools and a forced tool_choice (or a question about the weather) it calls the first
 tool; after a tool result it says what the tool returned. Stop sequences cut the answer. Special model names script
 failures: `overloaded` (529), `too-long` (400 prompt is too long), `missing` (404), `midstream` (an error event
-after some text), `slow` (a piece every 20 ms for a minute; records when the connection went away).
+after some text), `slow` (a piece every 20 ms for a minute; records when the connection went away). With thinking
+enabled, the answer starts with a thinking block (THINKING, signed).
 """
 import json
 import threading
@@ -26,6 +27,7 @@ class SlowState:
 
 
 SLOW = SlowState()
+THINKING = "Thinking it over."
 
 
 def app(record):
@@ -45,6 +47,8 @@ def app(record):
     if model == "slow":
         return Response(_slow(), mimetype="text/event-stream")
     blocks, reason, sequence = answer(body)
+    if (body.get("thinking") or {}).get("type") == "enabled":
+        blocks = [{"type": "thinking", "thinking": THINKING, "signature": "sig-fake"}] + blocks
     if not body.get("stream"):
         return _json(message(body, blocks, reason, sequence))
     events = stream_events(body, blocks, reason, sequence)
@@ -80,7 +84,7 @@ def answer(body):
 def usage(body, blocks):
     """Token counts: a word a token."""
     prompt = sum(len(json.dumps(m["content"]).split()) for m in body["messages"])
-    output = sum(len((b.get("text") or json.dumps(b.get("input"))).split()) for b in blocks)
+    output = sum(len((b.get("text") or b.get("thinking") or json.dumps(b.get("input"))).split()) for b in blocks)
     return {"input_tokens": max(prompt - 2, 0), "cache_read_input_tokens": 2, "cache_creation_input_tokens": 0,
             "output_tokens": output}
 
@@ -97,7 +101,14 @@ def stream_events(body, blocks, reason, sequence):
                                                     "usage": {**usage(body, []), "output_tokens": 1}}},
               {"type": "ping"}]
     for index, block in enumerate(blocks):
-        if block["type"] == "text":
+        if block["type"] == "thinking":
+            events.append({"type": "content_block_start", "index": index,
+                           "content_block": {"type": "thinking", "thinking": "", "signature": ""}})
+            events += [{"type": "content_block_delta", "index": index,
+                        "delta": {"type": "thinking_delta", "thinking": block["thinking"]}},
+                       {"type": "content_block_delta", "index": index,
+                        "delta": {"type": "signature_delta", "signature": block["signature"]}}]
+        elif block["type"] == "text":
             events.append({"type": "content_block_start", "index": index, "content_block": {"type": "text",
                                                                                                "text": ""}})
             words = block["text"].split(" ")

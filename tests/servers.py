@@ -97,3 +97,36 @@ def npm_cli(package, command):
             pytest.skip(f"npm is not installed: cannot install {package}")
         subprocess.run(["npm", "install", "--prefix", prefix, package], check=True, capture_output=True, timeout=600)
     return binary
+
+
+REDIS_SERVER = shutil.which("redis-server") or ("/usr/bin/redis-server" if os.path.exists("/usr/bin/redis-server")
+                                                else None)
+"Debian's redis-server binary (scripts/dev.sh test installs the package when missing), or None."
+
+
+@contextlib.contextmanager
+def running_redis(password=None):
+    """Run a throw-away redis-server (no persistence) on a free loopback port; yields its redis:// URL."""
+    port = free_port()
+    with tempfile.TemporaryDirectory() as tmp:
+        args = [REDIS_SERVER, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                "--dir", tmp, "--daemonize", "no", "--loglevel", "warning"]
+        args += ["--requirepass", password] if password else []
+        proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            _wait_port(port, proc)
+            yield f"redis://{':' + password + '@' if password else ''}127.0.0.1:{port}/0"
+        finally:
+            proc.terminate()
+            proc.wait(10)
+
+
+def _wait_port(port, proc, timeout=20):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"redis-server exited with {proc.returncode}")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+            return
+        time.sleep(0.05)
+    raise RuntimeError(f"redis-server did not listen on {port} within {timeout}s")

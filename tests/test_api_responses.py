@@ -1,5 +1,4 @@
 """/v1/responses through the Flask app over the fake backend, with the official openai client and raw HTTP."""
-import copy
 import json
 
 import httpx
@@ -16,28 +15,10 @@ WEATHER = {"type": "function", "name": "get_weather", "description": "Weather in
            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}
 
 
-class DictStore:
-    """The response store's interface over a dict (the real one lives in shim/store)."""
-
-    def __init__(self):
-        self.records = {}
-
-    def put(self, response_id, record):
-        self.records[response_id] = json.loads(json.dumps(record))  # JSON-serialisable, as the real stores need
-
-    def get(self, response_id):
-        return copy.deepcopy(self.records.get(response_id))
-
-    def delete(self, response_id):
-        return self.records.pop(response_id, None) is not None
-
-
 @pytest.fixture
 def app(fake):
     router = Router({"fake": fake}, [Route("fake-model", "fake", "fake-model")])
-    app = create_app(Settings(embedded_model=False), router=router)
-    app.extensions["shim"].store = DictStore()
-    return app
+    return create_app(Settings(embedded_model=False, response_store="memory"), router=router)
 
 
 @pytest.fixture
@@ -97,7 +78,7 @@ def test_sdk_retrieve_input_items_previous_response_id_and_delete(sdk, fake):
 
 def test_store_false_keeps_nothing(sdk, app):
     response = sdk.responses.create(model="fake-model", input="Hi", store=False)
-    assert response.store is False and app.extensions["shim"].store.records == {}
+    assert response.store is False and app.extensions["shim"].store.get(response.id) is None
     with pytest.raises(openai.NotFoundError):
         sdk.responses.retrieve(response.id)
 
@@ -105,7 +86,7 @@ def test_store_false_keeps_nothing(sdk, app):
 def test_a_streamed_response_is_stored_too(sdk, app):
     with sdk.responses.stream(model="fake-model", input="Hi") as stream:
         final = stream.get_final_response()
-    assert app.extensions["shim"].store.records[final.id]["response"]["output"][0]["content"][0]["text"] == \
+    assert app.extensions["shim"].store.get(final.id)["response"]["output"][0]["content"][0]["text"] == \
         "Hello world"
 
 

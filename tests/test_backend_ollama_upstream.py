@@ -250,7 +250,7 @@ def test_text_thinking_and_final_counts(up):
     events = run(make_backend(up), chat())
     assert events[0] == g.Accepted()
     assert events[1:4] == [g.ReasoningDelta("Hmm. "), g.TextDelta("Hello"), g.TextDelta(" you")]
-    assert events[4:] == [g.Finish("length", 0, g.Usage(7, 3), g.Timings(5_000, 1_000, 1_500, 2_000))]
+    assert events[4:] == [g.Finish("length", 0, g.Usage(7, 3, 0, 1), g.Timings(5_000, 1_000, 1_500, 2_000))]
 
 
 def test_logprobs_are_read(up):

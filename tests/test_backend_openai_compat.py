@@ -277,7 +277,7 @@ def test_templated_prompt_goes_to_chat_with_system_and_images(rsps):
 
 @pytest.mark.parametrize("field, request_", [
     ("context", g.GenerationRequest(model="m", prompt="go on", context=(1, 2, 3))),
-    ("think", chat(think=g.Think(True))),
+    ("think", g.GenerationRequest(model="m", prompt="go on", raw=True, think=g.Think(True))),
 ])
 def test_fields_it_cannot_carry_are_refused_before_any_request(rsps, field, request_):
     with pytest.raises(Unsupported) as err:
@@ -975,3 +975,13 @@ def test_upstream_reader_keeps_the_stop_string_vllm_reports():
                                                                  "stop_reason": 128009}]})
     first, second = reader.end(g.Timings())
     assert (first.stop_sequence, second.stop_sequence) == ("\nUser:", None)
+
+
+def test_reasoning_effort_goes_upstream_and_reasoning_comes_back(rsps):
+    reasoning = {"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m",
+                 "choices": [{"index": 0, "delta": {"reasoning": "Let me think."}, "finish_reason": None}]}
+    add_stream(rsps, sse_text(reasoning, chunk("Hi", finish="stop"), usage_chunk(5, 4)))
+    events = run(make_backend(), chat(think=g.Think(True, "high")))
+    assert sent(rsps)["reasoning_effort"] == "high"
+    assert g.collect(events)[0].thinking == "Let me think." and text_of(events) == "Hi"
+    assert finishes(events)[0].usage.reasoning_tokens == 1

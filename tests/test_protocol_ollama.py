@@ -493,3 +493,32 @@ def test_options_stop_takes_up_to_sixteen_sequences_of_up_to_256_characters():
         with pytest.raises(InvalidRequest) as info:
             chat(options={"stop": bad})
         assert info.value.param == "options.stop" and re.search(r"at most (16|256)", info.value.message)
+
+
+# ---------------------------------------------------------------- reasoning in history
+
+def test_parse_chat_keeps_an_earlier_turns_thinking():
+    messages = [{"role": "user", "content": "Hi"},
+                {"role": "assistant", "content": "Hello", "thinking": "They greet me."}]
+    assert chat(messages=messages).request.messages[1] == g.Message("assistant", "Hello", reasoning="They greet me.")
+
+
+def test_parse_chat_thinking_that_is_not_text_is_refused_by_name():
+    with pytest.raises(InvalidRequest) as err:
+        chat(messages=[{"role": "assistant", "content": "x", "thinking": ["no"]}])
+    assert err.value.param == "messages[0].thinking"
+
+
+def test_upstream_call_sends_earlier_thinking_back():
+    messages = (g.Message("user", "Hi"), g.Message("assistant", "Hello", reasoning="They greet me."))
+    wire = ol.upstream_call(g.GenerationRequest(model="m", messages=messages))[1]["messages"]
+    assert wire == [{"role": "user", "content": "Hi"},
+                    {"role": "assistant", "content": "Hello", "thinking": "They greet me."}]
+
+
+def test_upstream_reader_counts_thinking_parts_as_reasoning_tokens():
+    reader = ol.UpstreamReader()
+    for piece in ("a", "b"):
+        reader.events({"message": {"role": "assistant", "content": "", "thinking": piece}})
+    [finish] = reader.events({"message": {"role": "assistant", "content": ""}, "done": True, "eval_count": 5})
+    assert finish.usage == g.Usage(0, 5, 0, 2)

@@ -580,17 +580,18 @@ def test_chat_stream_include_usage_final_chunk():
     assert (last["id"], last["object"]) == ("chatcmpl-1", "chat.completion.chunk")
 
 
-def test_chat_stream_reasoning_delta_is_reasoning_content():
+def test_chat_stream_reasoning_delta_is_under_both_names():
     s = stream()
     first = deltas(s.chunks(g.ReasoningDelta("Hmm.")))[0]
-    assert first == {"role": "assistant", "content": "", "reasoning_content": "Hmm."}
+    assert first == {"role": "assistant", "content": "", "reasoning_content": "Hmm.", "reasoning": "Hmm."}
     assert deltas(s.chunks(g.TextDelta("Hi")))[0] == {"content": "Hi"}
 
 
-def test_render_chat_reasoning_and_reasoning_tokens():
+def test_render_chat_reasoning_under_both_names_and_reasoning_tokens():
     choices = g.collect([g.ReasoningDelta("Hmm."), g.TextDelta("Hi"), g.Finish("stop", usage=g.Usage(3, 5, 0, 2))])
     body = oa.render_chat(choices, id="c", created=1, model="m")
-    assert body["choices"][0]["message"]["reasoning_content"] == "Hmm."
+    message = body["choices"][0]["message"]
+    assert (message["content"], message["reasoning_content"], message["reasoning"]) == ("Hi", "Hmm.", "Hmm.")
     assert body["usage"]["completion_tokens_details"] == {"reasoning_tokens": 2}
     assert "completion_tokens_details" not in oa.render_usage(g.Usage(3, 5))
 
@@ -674,3 +675,65 @@ def test_stop_limits_hold_for_the_openai_stop_and_the_native_options_stop():
         chat(options={"stop": [str(i) for i in range(600)]})
     assert info.value.param == "options.stop" and "at most 16" in info.value.message
     assert chat(options={"stop": ["a"] * 16}).request.stop == ("a",) * 16
+
+
+# ---------------------------------------------------------------- reasoning
+
+@pytest.mark.parametrize("name", ["reasoning_content", "reasoning"])
+def test_parse_chat_keeps_an_earlier_turns_reasoning_under_either_name(name):
+    messages = [USER, {"role": "assistant", "content": "Hello", name: "They greet me."}, USER]
+    r = oa.parse_chat({"model": "m", "messages": messages}).request
+    assert r.messages[1] == g.Message("assistant", "Hello", reasoning="They greet me.")
+
+
+def test_parse_chat_reasoning_that_is_not_text_is_refused_by_name():
+    messages = [USER, {"role": "assistant", "content": "Hello", "reasoning_content": 3}, USER]
+    with pytest.raises(InvalidRequest) as err:
+        oa.parse_chat({"model": "m", "messages": messages})
+    assert err.value.param == "messages[1].reasoning_content"
+
+
+@pytest.mark.parametrize("think, effort", [(g.Think(False), "none"), (g.Think(True, "low"), "low"),
+                                           (g.Think(True, "high"), "high"), (g.Think(True, "max"), "xhigh")])
+def test_upstream_request_passes_reasoning_effort(think, effort):
+    request = g.GenerationRequest(model="m", messages=(g.Message("user", "Hi"),), think=think)
+    assert oa.upstream_request(request)[1]["reasoning_effort"] == effort
+
+
+@pytest.mark.parametrize("think", [None, g.Think(True)])
+def test_upstream_request_leaves_reasoning_effort_to_the_model(think):
+    request = g.GenerationRequest(model="m", messages=(g.Message("user", "Hi"),), think=think)
+    assert "reasoning_effort" not in oa.upstream_request(request)[1]
+
+
+def test_upstream_request_sends_earlier_reasoning_back_as_reasoning_content():
+    messages = (g.Message("user", "Hi"), g.Message("assistant", "Hello", reasoning="They greet me."),
+                g.Message("user", "Again"))
+    wire = oa.upstream_request(g.GenerationRequest(model="m", messages=messages))[1]["messages"]
+    assert wire[1] == {"role": "assistant", "content": "Hello", "reasoning_content": "They greet me."}
+    assert "reasoning_content" not in wire[0] and "reasoning_content" not in wire[2]
+
+
+def upstream_chunk(**delta):
+    return {"choices": [{"index": 0, "delta": delta, "finish_reason": None}]}
+
+
+@pytest.mark.parametrize("name", ["reasoning_content", "reasoning"])
+def test_upstream_reader_reads_reasoning_under_either_name(name):
+    reader = oa.UpstreamReader()
+    assert reader.events(upstream_chunk(**{name: "Hmm", "content": ""})) == [g.ReasoningDelta("Hmm")]
+    assert reader.events(upstream_chunk(content="Hi")) == [g.TextDelta("Hi")]
+
+
+def test_upstream_reader_reads_reasoning_sent_under_both_names_once():
+    reader = oa.UpstreamReader()
+    assert reader.events(upstream_chunk(reasoning_content="Hmm", reasoning="Hmm")) == [g.ReasoningDelta("Hmm")]
+
+
+def test_upstream_reader_counts_reasoning_chunks_when_the_upstream_does_not():
+    reader = oa.UpstreamReader()
+    for piece in ("a", "b", "c"):
+        reader.events(upstream_chunk(reasoning=piece))
+    reader.events(upstream_chunk(content="Hi"))
+    reader.events({"choices": [], "usage": {"prompt_tokens": 4, "completion_tokens": 4}})
+    assert reader.end(g.Timings())[-1].usage == g.Usage(4, 4, 0, 3)

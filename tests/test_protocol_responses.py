@@ -250,3 +250,16 @@ def test_namespace_tools_are_flattened_and_their_calls_go_back_with_the_namespac
     renderer = rs.ResponseStream(META, namespaces=call.namespaces)
     item = renderer.chunks(g.ToolCallDelta(g.ToolCall("c1", "mcp__get_weather", "{}")))[-1]["item"]
     assert (item["namespace"], item["name"]) == ("mcp", "get_weather")
+
+
+def test_reasoning_items_become_the_reasoning_of_the_assistant_turn_after_them():
+    items = [{"role": "user", "content": "q"},
+             {"type": "reasoning", "id": "rs_1", "summary": [],
+              "content": [{"type": "reasoning_text", "text": "They ask."}]},
+             {"type": "function_call", "call_id": "c1", "name": "get_weather", "arguments": "{}"},
+             {"type": "function_call_output", "call_id": "c1", "output": "rainy"},
+             {"type": "reasoning", "id": "rs_2", "summary": [{"type": "summary_text", "text": "It rains."}]},
+             {"role": "assistant", "content": "Take an umbrella."}]
+    messages = parse(input=items).request.messages
+    assert [(m.role, m.reasoning) for m in messages] == [("user", ""), ("assistant", "They ask."), ("tool", ""),
+                                                         ("assistant", "It rains.")]

@@ -407,3 +407,17 @@ def test_a_stop_string_ends_the_choice_and_its_finish_names_it(make):
     assert finish(free).stop_sequence is None
     assert (finish(evs).reason, finish(evs).stop_sequence) == ("stop", third)
     assert text(evs) == text(free)[: text(free).index(third)]
+
+
+def test_a_job_whose_prompt_opened_a_think_block_yields_reasoning_and_counts_its_tokens():
+    s = sched.Scheduler(FakeEngine(slots=1), 64, "m")
+    try:
+        request = g.GenerationRequest(model="m", prompt="p", max_tokens=4)
+        j = sched.Job(request, [1, 3, 4], None, [FakeSampler()], g.Cancel(), Channel(), thinking=True)
+        s.submit(j)
+        evs = events(j)
+    finally:
+        s.stop()
+    reasoning = "".join(e.text for e in evs if isinstance(e, g.ReasoningDelta))
+    assert reasoning.count("<") == 4 and text(evs) == ""
+    assert finish(evs).usage.completion_tokens == finish(evs).usage.reasoning_tokens == 4

@@ -21,7 +21,7 @@ bp = Blueprint("responses", __name__)
 
 def _store():
     """The response store, or None where none is configured."""
-    return getattr(common.services(), "store", None)
+    return common.services().store
 
 
 def _record(response_id, param=None):

@@ -108,10 +108,11 @@ class LocalModel:
             load_ns = self._load()
             engine = self.engine
             tokens = prompts.prompt_tokens(engine.llm, self.formatter, request)
+            thinking = prompts.thinking_mode(engine.llm, self.formatter, tokens)
             n_ctx = None if request.num_ctx is None else self.context_for(request.num_ctx)
             fits(len(tokens), request, n_ctx or engine.n_ctx)
             samplers = _samplers(engine, request)
-            self.scheduler.submit(Job(request, tokens, n_ctx, samplers, cancel, channel, load_ns))
+            self.scheduler.submit(Job(request, tokens, n_ctx, samplers, cancel, channel, load_ns, thinking))
         return len(tokens)
 
     def count_tokens(self, request):
@@ -163,12 +164,17 @@ class LocalModel:
                                         pooling_type=llama_cpp.LLAMA_POOLING_TYPE_MEAN, verbose=False)
         return time.perf_counter_ns() - started
 
+    @property
+    def template(self):
+        """The chat template the model is prompted with: the configured one, else its GGUF's, else ChatML."""
+        return self.config.chat_template or self.metadata.get("tokenizer.chat_template") or prompts.CHATML
+
     def info(self):
         """What /api/tags, /api/show and /v1/models say of this model: what shim serves, not only what the file says."""
         meta = self.metadata
         arch = meta.get("general.architecture", "")
         stat = os.stat(self.config.path)
-        template = self.config.chat_template or meta.get("tokenizer.chat_template") or prompts.CHATML
+        template = self.template
         model_info = {k: v for k, v in meta.items() if not isinstance(v, (list, dict))}
         return g.ModelInfo(
             name=self.config.name, backend="local", family=arch,
@@ -176,7 +182,8 @@ class LocalModel:
             quantization=_FILE_TYPES.get(meta.get("general.file_type"), "unknown"),
             size=stat.st_size, digest=self.digest(),
             context_length=self.loaded_ctx or self.config.n_ctx,
-            modified_at=stat.st_mtime, capabilities=("completion", "tools"),
+            modified_at=stat.st_mtime,
+            capabilities=("completion", "tools") + (("thinking",) if prompts.thinks(template) else ()),
             template=toolcalls.template_with_tools(template), loaded=self.engine is not None,
             expires_at=self.expires_at,
             extra={"model_info": {**model_info, "shim.trained_context": self.trained_context(),
@@ -246,7 +253,7 @@ class LlamaCppBackend(g.Backend):
     def generate(self, request, cancel):
         """Yield Accepted, then the choices' deltas and one Finish each, as the model's scheduler decodes them."""
         model = self.model(request.model)
-        _check_supported(request)
+        _check_supported(request, prompts.thinks(model.template))
         self._expire()
         channel = Channel()
         try:
@@ -315,11 +322,13 @@ def _check(cancel):
         raise Cancelled("the client closed the connection")
 
 
-def _check_supported(request):
+def _check_supported(request, thinks):
     if request.images or any(m.images for m in request.messages or ()):
         raise Unsupported(f"model '{request.model}' does not support images (it has no vision projector)",
                           param="images")
-    if request.think is not None and request.think.enabled:
+    # A model whose template has no <think> cannot reason: asking it to is refused by name, as Ollama does;
+    # asking it not to (think false, reasoning_effort none) is what it does anyway.
+    if request.think is not None and request.think.enabled and not thinks:
         raise Unsupported(f'"{request.model}" does not support thinking', param="think")
     if request.suffix:
         raise Unsupported(f"model '{request.model}' does not support insert (fill-in-the-middle 'suffix')",

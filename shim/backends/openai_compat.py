@@ -22,7 +22,8 @@ class OpenAICompatBackend(RequestsBackend):
 
     def generate(self, request, cancel):
         """Yield Accepted, then the upstream's deltas as they arrive, then the Finish events."""
-        upstream.refuse(request, self.name, "context", "think", *(() if request.raw else ("suffix",)))
+        # A raw prompt goes to /completions, which takes no reasoning_effort; a chat takes no suffix.
+        upstream.refuse(request, self.name, "context", *(("think",) if request.raw else ("suffix",)))
         path, body = protocol.upstream_request(request)
         started = time.perf_counter_ns()
         endpoint, response = upstream.with_failover(self.pool, lambda e: self._open(e, path, body, request.model))

@@ -16,6 +16,9 @@ class ChatTemplate:
         self.source = template
         self.formatter = Jinja2ChatFormatter(template=template, bos_token=bos_token, eos_token=eos_token)
         self.handles_tools = toolcalls.knows_tools(template)
+        self.thinks = thinks(template)
+        self.toggles_thinking = "enable_thinking" in template
+        "Whether the template takes enable_thinking (Qwen3's switch), so think false can turn thinking off."
 
     @classmethod
     def for_model(cls, llm, override=None):
@@ -23,16 +26,34 @@ class ChatTemplate:
         template = override or llm.metadata.get("tokenizer.chat_template") or CHATML
         return cls(template, _token_text(llm, llm.token_bos()), _token_text(llm, llm.token_eos()))
 
-    def render(self, messages, tools=()):
+    def render(self, messages, tools=(), think=None):
         """The prompt text for a conversation, ending where the assistant's answer begins."""
+        switch = {"enable_thinking": think.enabled} if think is not None and self.toggles_thinking else {}
         try:
-            return self.formatter(messages=messages, tools=list(tools) or None).prompt
+            return self.formatter(messages=messages, tools=list(tools) or None, **switch).prompt
         except (jinja2.TemplateError, ValueError) as err:
             raise InvalidRequest(f"the model's chat template rejected the messages: {err}", param="messages") from err
 
 
 CHATML = ("{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
           "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+
+
+def thinks(template):
+    """Whether a chat template is a thinking model's: it writes (or opens) <think> blocks."""
+    return "<think>" in template
+
+
+def thinking_mode(llm, template, tokens):
+    """None for a model that does not think; else whether the prompt ends inside a <think> block it opened."""
+    if not template.thinks:
+        return None
+    tail = llm.detokenize(tokens[-THINK_TAIL:], special=True).decode("utf-8", errors="replace")
+    return tail.rfind("<think>") > tail.rfind("</think>")
+
+
+THINK_TAIL = 16
+"The prompt's last tokens that are looked at for an open <think> (DeepSeek-R1's templates end with one)."
 
 
 def _token_text(llm, token):
@@ -50,7 +71,7 @@ def prompt_tokens(llm, template, request):
     messages = [{"role": "system", "content": request.system}] if request.system else []
     messages.append({"role": "user", "content": request.prompt})
     context = list(request.context)
-    return context + _tokenize_rendered(llm, template.render(messages), add_bos=not context)
+    return context + _tokenize_rendered(llm, template.render(messages, think=request.think), add_bos=not context)
 
 
 def _chat_tokens(llm, template, messages, request):
@@ -60,7 +81,7 @@ def _chat_tokens(llm, template, messages, request):
     if tools and not template.handles_tools:
         dicts = toolcalls.with_instructions(dicts, listed, request.tool_choice)
         tools = []
-    return _tokenize_rendered(llm, template.render(dicts, tools), add_bos=True)
+    return _tokenize_rendered(llm, template.render(dicts, tools, request.think), add_bos=True)
 
 
 def _listed_tools(request):
@@ -89,4 +110,6 @@ def _message_dict(message):
         rendered["tool_call_id"] = message.tool_call_id
     if message.name:
         rendered["name"] = message.name
+    if message.reasoning:
+        rendered["reasoning_content"] = message.reasoning  # the name Qwen3's and DeepSeek's templates read
     return rendered

@@ -28,8 +28,10 @@ _STOP = object()
 class Job:
     """One request on its way through the scheduler: its prompt, one sequence per choice, where events go."""
 
-    def __init__(self, request, tokens, n_ctx, samplers, cancel, channel, load_ns=0):
+    def __init__(self, request, tokens, n_ctx, samplers, cancel, channel, load_ns=0, thinking=None):
         self.request, self.tokens, self.n_ctx = request, tokens, n_ctx
+        self.thinking = thinking
+        "None for a model that does not think; else whether the prompt opened its <think> block."
         self.cancel, self.channel, self.load_ns = cancel, channel, load_ns
         self.courier = None
         "Set by the scheduler: what carries the job's events to its channel."
@@ -87,7 +89,8 @@ class Sequence:
         job, now = self.job, time.perf_counter_ns()
         reason = self.out.close(reason)
         eval_ns = now - self.admitted - self.prompt_ns
-        job.post(g.Finish(reason, self.index, g.Usage(len(job.tokens), len(self.generated), self.cached),
+        usage = g.Usage(len(job.tokens), len(self.generated), self.cached, self.out.reasoning_tokens)
+        job.post(g.Finish(reason, self.index, usage,
                                  g.Timings(now - job.started, job.load_ns, self.prompt_ns, eval_ns),
                                  tuple(job.tokens) + tuple(self.generated), self.out.stop_sequence))
 
@@ -256,7 +259,7 @@ class Scheduler:
         log.debug("placed: model=%s choice=%d slot=%d prompt=%d cached=%d copied_from=%s", self.name,
                   sequence.index, slot.seq_id, len(prompt), reuse, copied)
         sequence.slot, slot.sequence = slot, sequence
-        sequence.out = ChoiceOutput(job.post, sequence.index, job.request)
+        sequence.out = ChoiceOutput(job.post, sequence.index, job.request, job.thinking)
         if job.request.logprobs:
             sequence.logprobs = sampling.LogprobReader(engine, job.request.top_logprobs)
         sequence.admitted = time.perf_counter_ns()

@@ -118,6 +118,15 @@ def think_of_effort(effort, param):
     return g.Think(enabled=EFFORTS[effort] is not None, effort=EFFORTS[effort])
 
 
+def effort_of_think(think):
+    """A Think as OpenAI's reasoning_effort, or None to leave it to the model (no Think, or thinking at no level)."""
+    if think is None:
+        return None
+    if not think.enabled:
+        return "none"
+    return {"max": "xhigh"}.get(think.effort or "", think.effort)
+
+
 def think_value(think):
     """A Think as Ollama's think field spells it: false, true or a level."""
     return (think.effort or True) if think.enabled else False

@@ -131,6 +131,7 @@ def _messages(request):
 
 def _turn(message, i, ids):
     if message.role == "assistant":
+        # message.reasoning is not sent back: Anthropic takes a thinking block only with the signature it made.
         blocks = [{"type": "text", "text": message.content}] if message.content else []
         ids.start_turn()
         for j, call in enumerate(message.tool_calls):

@@ -186,6 +186,7 @@ def _parse_message(message, i):
         tool_calls=tuple(_parse_tool_call(c, f"{where}.tool_calls[{j}]", j) for j, c in enumerate(calls)),
         tool_call_id=f.get(message, "tool_call_id", str, param=f"{where}.tool_call_id"),
         name=f.get(message, "tool_name", str, param=f"{where}.tool_name"),
+        reasoning=f.get(message, "thinking", str, default="", param=f"{where}.thinking"),
     )
 
 

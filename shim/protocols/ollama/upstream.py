@@ -65,6 +65,8 @@ def _upstream_message(message):
         wire["tool_name"] = message.name
     if message.tool_call_id:
         wire["tool_call_id"] = message.tool_call_id
+    if message.reasoning:
+        wire["thinking"] = message.reasoning
     return wire
 
 
@@ -83,6 +85,8 @@ class UpstreamReader:
         self.index = index
         self.new_call_id = new_call_id or (lambda: f"call_{index}")
         self.calls = 0
+        self.thinking_parts = 0
+        "Ollama counts no reasoning tokens apart; it streams one token a part, so its thinking parts are counted."
 
     def events(self, part):
         """The events one response object carries."""
@@ -92,7 +96,10 @@ class UpstreamReader:
         text = message.get("content") if "message" in part else part.get("response")
         thinking = message.get("thinking") if "message" in part else part.get("thinking")
         logprobs = tuple(_logprob_from_wire(i) for i in part.get("logprobs") or ())
-        events: list[g.Event] = [g.ReasoningDelta(thinking, self.index)] if thinking else []
+        events: list[g.Event] = []
+        if thinking:
+            self.thinking_parts += 1
+            events.append(g.ReasoningDelta(thinking, self.index))
         if text or logprobs:
             events.append(g.TextDelta(text or "", self.index, logprobs))
         for call in message.get("tool_calls") or ():
@@ -108,7 +115,8 @@ class UpstreamReader:
     def _finish(self, part):
         reason = part.get("done_reason") or "stop"
         return g.Finish("tool_calls" if self.calls and reason == "stop" else reason, self.index,
-                        g.Usage(part.get("prompt_eval_count") or 0, part.get("eval_count") or 0),
+                        g.Usage(part.get("prompt_eval_count") or 0, part.get("eval_count") or 0, 0,
+                                min(self.thinking_parts, part.get("eval_count") or 0)),
                         g.Timings(part.get("total_duration") or 0, part.get("load_duration") or 0,
                                   part.get("prompt_eval_duration") or 0, part.get("eval_duration") or 0),
                         tuple(part.get("context") or ()))

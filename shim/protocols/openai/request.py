@@ -20,6 +20,8 @@ REFUSED = {
     "web_search_options": "web search is not supported",
 }
 # Fields that only matter to OpenAI's own platform (storage, billing, abuse tracking): accepted, no effect.
+REASONING_FIELDS = ("reasoning_content", "reasoning")
+"The names a message's reasoning goes by: DeepSeek's and llama-server's, and vLLM's and OpenRouter's newer one."
 ACCEPTED_NO_EFFECT = ("user", "store", "metadata", "service_tier", "safety_identifier", "prompt_cache_key")
 
 
@@ -198,7 +200,17 @@ def _parse_message(message, i):
         tool_calls=tool_calls,
         tool_call_id=f.get(message, "tool_call_id", str, param=f"{where}.tool_call_id"),
         name=f.get(message, "name", str, param=f"{where}.name"),
+        reasoning=_reasoning_of(message, where),
     )
+
+
+def _reasoning_of(message, where):
+    """An earlier turn's reasoning, by either name clients send it back under (reasoning_content or reasoning)."""
+    for name in REASONING_FIELDS:
+        text = f.get(message, name, str, param=f"{where}.{name}")
+        if text:
+            return text
+    return ""
 
 
 def name_tool_results(messages):

@@ -52,10 +52,15 @@ def _message(choice):
     message = {"role": "assistant", "content": choice.text if choice.text or not choice.tool_calls else None,
                "refusal": None}
     if choice.thinking:
-        message["reasoning_content"] = choice.thinking
+        message.update(_reasoning(choice.thinking))
     if choice.tool_calls:
         message["tool_calls"] = [_tool_call(c) for c in choice.tool_calls]
     return message
+
+
+def _reasoning(text):
+    """Reasoning under both its names: clients split on which one they read (vLLM moved to `reasoning`)."""
+    return {"reasoning_content": text, "reasoning": text}
 
 
 def _tool_call(call, position=None):
@@ -110,7 +115,7 @@ class ChatStream(StreamRenderer):
             return [self._chunk(event.index, {}, finish=event.reason)]
         if isinstance(event, g.ReasoningDelta):
             return [self._chunk(event.index, self._with_role(event.index, {"content": "",
-                                                                            "reasoning_content": event.text}))]
+                                                                            **_reasoning(event.text)}))]
         if isinstance(event, g.TextDelta):
             delta = {"content": event.text}
             logprobs = _logprobs(event.logprobs) if event.logprobs else None

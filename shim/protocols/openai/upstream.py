@@ -5,6 +5,7 @@ import base64
 import json
 
 from ... import generation as g
+from .. import options as opts
 from .. import tools as tool_fields
 
 
@@ -32,6 +33,9 @@ def upstream_request(request):
             body["logprobs"] = request.top_logprobs or 1
         return "/completions", body
     body["messages"] = _upstream_messages(request)
+    effort = opts.effort_of_think(request.think)
+    if effort is not None:
+        body["reasoning_effort"] = effort
     if request.logprobs:
         body["logprobs"] = True
         if request.top_logprobs:
@@ -84,6 +88,8 @@ def _upstream_message(message):
         wire["tool_call_id"] = message.tool_call_id
     if message.name:
         wire["name"] = message.name
+    if message.reasoning:
+        wire["reasoning_content"] = message.reasoning
     return wire
 
 
@@ -96,6 +102,7 @@ class UpstreamReader:
         self.stop_sequences = {}
         self.usage = None
         self.pieces = 0
+        self.reasoning_pieces = 0
 
     def events(self, chunk):
         """The events one upstream chunk carries (finishes are held until end())."""
@@ -106,11 +113,15 @@ class UpstreamReader:
             raise ValueError(error.get("message", str(error)) if isinstance(error, dict) else str(error))
         if chunk.get("usage"):
             self.usage = chunk["usage"]
-        events = []
+        events: list[g.Event] = []
         for choice in chunk.get("choices") or ():
             index = choice.get("index", 0)
             delta = choice.get("delta") or {}
             text = delta.get("content") if "delta" in choice else choice.get("text")
+            reasoning = _reasoning(delta)
+            if reasoning:
+                self.reasoning_pieces += 1
+                events.append(g.ReasoningDelta(reasoning, index))
             logprobs = _read_logprobs(choice.get("logprobs"))
             if text or logprobs:
                 self.pieces += 1
@@ -134,9 +145,10 @@ class UpstreamReader:
         """The tool calls and the Finish of each choice, once the stream is over."""
         usage = self.usage or {}
         prompt = usage.get("prompt_tokens", 0)
-        completion = usage.get("completion_tokens", self.pieces)
+        completion = usage.get("completion_tokens", self.pieces + self.reasoning_pieces)
         cached = (usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0
-        reasoning = (usage.get("completion_tokens_details") or {}).get("reasoning_tokens") or 0
+        # Not every upstream counts reasoning tokens (vLLM does not): then its reasoning chunks, a token each, are.
+        reasoning = (usage.get("completion_tokens_details") or {}).get("reasoning_tokens") or self.reasoning_pieces
         events: list[g.Event] = []
         indexes = sorted(set(self.reasons) | set(self.calls)) or [0]
         for index in indexes:
@@ -153,6 +165,14 @@ class UpstreamReader:
                                    timings,
                                    stop_sequence=self.stop_sequences.get(index)))
         return events
+
+
+def _reasoning(delta):
+    """A delta's reasoning text under either name (an upstream sending both sends the same text twice)."""
+    for name in ("reasoning_content", "reasoning"):
+        if isinstance(delta.get(name), str) and delta[name]:
+            return delta[name]
+    return ""
 
 
 def _is_object(text):

@@ -140,6 +140,8 @@ def to_messages(items, instructions, custom=frozenset()):
     """The contract's messages for a transcript of items: one leading system message, calls merged into turns."""
     system = [instructions] if instructions else []
     messages = []
+    reasoning = ""
+    "The text of reasoning items not yet given to the assistant turn they came before."
     for i, item in enumerate(items):
         where = f"input[{i}]"
         kind = item.get("type", "message")
@@ -148,14 +150,19 @@ def to_messages(items, instructions, custom=frozenset()):
             if message.role == "system":
                 system.append(message.content)
             else:
+                if message.role == "assistant" and reasoning:
+                    message, reasoning = dataclasses.replace(message, reasoning=reasoning), ""
                 messages.append(message)
         elif kind in ("function_call", "custom_tool_call"):
             call = _call(item, where)
             last = messages[-1] if messages else None
-            if last is not None and last.role == "assistant":
+            if last is not None and last.role == "assistant" and not reasoning:
                 messages[-1] = dataclasses.replace(last, tool_calls=last.tool_calls + (call,))
             else:
-                messages.append(g.Message("assistant", tool_calls=(call,)))
+                messages.append(g.Message("assistant", tool_calls=(call,), reasoning=reasoning))
+                reasoning = ""
+        elif kind == "reasoning":
+            reasoning += _reasoning_text(item, where)
         elif kind in ("function_call_output", "custom_tool_call_output"):
             messages.append(g.Message("tool", _output_text(item, where),
                                       tool_call_id=f.get(item, "call_id", str, required=True,
@@ -163,7 +170,7 @@ def to_messages(items, instructions, custom=frozenset()):
         elif kind == "item_reference":
             raise Unsupported(f"'{where}': item_reference is not supported; send the item itself",
                               param=f"{where}.type")
-        elif kind not in ("reasoning",) + HOSTED_ITEMS:
+        elif kind not in HOSTED_ITEMS:
             raise InvalidRequest(f"'{where}.type' {kind!r} is not an input item shim knows", param=f"{where}.type")
     if not messages:
         raise InvalidRequest("'input' must hold at least one message or tool output", param="input")
@@ -192,6 +199,13 @@ def _message(item, where):
         else:
             raise Unsupported(f"'{here}.type' {kind!r} is not supported in a {role} message", param=f"{here}.type")
     return g.Message("system" if role == "developer" else role, "\n".join(texts), images=tuple(images))
+
+
+def _reasoning_text(item, where):
+    """A reasoning item's text: its reasoning_text parts, else its summary (encrypted content cannot be read)."""
+    parts = f.get(item, "content", list, default=[], param=f"{where}.content") or \
+        f.get(item, "summary", list, default=[], param=f"{where}.summary")
+    return "".join(p["text"] for p in parts if isinstance(p, dict) and isinstance(p.get("text"), str))
 
 
 def _call(item, where):
