@@ -97,7 +97,7 @@ def test_tool_round_trip_history():
     r = messages(messages=turns, tools=[WEATHER]).request
     assert [m.role for m in r.messages] == ["user", "assistant", "tool", "tool", "user"]
     assistant = r.messages[1]
-    assert assistant.content == "Calling."
+    assert (assistant.content, assistant.reasoning) == ("Calling.", "I should call")
     assert [(c.id, c.name, json.loads(c.arguments)) for c in assistant.tool_calls] == [
         ("toolu_1", "get_weather", {"city": "Paris"}), ("toolu_2", "get_weather", {"city": "Rome"})]
     assert r.messages[2] == g.Message("tool", "sunny", tool_call_id="toolu_1", name="get_weather")

@@ -17,7 +17,7 @@ BILLING_HEADER = "x-anthropic-billing-header:"
 IMAGE_TYPES = ("image/jpeg", "image/png", "image/gif", "image/webp")
 THINKING_TYPES = ("enabled", "disabled", "adaptive")
 EFFORTS = ("low", "medium", "high", "max")
-DROPPED_BLOCKS = ("thinking", "redacted_thinking", "tool_reference", "server_tool_use", "container_upload")
+DROPPED_BLOCKS = ("redacted_thinking", "tool_reference", "server_tool_use", "container_upload")
 "Blocks a replayed history may hold that have no place in a chat: accepted and left out."
 
 
@@ -125,12 +125,14 @@ def parse_turn(role, content, where):
     if not isinstance(content, list):
         raise InvalidRequest(f"'{where}.content' must be a string or an array of content blocks",
                              param=f"{where}.content")
-    texts, images, calls, results = [], [], [], []
+    texts, images, calls, results, thinking = [], [], [], [], []
     for j, block in enumerate(content):
         here = f"{where}.content[{j}]"
         f.require_object(block, here)
         kind = f.get(block, "type", str, required=True, param=f"{here}.type")
-        if kind == "tool_use":
+        if kind == "thinking":  # kept as the turn's reasoning; its signature is Anthropic's, unchecked here
+            thinking.append(f.get(block, "thinking", str, default="", param=f"{here}.thinking"))
+        elif kind == "tool_use":
             calls.append(parse_tool_use(block, here))
         elif kind == "tool_result":
             results.append(parse_tool_result(block, here))
@@ -138,8 +140,8 @@ def parse_turn(role, content, where):
             text, image = parse_block(block, kind, here)
             texts.extend([text] if text else [])
             images.extend([image] if image else [])
-    rest = [g.Message(role, "\n".join(texts), images=tuple(images), tool_calls=tuple(calls))] \
-        if texts or images or calls or not results else []
+    rest = [g.Message(role, "\n".join(texts), images=tuple(images), tool_calls=tuple(calls),
+                      reasoning="\n".join(t for t in thinking if t))] if texts or images or calls or not results else []
     return results + rest
 
 
@@ -232,7 +234,8 @@ def _merged(messages):
         last = merged[-1] if merged else None
         if last and message.role == last.role and message.role in ("user", "assistant") and not last.tool_calls:
             merged[-1] = g.Message(message.role, "\n".join(t for t in (last.content, message.content) if t),
-                                   images=last.images + message.images, tool_calls=message.tool_calls)
+                                   images=last.images + message.images, tool_calls=message.tool_calls,
+                                   reasoning="\n".join(t for t in (last.reasoning, message.reasoning) if t))
         else:
             merged.append(message)
     return tuple(_named_results(merged))
