@@ -87,6 +87,18 @@ SEED_MODEL_NAMES = ("qwen2.5-1.5B-Int4-ax650", "qwen2.5-0.5B-p256-ax630c", "gpt-
 SEED_CONFIG = "".join(f'[[models]]\nname = "{name}"\ntarget = "smollm2:135m"\n\n' for name in SEED_MODEL_NAMES)
 
 
+def npm_cli(package, command):
+    """The path of npm `package`'s `command`, installed once into ~/.cache/shim-tests/<command>; skips without npm."""
+    import pytest  # only the tests that install a CLI need it
+    prefix = os.path.expanduser(f"~/.cache/shim-tests/{command}")
+    binary = os.path.join(prefix, "node_modules", ".bin", command)
+    if not os.path.exists(binary):
+        if shutil.which("npm") is None:
+            pytest.skip(f"npm is not installed: cannot install {package}")
+        subprocess.run(["npm", "install", "--prefix", prefix, package], check=True, capture_output=True, timeout=600)
+    return binary
+
+
 REDIS_SERVER = shutil.which("redis-server") or ("/usr/bin/redis-server" if os.path.exists("/usr/bin/redis-server")
                                                 else None)
 "Debian's redis-server binary (scripts/dev.sh test installs the package when missing), or None."

@@ -8,7 +8,6 @@ import asyncio
 import json
 import os
 import re
-import shutil
 import subprocess
 
 import pytest
@@ -16,7 +15,7 @@ import requests
 from werkzeug.wrappers import Response
 
 from tests.fake_upstream import FakeUpstream, sse
-from tests.servers import running_shim
+from tests.servers import npm_cli, running_shim
 
 ANSWER = "Shim relayed this answer from the fake upstream."
 CONFIG = """
@@ -25,7 +24,6 @@ type = "openai"
 url = "{upstream}/v1"
 models = ["fake-gpt"]
 """
-CODEX_CACHE = os.path.expanduser("~/.cache/shim-tests/codex")
 
 
 def _chunk(delta, finish=None):
@@ -67,13 +65,7 @@ def shim(upstream):
 @pytest.fixture(scope="module")
 def codex():
     """The Codex CLI, installed from npm once into a cache directory."""
-    binary = os.path.join(CODEX_CACHE, "node_modules", ".bin", "codex")
-    if not os.path.exists(binary):
-        if shutil.which("npm") is None:
-            pytest.skip("npm is not installed: cannot install @openai/codex")
-        subprocess.run(["npm", "install", "--prefix", CODEX_CACHE, "@openai/codex"], check=True,
-                       capture_output=True, timeout=600)
-    return binary
+    return npm_cli("@openai/codex", "codex")
 
 
 def run_codex(binary, shim, model, tmp_path):

@@ -16,7 +16,15 @@ CASES = {"count": 0}
 OPENAI_POSTS = ["/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/api/v1/chat/completions"]
 OLLAMA_POSTS = ["/api/generate", "/api/chat", "/api/show", "/api/embed", "/api/embeddings", "/api/pull",
                 "/api/copy", "/api/create", "/api/push"]
+ANTHROPIC_POSTS = ["/v1/messages", "/v1/messages/count_tokens"]
+ANTHROPIC_ERRORS = ("invalid_request_error", "authentication_error", "permission_error", "not_found_error",
+                    "request_too_large", "rate_limit_error", "api_error", "overloaded_error")
 TEMPLATES = {
+    "/v1/messages": {"model": "M", "max_tokens": 1, "system": [{"type": "text", "text": "s"}], "stream": False,
+                     "messages": [{"role": "user", "content": [{"type": "text", "text": "hi"}]}], "temperature": 0.5,
+                     "stop_sequences": ["x"], "tools": [], "tool_choice": {"type": "auto"},
+                     "thinking": {"type": "disabled"}, "metadata": {"user_id": "u"}},
+    "/v1/messages/count_tokens": {"model": "M", "messages": [{"role": "user", "content": "hi"}], "system": "s"},
     "/v1/chat/completions": {"model": "M", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 1,
                              "stream": False, "temperature": 0.5, "stop": ["x"], "n": 1, "tools": [],
                              "response_format": {"type": "text"}, "logprobs": False, "seed": 1},
@@ -68,7 +76,10 @@ def check_shape(path, status, body_bytes):
     if status < 400:
         return
     body = json.loads(body_bytes)
-    if path.startswith("/api/v1/"):
+    if path.startswith("/v1/messages"):
+        assert body["type"] == "error" and body["error"]["type"] in ANTHROPIC_ERRORS
+        assert isinstance(body["error"]["message"], str)
+    elif path.startswith("/api/v1/"):
         assert body["success"] is False and isinstance(body["message"], str)
     elif path.startswith("/v1/"):
         assert isinstance(body["error"]["message"], str) and body["error"]["type"]
@@ -86,7 +97,7 @@ def client():
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
 def test_mutated_bodies_in_process(client, data):
-    path = data.draw(st.sampled_from(OPENAI_POSTS + OLLAMA_POSTS))
+    path = data.draw(st.sampled_from(OPENAI_POSTS + OLLAMA_POSTS + ANTHROPIC_POSTS))
     body = data.draw(mutated_body(path, "M"))
     response = client.post(path, data=json.dumps(body), content_type="application/json")
     check_shape(path, response.status_code, response.get_data())
@@ -94,7 +105,7 @@ def test_mutated_bodies_in_process(client, data):
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(path=st.sampled_from(OPENAI_POSTS + OLLAMA_POSTS), raw=raw_bodies(),
+@given(path=st.sampled_from(OPENAI_POSTS + OLLAMA_POSTS + ANTHROPIC_POSTS), raw=raw_bodies(),
        content_type=st.sampled_from(["application/json", "text/plain", "application/x-www-form-urlencoded", ""]))
 def test_raw_bodies_in_process(client, path, raw, content_type):
     response = client.post(path, data=raw, content_type=content_type)
@@ -111,7 +122,7 @@ def test_enormous_body_is_413(client):
 @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
 def test_mutated_bodies_against_gunicorn_and_the_real_model(shim_url, data):
-    path = data.draw(st.sampled_from(OPENAI_POSTS + OLLAMA_POSTS[:5]))
+    path = data.draw(st.sampled_from(OPENAI_POSTS + OLLAMA_POSTS[:5] + ANTHROPIC_POSTS))
     body = data.draw(mutated_body(path, "smollm2:135m"))
     for field, value in MAX_TOKEN_FIELDS.items():  # keep every generation to one token, whatever else changed
         if body.get(field) is None or (isinstance(body[field], int) and not isinstance(body[field], bool)):
@@ -139,7 +150,7 @@ with_lone_surrogate = st.recursive(
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
 def test_lone_surrogates_anywhere_are_a_400_naming_the_field(client, data):
-    path = data.draw(st.sampled_from(OPENAI_POSTS + OLLAMA_POSTS))
+    path = data.draw(st.sampled_from(OPENAI_POSTS + OLLAMA_POSTS + ANTHROPIC_POSTS))
     body = data.draw(mutated_body(path, "M"))
     key = data.draw(st.sampled_from(sorted(body) + ["unknown_field"]))
     body[key] = data.draw(with_lone_surrogate)
@@ -153,7 +164,7 @@ def test_lone_surrogates_anywhere_are_a_400_naming_the_field(client, data):
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(path=st.sampled_from(OPENAI_POSTS + OLLAMA_POSTS), raw=raw_bodies())
+@given(path=st.sampled_from(OPENAI_POSTS + OLLAMA_POSTS + ANTHROPIC_POSTS), raw=raw_bodies())
 def test_raw_bodies_against_gunicorn(shim_url, path, raw):
     response = requests.post(shim_url + path, data=raw, timeout=30, headers={"Content-Type": "application/json"})
     check_shape(path, response.status_code, response.content)

@@ -144,7 +144,7 @@ def key_in(token, keys):
 
 
 def protect(bp, render_error, schemes=(bearer_token,), asked="'Authorization: Bearer <key>'"):
-    """Give a blueprint its own error shape and its own key check (the keys any of `schemes` may carry)."""
+    """Give a blueprint its own error shape and its key check (keys any of `schemes` may carry); returns the check."""
     def check_key():
         keys = services().keys
         if keys and request.path not in OPEN_PATHS and not any(key_in(s(), keys) for s in schemes):
@@ -153,6 +153,7 @@ def protect(bp, render_error, schemes=(bearer_token,), asked="'Authorization: Be
     bp.register_error_handler(ShimError, render_error)
     bp.register_error_handler(HTTPException, lambda exc: render_error(from_http(exc)))
     bp.register_error_handler(Exception, lambda exc: render_error(unexpected(exc)))
+    return check_key
 
 
 def from_http(exc):

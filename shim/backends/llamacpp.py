@@ -131,6 +131,12 @@ class LocalModel:
             self.scheduler.submit(Job(request, tokens, n_ctx, samplers, cancel, channel, load_ns, thinking))
         return len(tokens)
 
+    def count_tokens(self, request):
+        """The length of the request's prompt, tokenized as submit() would."""
+        with self.load_lock:
+            self._load()
+            return len(prompts.prompt_tokens(self.engine.llm, self.formatter, request))
+
     def busy(self):
         """Whether a request is running or waiting."""
         return self.scheduler is not None and self.scheduler.busy()
@@ -274,6 +280,11 @@ class LlamaCppBackend(g.Backend):
         finally:
             cancel.set()
             self._touch(model, request.keep_alive)
+
+    def count_tokens(self, request):
+        """The length of the request's prompt as the model would see it (loading the model if need be)."""
+        model = self.model(request.model)
+        return call_in_thread(lambda: model.count_tokens(request))
 
     def embed(self, name, inputs, truncate=True, cancel=None):
         """Raw mean-pooled embeddings of each input, one at a time on a pool thread; a cancel stops between them."""
