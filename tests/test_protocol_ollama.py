@@ -360,6 +360,14 @@ def test_chat_stream_tool_call_in_non_final_chunk_with_empty_content():
         {"id": "call_1", "function": {"index": 1, "name": "get_weather", "arguments": {"city": "Paris"}}}]}
 
 
+def test_chat_and_generate_streams_send_whole_calls_only_not_their_argument_pieces():
+    s = chat_stream()
+    assert s.chunks(g.ToolCallArgumentsDelta('{"city": ', "call_1", "get_weather", 0, 0)) == []
+    [chunk] = s.chunks(g.ToolCallDelta(g.ToolCall("call_1", "get_weather", '{"city": "Paris"}')))
+    assert chunk["message"]["tool_calls"][0]["function"]["arguments"] == {"city": "Paris"}
+    assert ol.GenerateStream("m", now=lambda: NOW).chunks(g.ToolCallArgumentsDelta("{", "c", "f")) == []
+
+
 def test_chat_stream_tool_call_with_invalid_arguments_renders_empty_object():
     [chunk] = chat_stream().chunks(g.ToolCallDelta(g.ToolCall("c", "f", "not json")))
     assert chunk["message"]["tool_calls"][0]["function"]["arguments"] == {}
