@@ -210,6 +210,13 @@ def test_parse_chat_tool_message_tool_name():
     assert (message.role, message.name, message.tool_call_id) == ("tool", "get_weather", "call_0")
 
 
+def test_truncate_is_on_unless_the_client_turns_it_off_and_other_protocols_never_truncate():
+    assert chat().request.truncate is True and generate().request.truncate is True
+    assert chat(truncate=False).request.truncate is False and generate(truncate=False).request.truncate is False
+    from shim.protocols import openai as oa
+    assert oa.parse_chat({"model": "m", "messages": [USER]}).request.truncate is False
+
+
 def test_parse_chat_tools_set_tool_choice_auto():
     r = chat(tools=[WEATHER]).request
     assert [t.name for t in r.tools] == ["get_weather"] and r.tool_choice == g.ToolChoice("auto")

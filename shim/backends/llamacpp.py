@@ -107,8 +107,8 @@ class LocalModel:
         with self.load_lock:
             load_ns = self._load()
             engine = self.engine
-            tokens = prompts.prompt_tokens(engine.llm, self.formatter, request)
             n_ctx = None if request.num_ctx is None else self.context_for(request.num_ctx)
+            tokens = prompts.prompt_tokens(engine.llm, self.formatter, request, n_ctx or engine.n_ctx)
             fits(len(tokens), request, n_ctx or engine.n_ctx)
             samplers = _samplers(engine, request)
             self.scheduler.submit(Job(request, tokens, n_ctx, samplers, cancel, channel, load_ns))

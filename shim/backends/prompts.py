@@ -41,8 +41,72 @@ def _token_text(llm, token):
     return llm.detokenize([token], special=True).decode("utf-8", errors="replace")
 
 
-def prompt_tokens(llm, template, request):
-    """The token ids the model is to continue from."""
+NUM_KEEP = 4
+"Tokens kept from the start of a prompt cut in the middle (Ollama's num_keep default)."
+
+
+def prompt_tokens(llm, template, request, window=None):
+    """The token ids the model is to continue from; with request.truncate, cut to fit the window as Ollama cuts."""
+    tokens = _prompt_tokens(llm, template, request)
+    if not request.truncate or window is None:
+        return tokens
+    limit = window - answer_room(request, window)
+    if len(tokens) > limit and request.messages is not None:
+        tokens = _newest_turns(llm, template, request, limit)
+    return _cut(tokens, limit, request.backend_options.get("num_keep"))
+
+
+def answer_room(request, window):
+    """The tokens a truncated prompt leaves for the answer: max_tokens, else a quarter of the window; at most half.
+
+    Ollama only fits the prompt and shifts the context as the answer grows; shim does not shift, so it keeps room.
+    """
+    wanted = request.max_tokens if request.max_tokens is not None else window // 4
+    return max(1, min(wanted, window // 2))
+
+
+def _newest_turns(llm, template, request, limit):
+    """The tokens of the system messages and the newest turns that fit in limit (always the last message)."""
+    messages = request.messages
+    starts = sorted({_turn_start(messages, i) for i in range(len(messages))})
+    rendered: dict = {}
+
+    def tokens_from(k):
+        if k not in rendered:
+            kept = [m for m in messages[:starts[k]] if m.role == "system"] + list(messages[starts[k]:])
+            rendered[k] = _chat_tokens(llm, template, kept, request)
+        return rendered[k]
+    # Fewer messages never take more tokens, so the first start that fits is found by bisection.
+    low, high = 0, len(starts) - 1
+    while low < high:
+        middle = (low + high) // 2
+        if len(tokens_from(middle)) <= limit:
+            high = middle
+        else:
+            low = middle + 1
+    return tokens_from(low)
+
+
+def _turn_start(messages, i):
+    """Where a conversation kept from message i starts: tool results keep the assistant turn that called them."""
+    if messages[i].role != "tool":
+        return i
+    start = i
+    while start > 0 and messages[start - 1].role == "tool":
+        start -= 1
+    return start - 1 if start > 0 and messages[start - 1].tool_calls else i
+
+
+def _cut(tokens, limit, keep=None):
+    """The tokens, if more than limit, cut in the middle: the first num_keep kept, then the newest that fit."""
+    if len(tokens) <= limit:
+        return tokens
+    keep = NUM_KEEP if not isinstance(keep, int) or keep < 0 else keep
+    keep = min(keep, limit - 1)
+    return tokens[:keep] + tokens[len(tokens) - (limit - keep):]
+
+
+def _prompt_tokens(llm, template, request):
     if request.messages is not None:
         return _chat_tokens(llm, template, request.messages, request)
     if request.raw:
