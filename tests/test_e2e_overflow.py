@@ -76,7 +76,7 @@ def test_ollama_truncate_false_refuses_in_ollamas_shape(shim):
             "model": MODEL, "stream": False, "truncate": False, "options": GREEDY, **body})
         assert response.status_code == 400
         error = response.json()["error"]
-        assert isinstance(error, str) and "context length" in error
+        assert isinstance(error, str) and "more than the model's context window of 256 tokens" in error
 
 
 def test_openai_client_still_gets_context_length_exceeded(shim):

@@ -344,7 +344,7 @@ def fits(n_prompt, request, n_ctx):
     requested = request.max_tokens
     if n_prompt >= n_ctx:
         raise ContextLengthExceeded(
-            f"the input length ({n_prompt} tokens) exceeds the context length ({n_ctx} tokens)",
+            f"the prompt is {n_prompt} tokens, more than the model's context window of {n_ctx} tokens",
             param="messages" if request.messages is not None else "prompt")
     if requested is not None and n_prompt + requested > n_ctx:
         if request.truncate:  # Ollama's manner: the answer runs until the window is full
