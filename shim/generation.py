@@ -149,6 +149,8 @@ class GenerationRequest:
     "Seconds to keep the model loaded afterwards; negative is forever, 0 unloads."
     backend_options: Mapping = field(default_factory=dict)
     "Backend-native options passed through as they are (e.g. Ollama options an OpenAI client sent)."
+    truncate: bool = False
+    "A prompt too long for the window is cut to fit (Ollama's manner: oldest turns first) rather than refused."
 
 
 @dataclass(frozen=True)
@@ -186,8 +188,21 @@ class ReasoningDelta:
 
 
 @dataclass(frozen=True)
+class ToolCallArgumentsDelta:
+    """A piece of a tool call's arguments as it streams in; the whole call's ToolCallDelta still follows it."""
+
+    text: str
+    id: str
+    "The call's id: the same on every piece and on its ToolCallDelta."
+    name: str
+    index: int = 0
+    position: int = 0
+    "The call's place among this choice's calls."
+
+
+@dataclass(frozen=True)
 class ToolCallDelta:
-    """A complete tool call for one choice."""
+    """A complete tool call for one choice (after its ToolCallArgumentsDelta pieces, where a backend streams them)."""
 
     call: ToolCall
     index: int = 0
@@ -237,7 +252,7 @@ class Finish:
     "The stop string that ended the choice, where the backend knows it (not yet on any wire)."
 
 
-Event = Union[Accepted, TextDelta, ReasoningDelta, ToolCallDelta, Finish]
+Event = Union[Accepted, TextDelta, ReasoningDelta, ToolCallArgumentsDelta, ToolCallDelta, Finish]
 
 
 @dataclass(frozen=True)
@@ -371,7 +386,7 @@ def collect(events) -> list[Choice]:
     """Gather a whole stream of events into its choices, ordered by index."""
     choices: dict[int, Choice] = {}
     for event in events:
-        if isinstance(event, Accepted):
+        if isinstance(event, (Accepted, ToolCallArgumentsDelta)):  # the whole call follows its pieces
             continue
         choice = choices.setdefault(event.index, Choice(event.index))
         if isinstance(event, TextDelta):

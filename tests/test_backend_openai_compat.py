@@ -507,19 +507,53 @@ def test_tool_call_fragments_are_assembled(rsps):
         chunk(finish="tool_calls"),
         usage_chunk(20, 9)))
     events = run(make_backend(), chat(tools=(WEATHER, TIME)))
+    weather = g.ToolCall("call_abc", "get_weather", '{"city": "Paris"}')
+    time_call = g.ToolCall("call_def", "get_time", "{}")
     assert events[1:] == [
-        g.ToolCallDelta(g.ToolCall("call_abc", "get_weather", '{"city": "Paris"}'), 0, 0),
-        g.ToolCallDelta(g.ToolCall("call_def", "get_time", "{}"), 0, 1),
+        g.ToolCallArgumentsDelta("", "call_abc", "get_weather", 0, 0),
+        g.ToolCallArgumentsDelta('{"city": ', "call_abc", "get_weather", 0, 0),
+        g.ToolCallArgumentsDelta('"Paris"}', "call_abc", "get_weather", 0, 0),
+        g.ToolCallDelta(weather, 0, 0),  # whole once the next call begins, not held to the end
+        g.ToolCallArgumentsDelta("{}", "call_def", "get_time", 0, 1),
+        g.ToolCallDelta(time_call, 0, 1),
         g.Finish("tool_calls", 0, g.Usage(20, 9), events[-1].timings),
     ]
+    assert g.collect(events)[0].tool_calls == [weather, time_call]
+
+
+def test_tool_call_arguments_are_passed_on_as_they_arrive():
+    """Each upstream chunk's argument piece is an event of that chunk, before the stream has ended."""
+    reader = protocol.UpstreamReader()
+    assert reader.events(chunk(tool_calls=[{"index": 0, "id": "c1", "function": {"name": "get_weather"}}])) == [
+        g.ToolCallArgumentsDelta("", "c1", "get_weather", 0, 0)]
+    assert reader.events(chunk(tool_calls=[{"index": 0, "function": {"arguments": '{"ci'}}])) == [
+        g.ToolCallArgumentsDelta('{"ci', "c1", "get_weather", 0, 0)]
+    assert reader.events(chunk(tool_calls=[{"index": 0, "function": {"arguments": ""}}])) == []
+    assert reader.events(chunk("after")) == [g.ToolCallDelta(g.ToolCall("c1", "get_weather", '{"ci'), 0, 0),
+                                             g.TextDelta("after")]
+    assert [type(e) for e in reader.end(g.Timings())] == [g.Finish]
+
+
+def test_a_call_whose_name_comes_late_is_passed_on_once_named():
+    reader = protocol.UpstreamReader()
+    assert reader.events(chunk(tool_calls=[{"index": 0, "function": {"arguments": "{"}}])) == []
+    assert reader.events(chunk(tool_calls=[{"index": 0, "function": {"name": "f", "arguments": "}"}}])) == [
+        g.ToolCallArgumentsDelta("{}", "call_0_0", "f", 0, 0)]
+
+
+def test_a_call_cut_off_by_length_is_partial(rsps):
+    add_stream(rsps, sse_text(chunk(tool_calls=[{"index": 0, "id": "c", "function": {"name": "f", "arguments": '{"a'}}]),
+                              chunk(finish="length")))
+    events = run(make_backend(), chat(tools=(TIME,)))
+    assert events[-2] == g.ToolCallDelta(g.ToolCall("c", "f", '{"a', partial=True), 0, 0)
 
 
 def test_tool_call_without_id_or_arguments_gets_defaults_and_stop_becomes_tool_calls(rsps):
     add_stream(rsps, sse_text(chunk(tool_calls=[{"index": 0, "function": {"name": "get_time"}}]),
                               chunk(finish="stop")))
     events = run(make_backend(), chat(tools=(TIME,)))
-    assert events[1] == g.ToolCallDelta(g.ToolCall("call_0_0", "get_time", "{}"), 0, 0)
-    assert events[2].reason == "tool_calls"
+    assert events[2] == g.ToolCallDelta(g.ToolCall("call_0_0", "get_time", "{}"), 0, 0)
+    assert events[3].reason == "tool_calls"
 
 
 def test_several_choices_are_kept_apart_and_usage_counted_once(rsps):

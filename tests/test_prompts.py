@@ -3,6 +3,7 @@
 Client text is tokenised as text; only the template's markup is special; ordinary prompts get the very ids that
 llama.cpp's own special-token parsing of the rendered prompt gives; work is bounded before it starts.
 """
+import dataclasses
 import threading
 import time
 
@@ -11,6 +12,7 @@ import pytest
 from shim import generation as g
 from shim.backends import prompts
 from shim.backends.llamacpp import embedded_model_path
+from shim.backends.scheduler import fits
 from shim.backends.tokenizer import CHUNK_BYTES, Vocabulary
 from shim.errors import Cancelled, ContextLengthExceeded, InvalidRequest
 
@@ -180,3 +182,119 @@ def test_a_client_leaving_while_its_prompt_tokenises_stops_the_work():
     out = subprocess.run([sys.executable, "-c", WATCHED], capture_output=True, text=True, timeout=120).stdout
     stopped, whole = out.split()[2], out.split()[4]
     assert out.startswith("stopped") and float(stopped[:-1]) < float(whole[:-1]), out
+
+
+# ---------------------------------------------------------------- Ollama-style truncation to a window
+
+WINDOW = 256
+SYSTEM = g.Message("system", "You are a pirate. Always answer like a pirate.")
+QUESTION = g.Message("user", "What is the capital of France?")
+WHOLE = 10 ** 6
+"A window no prompt here comes near: the prompt as it is, uncut."
+
+
+def turns(count):
+    out = []
+    for i in range(count):
+        out += [g.Message("user", f"Tell me fact number {i} about the sea, in one sentence please."),
+                g.Message("assistant", f"Fact {i}: the sea is deep, salty and full of fish of many colours.")]
+    return tuple(out)
+
+
+def truncated_chat(messages, **fields):
+    return g.GenerationRequest(model="m", messages=tuple(messages), truncate=True, **fields)
+
+
+def uncut(vocab, template, request):
+    return prompts.prompt_tokens(vocab, template, dataclasses.replace(request, truncate=False), WHOLE)
+
+
+def text(vocab, tokens):
+    return "".join(vocab.text(t) for t in tokens)
+
+
+def test_a_long_conversation_keeps_its_system_message_and_as_many_newest_turns_as_fit(vocab, template):
+    history = turns(20)
+    request = truncated_chat((SYSTEM, *history, QUESTION))
+    whole = uncut(vocab, template, request)
+    tokens = prompts.prompt_tokens(vocab, template, request, WINDOW)
+    limit = WINDOW - prompts.answer_room(request, WINDOW)
+    assert len(whole) > WINDOW >= limit >= len(tokens)
+    prompt = text(vocab, tokens)
+    assert prompt.startswith("<|im_start|>system\nYou are a pirate.") and "capital of France?" in prompt
+    assert "fact number 0 " not in prompt and "fact number 19 " in prompt
+    kept = sum(m.content in prompt for m in history)
+    assert all(m.content in prompt for m in history[len(history) - kept:]), "the newest messages are the ones kept"
+    one_more = uncut(vocab, template, truncated_chat((SYSTEM, *history[len(history) - kept - 1:], QUESTION)))
+    assert len(one_more) > limit, "the newest message left out would not have fitted"
+    assert fits(len(tokens), request, WINDOW) == WINDOW - len(tokens)
+
+
+def test_a_prompt_that_fits_is_left_as_it_is(vocab, template):
+    request = truncated_chat((SYSTEM, *turns(1), QUESTION))
+    assert prompts.prompt_tokens(vocab, template, request, WINDOW) == uncut(vocab, template, request)
+
+
+def test_without_truncate_the_prompt_is_whole_and_refused(vocab, template):
+    request = g.GenerationRequest(model="m", messages=(SYSTEM, *turns(20), QUESTION))
+    tokens = prompts.prompt_tokens(vocab, template, request, WINDOW)
+    assert len(tokens) > WINDOW
+    with pytest.raises(ContextLengthExceeded):
+        fits(len(tokens), request, WINDOW)
+
+
+def test_room_for_the_answer_is_num_predict_or_a_quarter_of_the_window_and_at_most_half():
+    assert prompts.answer_room(truncated_chat((QUESTION,)), 256) == 64
+    assert prompts.answer_room(truncated_chat((QUESTION,), max_tokens=20), 256) == 20
+    assert prompts.answer_room(truncated_chat((QUESTION,), max_tokens=1000), 256) == 128
+    assert prompts.answer_room(truncated_chat((QUESTION,), max_tokens=0), 256) == 1
+
+
+def test_one_message_too_long_is_cut_in_the_middle_keeping_num_keep_tokens_at_the_start(vocab, template):
+    long = g.Message("user", " ".join(f"word{i}" for i in range(400)) + " THE END")
+    request = truncated_chat((long,), max_tokens=16)
+    whole = uncut(vocab, template, request)
+    tokens = prompts.prompt_tokens(vocab, template, request, WINDOW)
+    assert len(tokens) == WINDOW - 16
+    assert tokens[:prompts.NUM_KEEP] == whole[:prompts.NUM_KEEP] and tokens[-50:] == whole[-50:]
+    kept = prompts.prompt_tokens(vocab, template, dataclasses.replace(request, backend_options={"num_keep": 10}),
+                                 WINDOW)
+    assert kept[:10] == whole[:10] and len(kept) == WINDOW - 16
+
+
+def test_a_generate_prompt_is_cut_the_same_way(vocab, template):
+    request = g.GenerationRequest(model="m", prompt="Once upon a time " * 200, truncate=True)
+    tokens = prompts.prompt_tokens(vocab, template, request, WINDOW)
+    assert len(tokens) == WINDOW - WINDOW // 4
+
+
+def test_tool_results_are_never_kept_without_the_turn_that_called_them():
+    call = g.ToolCall("c1", "get_weather", "{}")
+    messages = (g.Message("user", "weather?"), g.Message("assistant", tool_calls=(call,)),
+                g.Message("tool", "sunny", tool_call_id="c1"), g.Message("tool", "warm", tool_call_id="c1"),
+                g.Message("user", "thanks"))
+    assert [prompts._turn_start(messages, i) for i in range(len(messages))] == [0, 1, 1, 1, 4]
+
+
+def test_a_huge_conversation_is_cut_by_bytes_before_anything_is_tokenised(vocab, template, monkeypatch):
+    # Only text that could fit is tokenised: 8 MB of old turns cost no tokenising (a hostile client's prompt).
+    history = tuple(g.Message("user" if i % 2 == 0 else "assistant", f"turn {i} " + "sea " * 1000) for i in range(2000))
+    request = truncated_chat((SYSTEM, *history, QUESTION))
+    seen = []
+    tokenize = vocab.tokenize
+    monkeypatch.setattr(vocab, "tokenize", lambda parts, cancel=None: seen.append(
+        sum(len(p.encode()) for p in parts if isinstance(p, str))) or tokenize(parts, cancel))
+    tokens = prompts.prompt_tokens(vocab, template, request, WINDOW)
+    assert len(tokens) <= WINDOW - prompts.answer_room(request, WINDOW)
+    assert "capital of France?" in text(vocab, tokens) and text(vocab, tokens).startswith("<|im_start|>system")
+    assert max(seen) <= WINDOW * vocab.longest + 1000, "no more text is tokenised than the window could hold"
+
+
+def test_a_huge_generate_prompt_is_cut_by_bytes_before_it_is_tokenised(vocab, template, monkeypatch):
+    request = g.GenerationRequest(model="m", prompt="Once upon a time " * 500_000, truncate=True)
+    seen = []
+    tokenize = vocab.tokenize
+    monkeypatch.setattr(vocab, "tokenize", lambda parts, cancel=None: seen.append(
+        sum(len(p.encode()) for p in parts if isinstance(p, str))) or tokenize(parts, cancel))
+    assert len(prompts.prompt_tokens(vocab, template, request, WINDOW)) == WINDOW - WINDOW // 4
+    assert max(seen) <= WINDOW * vocab.longest + 1000

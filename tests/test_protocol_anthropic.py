@@ -258,6 +258,26 @@ def test_stream_event_sequence_with_every_block_kind():
     assert chunks[13]["usage"]["output_tokens"] == 9
 
 
+def test_streamed_argument_pieces_go_out_as_input_json_deltas_of_one_tool_use_block():
+    call = g.ToolCall("toolu_1", "get_weather", '{"city":"Paris"}')
+    pieces = [g.ToolCallArgumentsDelta(text, "toolu_1", "get_weather") for text in ('{"ci', 'ty":', '"Paris"}')]
+    chunks = stream(g.Accepted(), g.TextDelta("Let me see."), *pieces, g.ToolCallDelta(call), finish("tool_calls"))
+    assert [c["type"] for c in chunks] == [
+        "message_start", "ping", "content_block_start", "content_block_delta", "content_block_stop",
+        "content_block_start", "content_block_delta", "content_block_delta", "content_block_delta",
+        "content_block_stop", "message_delta", "message_stop"]
+    assert chunks[5]["content_block"] == {"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {}}
+    sent = "".join(c["delta"]["partial_json"] for c in chunks if c.get("delta", {}).get("type") == "input_json_delta")
+    assert json.loads(sent) == {"city": "Paris"} and chunks[-2]["delta"]["stop_reason"] == "tool_use"
+
+
+def test_a_streamed_call_with_no_argument_pieces_closes_with_an_empty_object():
+    chunks = stream(g.Accepted(), g.ToolCallArgumentsDelta("", "toolu_1", "now"),
+                    g.ToolCallDelta(g.ToolCall("toolu_1", "now", "{}")), finish("tool_calls"))
+    sent = "".join(c["delta"]["partial_json"] for c in chunks if c.get("delta", {}).get("type") == "input_json_delta")
+    assert sent == "{}" and [c["type"] for c in chunks].count("content_block_start") == 1
+
+
 def test_stream_start_uses_the_estimate_when_the_backend_gives_no_count():
     chunks = stream(g.Accepted(), g.TextDelta("x"), finish(prompt=0), prompt_tokens=42)
     assert chunks[0]["message"]["usage"]["input_tokens"] == 42

@@ -210,6 +210,13 @@ def test_parse_chat_tool_message_tool_name():
     assert (message.role, message.name, message.tool_call_id) == ("tool", "get_weather", "call_0")
 
 
+def test_truncate_is_on_unless_the_client_turns_it_off_and_other_protocols_never_truncate():
+    assert chat().request.truncate is True and generate().request.truncate is True
+    assert chat(truncate=False).request.truncate is False and generate(truncate=False).request.truncate is False
+    from shim.protocols import openai as oa
+    assert oa.parse_chat({"model": "m", "messages": [USER]}).request.truncate is False
+
+
 def test_parse_chat_tools_set_tool_choice_auto():
     r = chat(tools=[WEATHER]).request
     assert [t.name for t in r.tools] == ["get_weather"] and r.tool_choice == g.ToolChoice("auto")
@@ -358,6 +365,14 @@ def test_chat_stream_tool_call_in_non_final_chunk_with_empty_content():
     assert chunk["done"] is False
     assert chunk["message"] == {"role": "assistant", "content": "", "tool_calls": [
         {"id": "call_1", "function": {"index": 1, "name": "get_weather", "arguments": {"city": "Paris"}}}]}
+
+
+def test_chat_and_generate_streams_send_whole_calls_only_not_their_argument_pieces():
+    s = chat_stream()
+    assert s.chunks(g.ToolCallArgumentsDelta('{"city": ', "call_1", "get_weather", 0, 0)) == []
+    [chunk] = s.chunks(g.ToolCallDelta(g.ToolCall("call_1", "get_weather", '{"city": "Paris"}')))
+    assert chunk["message"]["tool_calls"][0]["function"]["arguments"] == {"city": "Paris"}
+    assert ol.GenerateStream("m", now=lambda: NOW).chunks(g.ToolCallArgumentsDelta("{", "c", "f")) == []
 
 
 def test_chat_stream_tool_call_with_invalid_arguments_renders_empty_object():

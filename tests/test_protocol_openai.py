@@ -555,6 +555,25 @@ def test_chat_stream_tool_call_delta_first_in_choice():
     assert second == {"tool_calls": [{"index": 1, **rendered}]}
 
 
+def test_chat_stream_tool_call_arguments_stream_as_openai_sends_them():
+    s = stream()
+    pieces = [g.ToolCallArgumentsDelta(t, "call_1", "f", 0, 1) for t in ("", '{"a"', ": 1}")]
+    out = [d for p in pieces for d in deltas(s.chunks(p))]
+    assert out == [
+        {"role": "assistant", "content": None,
+         "tool_calls": [{"index": 1, "id": "call_1", "type": "function", "function": {"name": "f", "arguments": ""}}]},
+        {"tool_calls": [{"index": 1, "function": {"arguments": '{"a"'}}]},
+        {"tool_calls": [{"index": 1, "function": {"arguments": ": 1}"}}]}]
+    assert s.chunks(g.ToolCallDelta(g.ToolCall("call_1", "f", '{"a": 1}'), 0, 1)) == []  # all of it was sent
+
+
+def test_chat_stream_whole_call_after_its_pieces_sends_what_they_left_out():
+    s = stream()
+    s.chunks(g.ToolCallArgumentsDelta("", "c", "f", 0, 0))
+    assert deltas(s.chunks(g.ToolCallDelta(g.ToolCall("c", "f", "{}"), 0, 0))) == [
+        {"tool_calls": [{"index": 0, "function": {"arguments": "{}"}}]}]
+
+
 def test_chat_stream_tool_call_after_text_has_no_content_key():
     s = stream()
     s.chunks(g.TextDelta("thinking..."))

@@ -193,6 +193,38 @@ def test_reasoning_item_first_then_message_then_function_and_custom_calls():
     assert all(item["id"] for item in done) and renderer.response["output"] == done
 
 
+def test_function_call_arguments_stream_as_delta_events():
+    pieces = [g.ToolCallArgumentsDelta(t, "c1", "get_weather", 0, 0) for t in ("", '{"city":', '"Oslo"}')]
+    events, renderer = stream([g.TextDelta("ok"), *pieces,
+                               g.ToolCallDelta(g.ToolCall("c1", "get_weather", '{"city":"Oslo"}')),
+                               g.Finish("tool_calls")])
+    call_events = [e for e in events if e.get("output_index") == 1]
+    assert types(call_events) == ["response.output_item.added", "response.function_call_arguments.delta",
+                                  "response.function_call_arguments.delta", "response.function_call_arguments.done",
+                                  "response.output_item.done"]
+    assert call_events[0]["item"]["status"] == "in_progress" and call_events[0]["item"]["arguments"] == ""
+    assert [e["delta"] for e in call_events[1:3]] == ['{"city":', '"Oslo"}']
+    item = call_events[-1]["item"]
+    assert call_events[-2]["arguments"] == item["arguments"] == '{"city":"Oslo"}'
+    assert (item["id"], item["call_id"], item["name"], item["status"]) == (
+        call_events[0]["item"]["id"], "c1", "get_weather", "completed")
+    assert renderer.response["output"][1] == item
+    numbers = [e["sequence_number"] for e in events]
+    assert numbers == list(range(len(events)))
+
+
+def test_streamed_call_cut_off_is_incomplete_and_a_custom_tools_pieces_wait_for_the_whole_call():
+    events, _ = stream([g.ToolCallArgumentsDelta('{"ci', "c1", "f", 0, 0),
+                        g.ToolCallDelta(g.ToolCall("c1", "f", '{"ci', partial=True)),
+                        g.ToolCallArgumentsDelta('{"input":"x"}', "c2", "apply_patch", 0, 1),
+                        g.ToolCallDelta(g.ToolCall("c2", "apply_patch", '{"input":"x"}'), position=1),
+                        g.Finish("length")], custom=frozenset({"apply_patch"}))
+    done = [e["item"] for e in events if e["type"] == "response.output_item.done"]
+    assert [(i["type"], i["status"]) for i in done] == [("function_call", "incomplete"),
+                                                        ("custom_tool_call", "completed")]
+    assert [e["delta"] for e in events if e["type"] == "response.custom_tool_call_input.delta"] == ["x"]
+
+
 def test_length_ends_with_response_incomplete():
     events, _ = stream([g.TextDelta("a"), g.Finish("length")])
     assert types(events)[-1] == "response.incomplete"

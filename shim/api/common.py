@@ -17,7 +17,7 @@ from werkzeug.exceptions import HTTPException
 from .. import metrics
 from ..errors import (Cancelled, InvalidRequest, MethodNotAllowed, NotFound, PayloadTooLarge, ShimError,
                       Unauthorized)
-from ..generation import Cancel, Finish, ReasoningDelta, TextDelta, ToolCallDelta
+from ..generation import Cancel, Finish, ReasoningDelta, TextDelta, ToolCallArgumentsDelta, ToolCallDelta
 from ..streaming import HEARTBEAT
 from ..threads import close, watching, with_heartbeats
 
@@ -262,7 +262,7 @@ def _observed(events, key, started):
     last = None
     itl, ttft = metrics.ITL.labels(key), metrics.TTFT.labels(key)  # once, not per token
     for event in events:
-        if isinstance(event, (TextDelta, ReasoningDelta, ToolCallDelta)):
+        if isinstance(event, (TextDelta, ReasoningDelta, ToolCallArgumentsDelta, ToolCallDelta)):
             now = time.perf_counter()
             itl.observe(now - last) if last else ttft.observe(now - started)
             last = now

@@ -1,6 +1,7 @@
 """Turn a GenerationRequest into prompt tokens with the model's own chat template."""
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 import secrets
@@ -65,11 +66,18 @@ def _token_text(vocab, token):
 
 
 def prompt_tokens(vocab, template, request, window, cancel=None):
-    """The token ids the model is to continue from.
+    """The token ids the model is to continue from; with request.truncate, cut to fit the window as Ollama cuts.
 
     Client text (message content, tool results and definitions, a prompt outside raw mode) is tokenised as
     text: a special token's spelling typed by a client stays text, only the template's own markup is special.
     """
+    if request.truncate:
+        return _truncated(vocab, template, request, window, cancel)
+    return _tokens(vocab, template, request, window, cancel)
+
+
+def _tokens(vocab, template, request, window=None, cancel=None):
+    """The prompt's token ids; with a window, text that cannot fit in it is refused before it is tokenised."""
     context, add_bos = [], True
     if request.messages is not None:
         dicts = [_message_dict(m) for m in request.messages]
@@ -86,12 +94,102 @@ def prompt_tokens(vocab, template, request, window, cancel=None):
         messages = [{"role": "system", "content": request.system}] if request.system else []
         messages.append({"role": "user", "content": request.prompt})
         parts = _rendered(vocab, template, messages, [], request.think)
-    _check_size(vocab, parts, len(context), window, "messages" if request.messages is not None else "prompt")
+    if window is not None:
+        _check_size(vocab, parts, len(context), window, "messages" if request.messages is not None else "prompt")
     tokens = vocab.tokenize(parts, cancel)
     # A Jinja template writes its own BOS where the model wants one; it is added only if missing.
     if add_bos and vocab.add_bos and tokens[:1] != [vocab.bos]:
         tokens.insert(0, vocab.bos)
     return context + tokens
+
+
+NUM_KEEP = 4
+"Tokens kept from the start of a prompt cut in the middle (Ollama's num_keep default)."
+
+
+def _truncated(vocab, template, request, window, cancel):
+    """Ollama's manner: the system messages and the newest turns that fit, then a cut in the middle if need be."""
+    limit = window - answer_room(request, window)
+    # A token stands for at most `longest` bytes, so text beyond limit * longest bytes can never fit: it is left
+    # out before anything is tokenised, which bounds the work a huge prompt costs.
+    budget = limit * vocab.longest
+    if request.messages is not None:
+        request = dataclasses.replace(request, messages=_within_bytes(request.messages, budget))
+        tokens = _tokens(vocab, template, request, None, cancel)
+        if len(tokens) > limit:
+            tokens = _newest_turns(vocab, template, request, limit, cancel)
+    else:
+        tokens = _tokens(vocab, template, _prompt_within(request, budget), None, cancel)
+    return _cut(tokens, limit, request.backend_options.get("num_keep"))
+
+
+def answer_room(request, window):
+    """The tokens a truncated prompt leaves for the answer: max_tokens, else a quarter of the window; at most half.
+
+    Ollama only fits the prompt and shifts the context as the answer grows; shim does not shift, so it keeps room.
+    """
+    wanted = request.max_tokens if request.max_tokens is not None else window // 4
+    return max(1, min(wanted, window // 2))
+
+
+def _within_bytes(messages, budget):
+    """The messages from the first turn start whose non-system text could fit in budget bytes (system ones kept)."""
+    starts = sorted({_turn_start(messages, i) for i in range(len(messages))})
+    sizes = [len(m.content.encode()) if m.role != "system" else 0 for m in messages]
+    for start in starts:
+        if sum(sizes[start:]) <= budget or start == starts[-1]:
+            return tuple(m for m in messages[:start] if m.role == "system") + tuple(messages[start:])
+    return messages
+
+
+def _prompt_within(request, budget):
+    """A generate prompt with its middle left out where it has more characters than budget bytes could hold."""
+    prompt = request.prompt
+    if len(prompt) <= budget:
+        return request
+    head = NUM_KEEP * 16
+    return dataclasses.replace(request, prompt=prompt[:head] + prompt[len(prompt) - (budget - head):])
+
+
+def _newest_turns(vocab, template, request, limit, cancel):
+    """The tokens of the system messages and the newest turns that fit in limit (always the last message)."""
+    messages = request.messages
+    starts = sorted({_turn_start(messages, i) for i in range(len(messages))})
+    rendered: dict = {}
+
+    def tokens_from(k):
+        if k not in rendered:
+            kept = tuple(m for m in messages[:starts[k]] if m.role == "system") + tuple(messages[starts[k]:])
+            rendered[k] = _tokens(vocab, template, dataclasses.replace(request, messages=kept), None, cancel)
+        return rendered[k]
+    # Fewer messages never take more tokens, so the first start that fits is found by bisection.
+    low, high = 0, len(starts) - 1
+    while low < high:
+        middle = (low + high) // 2
+        if len(tokens_from(middle)) <= limit:
+            high = middle
+        else:
+            low = middle + 1
+    return tokens_from(low)
+
+
+def _turn_start(messages, i):
+    """Where a conversation kept from message i starts: tool results keep the assistant turn that called them."""
+    if messages[i].role != "tool":
+        return i
+    start = i
+    while start > 0 and messages[start - 1].role == "tool":
+        start -= 1
+    return start - 1 if start > 0 and messages[start - 1].tool_calls else i
+
+
+def _cut(tokens, limit, keep=None):
+    """The tokens, if more than limit, cut in the middle: the first num_keep kept, then the newest that fit."""
+    if len(tokens) <= limit:
+        return tokens
+    keep = NUM_KEEP if not isinstance(keep, int) or keep < 0 else keep
+    keep = min(keep, limit - 1)
+    return tokens[:keep] + tokens[len(tokens) - (limit - keep):]
 
 
 def _listed_tools(request):

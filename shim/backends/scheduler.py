@@ -370,13 +370,18 @@ class Scheduler:
 
 
 def fits(n_prompt, request, n_ctx):
-    """The tokens a request may generate in an n_ctx window, or ContextLengthExceeded naming what does not fit."""
+    """The tokens a request may generate in an n_ctx window, or ContextLengthExceeded naming what does not fit.
+
+    A request that may be truncated (Ollama's) is given what room the window has rather than refused.
+    """
     requested = request.max_tokens
     if n_prompt >= n_ctx:
         raise ContextLengthExceeded(
             f"the prompt is {n_prompt} tokens, more than the model's context window of {n_ctx} tokens",
             param="messages" if request.messages is not None else "prompt")
     if requested is not None and n_prompt + requested > n_ctx:
+        if request.truncate:  # Ollama's manner: the answer runs until the window is full
+            return n_ctx - n_prompt
         raise ContextLengthExceeded(
             f"this model's maximum context length is {n_ctx} tokens; you requested {n_prompt + requested} "
             f"tokens ({n_prompt} in the prompt, {requested} for the completion)", param="max_tokens")

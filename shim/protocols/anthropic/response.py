@@ -82,9 +82,11 @@ class MessageStream(StreamRenderer):
         "The prompt's length for message_start: the backend's count when it gives one, else this estimate."
         self._started = False
         self._open = None
-        "The kind of the block open now (text, thinking), or None."
+        "The kind of the block open now (text, thinking, or (\"tool_use\", call id)), or None."
         self._index = -1
         self._called = False
+        self._streamed = ""
+        "The argument text of the tool_use block open now, as its pieces went out."
 
     def chunks(self, event):
         """The events that carry one generation event (only the first choice: Messages has no n)."""
@@ -98,6 +100,8 @@ class MessageStream(StreamRenderer):
             return chunks + self._delta("text", {"type": "text_delta", "text": event.text}) if event.text else chunks
         if isinstance(event, g.ReasoningDelta):
             return chunks + self._delta("thinking", {"type": "thinking_delta", "thinking": event.text})
+        if isinstance(event, g.ToolCallArgumentsDelta):
+            return chunks + self._tool_piece(event)
         if isinstance(event, g.ToolCallDelta):
             return chunks + self._tool_use(event.call)
         return chunks + self._finish(event)
@@ -143,13 +147,31 @@ class MessageStream(StreamRenderer):
         self._open = None
         return chunks + [{"type": "content_block_stop", "index": self._index}]
 
+    def _tool_piece(self, piece):
+        """A piece of a call's arguments as it streams in: the call's tool_use block opens on its first piece."""
+        chunks = []
+        if self._open != ("tool_use", piece.id):
+            self._called, self._streamed = True, ""
+            block = {"type": "tool_use", "id": piece.id, "name": piece.name, "input": {}}
+            chunks = self._close() + self._open_block(block, ("tool_use", piece.id))
+        self._streamed += piece.text
+        return chunks + [self._input_json(piece.text)] if piece.text else chunks
+
     def _tool_use(self, call):
+        """A whole call: its own block, or the end of the block its pieces opened (with what they left out)."""
+        if self._open == ("tool_use", call.id):
+            rest = call.arguments[len(self._streamed):] if call.arguments.startswith(self._streamed) else ""
+            if not self._streamed and not rest:
+                rest = "{}"
+            return ([self._input_json(rest)] if rest else []) + self._close()
         self._called = True
         block = {**render_tool_use(call), "input": {}}
         arguments = json.dumps(tool_input(call), ensure_ascii=False)
-        return self._close() + self._open_block(block, "tool_use") + [
-            {"type": "content_block_delta", "index": self._index,
-             "delta": {"type": "input_json_delta", "partial_json": arguments}}] + self._close()
+        return self._close() + self._open_block(block, "tool_use") + [self._input_json(arguments)] + self._close()
+
+    def _input_json(self, text):
+        return {"type": "content_block_delta", "index": self._index,
+                "delta": {"type": "input_json_delta", "partial_json": text}}
 
     def _finish(self, finish):
         reason, sequence = stop_reason(finish, self._called)
