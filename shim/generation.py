@@ -335,6 +335,10 @@ class Backend:
         raise Unsupported(f"model '{model}' does not support embeddings ({self.description} '{self.name}' does "
                           "not serve them)", param="model")
 
+    def count_tokens(self, request: GenerationRequest) -> Optional[int]:
+        """The length of the request's prompt as the model would see it, or None where the backend cannot tell."""
+        return None
+
     def show(self, model: str) -> Optional[Mapping]:
         """The backend's own /api/show answer for a model, or None to describe it from models()."""
         return None

@@ -11,6 +11,7 @@ import requests
 from shim import generation as g
 from shim.backends import prompts
 from shim.backends.llamacpp import embedded_model_path
+from shim.backends.tokenizer import Vocabulary
 from tests.servers import running_shim
 
 MODEL = "smollm2:135m"
@@ -37,12 +38,11 @@ def oll(shim):
 
 def kept_history():
     """The history messages the Ollama-style truncation keeps, worked out with the model's own tokenizer."""
-    import llama_cpp
-    llm = llama_cpp.Llama(embedded_model_path(), vocab_only=True, verbose=False)
+    vocab = Vocabulary(embedded_model_path())
     request = g.GenerationRequest(model="m", messages=tuple(g.Message(m["role"], m["content"]) for m in LONG),
                                   max_tokens=GREEDY["num_predict"], truncate=True)
-    prompt = llm.detokenize(prompts.prompt_tokens(llm, prompts.ChatTemplate.for_model(llm), request, WINDOW),
-                            special=True).decode()
+    tokens = prompts.prompt_tokens(vocab, prompts.ChatTemplate.for_model(vocab), request, WINDOW)
+    prompt = "".join(vocab.text(t) for t in tokens)
     return [m for m in HISTORY if m["content"] in prompt]
 
 

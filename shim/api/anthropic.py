@@ -38,11 +38,11 @@ def count_tokens():
     parsed = protocol.parse_count_tokens(common.read_json())
     route = common.services().router.route(parsed.model)
     flask_g.model = route.key
-    count = getattr(route.backend, "count_tokens", None)
+    count = route.backend.count_tokens(dataclasses.replace(parsed, model=route.target))
     if count is None:
         log.info("count_tokens for %s is an estimate: its backend cannot tokenize", parsed.model)
-        return jsonify({"input_tokens": protocol.estimate_tokens(parsed)})
-    return jsonify({"input_tokens": count(dataclasses.replace(parsed, model=route.target))})
+        count = protocol.estimate_tokens(parsed)
+    return jsonify({"input_tokens": count})
 
 
 @bp.before_app_request

@@ -132,10 +132,9 @@ class LocalModel:
         return len(tokens)
 
     def count_tokens(self, request):
-        """The length of the request's prompt, tokenized as submit() would."""
-        with self.load_lock:
-            self._load()
-            return len(prompts.prompt_tokens(self.engine.llm, self.formatter, request))
+        """The length of the request's prompt, tokenized as submit() would (no model load needed)."""
+        vocab, template = self.vocabulary()
+        return len(prompts.prompt_tokens(vocab, template, request, self.context_for(request.num_ctx)))
 
     def busy(self):
         """Whether a request is running or waiting."""
