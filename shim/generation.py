@@ -147,6 +147,8 @@ class GenerationRequest:
     "Seconds to keep the model loaded afterwards; negative is forever, 0 unloads."
     backend_options: Mapping = field(default_factory=dict)
     "Backend-native options passed through as they are (e.g. Ollama options an OpenAI client sent)."
+    extra_fields: Mapping = field(default_factory=dict)
+    "Fields of an OpenAI request shim does not know (e.g. chat_template_kwargs), for an OpenAI-compatible upstream."
 
 
 @dataclass(frozen=True)
@@ -248,6 +250,10 @@ class Embeddings:
     load_ns: int = 0
 
 
+CAPABILITIES = ("completion", "tools", "insert", "vision", "embedding", "thinking")
+"The capabilities Ollama names in /api/show, /api/tags (and shim in /v1/models)."
+
+
 @dataclass(frozen=True)
 class ModelInfo:
     """What a backend says of one model it serves."""
@@ -261,6 +267,7 @@ class ModelInfo:
     size: int = 0
     digest: str = ""
     context_length: int = 0
+    "The context window in tokens; 0 when nobody knows it (then it is left out of what clients are told)."
     modified_at: float = 0.0
     capabilities: tuple[str, ...] = ("completion",)
     template: str = ""
