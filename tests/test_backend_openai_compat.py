@@ -987,7 +987,8 @@ def test_unknown_fields_reach_a_legacy_completion_too():
 
 
 def _backend_that(unknown_fields):
-    return OpenAICompatBackend(BackendConfig(name="strict", type="openai", urls=(URL_A,), unknown_fields=unknown_fields))
+    return OpenAICompatBackend(BackendConfig(name="strict", type="openai", urls=(URL_A,),
+                                             unknown_fields=unknown_fields))
 
 
 def test_a_backend_set_to_refuse_unknown_fields_names_the_field(rsps):
