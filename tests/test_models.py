@@ -145,11 +145,13 @@ def test_a_truncated_tensor_table_is_a_gguf_error(tmp_path):
 
 CHATML = "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>{% endfor %}"
 QWEN3 = "{% if tools %}...{% endif %}{% if enable_thinking is defined %}<think>\n\n</think>{% endif %}"
+GPT_OSS = "{% if tools %}...{% endif %}{{ message.reasoning_content }}"  # reasoning, but no <think> to split off
 
 
 @pytest.mark.parametrize("metadata, template, found", [
     ({"general.architecture": "llama"}, CHATML, ("completion",)),
     ({"general.architecture": "qwen3"}, QWEN3, ("completion", "tools", "thinking")),
+    ({"general.architecture": "gpt-oss"}, GPT_OSS, ("completion", "tools")),
     ({"general.architecture": "qwen2", "tokenizer.ggml.fim_pre_token_id": 151659}, CHATML, ("completion", "insert")),
     ({"general.architecture": "llama", "tokenizer.ggml.prefix_token_id": 32007}, CHATML, ("completion", "insert")),
     ({"general.architecture": "bert", "bert.pooling_type": 2}, "", ("embedding",)),

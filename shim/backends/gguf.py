@@ -71,8 +71,8 @@ def _read_pair(fh):
 
 FIM_KEYS = ("tokenizer.ggml.fim_pre_token_id", "tokenizer.ggml.prefix_token_id")
 "Where a GGUF names its fill-in-the-middle tokens (newer and older spellings)."
-THINKING_MARKS = ("<think>", "enable_thinking", "reasoning_content")
-"What a chat template that lets the model think before it answers contains."
+THINKING_MARK = "<think>"
+"What the chat template of a model that thinks before it answers writes (or opens)."
 
 
 def capabilities(metadata, template):
@@ -84,6 +84,6 @@ def capabilities(metadata, template):
         found.append("tools")
     if any(key in metadata for key in FIM_KEYS):
         found.append("insert")
-    if any(mark in template for mark in THINKING_MARKS):
+    if THINKING_MARK in template:
         found.append("thinking")
     return tuple(found)
