@@ -151,6 +151,8 @@ class GenerationRequest:
     "Backend-native options passed through as they are (e.g. Ollama options an OpenAI client sent)."
     truncate: bool = False
     "A prompt too long for the window is cut to fit (Ollama's manner: oldest turns first) rather than refused."
+    extra_fields: Mapping = field(default_factory=dict)
+    "Fields of an OpenAI request shim does not know (e.g. chat_template_kwargs), for an OpenAI-compatible upstream."
 
 
 @dataclass(frozen=True)
@@ -265,6 +267,10 @@ class Embeddings:
     load_ns: int = 0
 
 
+CAPABILITIES = ("completion", "tools", "insert", "vision", "embedding", "thinking")
+"The capabilities Ollama names in /api/show, /api/tags (and shim in /v1/models)."
+
+
 @dataclass(frozen=True)
 class ModelInfo:
     """What a backend says of one model it serves."""
@@ -278,6 +284,7 @@ class ModelInfo:
     size: int = 0
     digest: str = ""
     context_length: int = 0
+    "The context window in tokens; 0 when nobody knows it (then it is left out of what clients are told)."
     modified_at: float = 0.0
     capabilities: tuple[str, ...] = ("completion",)
     template: str = ""

@@ -257,6 +257,13 @@ def test_models_are_listed_in_anthropic_shape_with_the_headers(fake):
     assert backend.has_model("claude-fake") and backend.check()
 
 
+def test_models_are_described_with_the_documented_default_unless_configured(fake):
+    [info] = make_backend(fake.url).models()
+    assert (info.capabilities, info.context_length) == (("completion", "tools"), 200_000)
+    [info] = make_backend(fake.url, context_length=1_000_000, capabilities=("completion", "tools", "vision")).models()
+    assert (info.capabilities, info.context_length) == (("completion", "tools", "vision"), 1_000_000)
+
+
 def test_a_failing_model_list_is_remembered():
     backend = make_backend(f"http://127.0.0.1:{free_port()}", connect_timeout=2.0)
     assert backend.models() == [] and isinstance(backend.list_error, BackendUnavailable)

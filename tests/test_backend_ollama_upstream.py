@@ -568,8 +568,20 @@ TAGS = {"models": [{"name": "llama3:8b", "model": "llama3:8b", "modified_at": "2
                    {"name": "tiny:latest", "model": "tiny:latest", "size": 10}]}
 
 
+SHOWN = {"llama3:8b": {"capabilities": ["completion", "tools"], "modified_at": "2024-05-01T12:00:00Z",
+                       "model_info": {"general.architecture": "llama", "llama.context_length": 8192}},
+         "tiny:latest": {"capabilities": ["embedding"], "modified_at": "2024-05-01T12:00:00Z",
+                         "model_info": {"general.architecture": "bert", "bert.context_length": 512}}}
+
+
+def tags_and_show(record):
+    if record.path == "/api/show":
+        return Response(json.dumps(SHOWN[record.json["model"]]), mimetype="application/json")
+    return Response(json.dumps(TAGS), mimetype="application/json")
+
+
 def test_models_are_listed_and_cached(up):
-    up.handler = lambda r: Response(json.dumps(TAGS), mimetype="application/json")
+    up.handler = tags_and_show
     backend = make_backend(up)
     models = backend.models()
     assert [(m.name, m.backend, m.family, m.parameter_size, m.quantization, m.size, m.digest) for m in models] == [
@@ -577,8 +589,42 @@ def test_models_are_listed_and_cached(up):
         ("tiny:latest", "oll", "", "", "", 10, "")]
     assert models[0].modified_at == 1_714_564_800.0
     assert backend.has_model("tiny:latest") and not backend.has_model("tiny")
-    assert backend.models() == models and [r.path for r in up.requests] == ["/api/tags"]
+    assert backend.models() == models and [r.path for r in up.requests] == ["/api/tags", "/api/show", "/api/show"]
     assert backend.check()
+
+
+def test_capabilities_and_context_length_come_from_the_upstreams_show_asked_once_per_model(up):
+    up.handler = tags_and_show
+    backend = make_backend(up)
+    models = backend.models()
+    assert [(m.capabilities, m.context_length) for m in models] == [(("completion", "tools"), 8192),
+                                                                    (("embedding",), 512)]
+    backend._models.ttl = 0  # a fresh list every time: /api/show is still not asked again
+    assert backend.models() == models and backend.check()
+    assert [r.path for r in up.requests].count("/api/show") == 2
+
+
+def test_a_model_the_upstream_cannot_show_is_listed_plainly_and_asked_again(up, caplog):
+    up.handler = lambda r: error_json(500, "boom") if r.path == "/api/show" else tags_and_show(r)
+    backend = make_backend(up)
+    assert [(m.capabilities, m.context_length) for m in backend.models()] == [(("completion",), 0)] * 2
+    assert "cannot describe model llama3:8b of oll" in caplog.text
+    up.handler = tags_and_show
+    backend._models.ttl = 0
+    assert backend.models()[0].context_length == 8192
+
+
+def test_the_configured_capabilities_and_context_length_win_for_every_model(up):
+    up.handler = tags_and_show
+    backend = OllamaBackend(BackendConfig(name="oll", type="ollama", urls=(up.url,), capabilities=("completion",),
+                                          context_length=2048))
+    assert [(m.capabilities, m.context_length) for m in backend.models()] == [(("completion",), 2048)] * 2
+
+
+def test_show_keeps_ollamas_spelling_of_model_info(up):
+    up.handler = tags_and_show
+    shown = make_backend(up).show("llama3:8b")
+    assert shown["model_info"] == SHOWN["llama3:8b"]["model_info"] and "modelinfo" not in shown
 
 
 @pytest.mark.parametrize("handler", [lambda r: error_json(500, "x"), None], ids=["500", "unreachable"])

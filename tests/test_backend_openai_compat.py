@@ -918,6 +918,41 @@ def test_a_failing_model_list_lists_nothing(rsps, caplog, setup):
     assert KEY not in caplog.text
 
 
+@pytest.mark.parametrize("entry, length", [
+    ({"max_model_len": 32768, "context_length": 1}, 32768),  # vLLM
+    ({"context_length": 131072}, 131072),  # OpenRouter, Together, shim itself
+    ({"context_window": 8192}, 8192),  # Groq
+    ({"max_context_length": 4096}, 4096),  # Mistral, LM Studio
+    ({"meta": {"n_ctx": 2048, "n_ctx_train": 8192}}, 2048),  # llama.cpp forks that report the served window
+    ({"meta": {"n_ctx_train": 8192}}, 8192),  # llama-server: only the trained window
+    ({"max_model_len": 0, "context_length": "big", "context_window": True}, 0),
+    ({}, 0),
+])
+def test_the_context_length_comes_from_the_model_lists_own_fields(rsps, entry, length):
+    rsps.add(responses.GET, URL_A + "/models", json={"data": [{"id": "m", "object": "model", **entry}]})
+    assert make_backend().models()[0].context_length == length
+
+
+@pytest.mark.parametrize("listed, capabilities", [
+    (None, ("completion", "tools")),
+    (["completion", "tools", "vision"], ("completion", "tools", "vision")),
+    (["embedding"], ("embedding",)),
+    (["chat", "tool_use"], ("completion", "tools")),  # another vocabulary than Ollama's: the default
+    ({"function_calling": True}, ("completion", "tools")),
+])
+def test_capabilities_are_completion_and_tools_unless_the_upstream_lists_its_own(rsps, listed, capabilities):
+    entry = {"id": "m"} if listed is None else {"id": "m", "capabilities": listed}
+    rsps.add(responses.GET, URL_A + "/models", json={"data": [entry]})
+    assert make_backend().models()[0].capabilities == capabilities
+
+
+def test_the_backends_configured_description_wins_over_the_upstreams(rsps):
+    rsps.add(responses.GET, URL_A + "/models", json={"data": [{"id": "m", "max_model_len": 32768}]})
+    backend = OpenAICompatBackend(BackendConfig(name="up", type="openai", urls=(URL_A,), context_length=8192,
+                                                capabilities=("completion",)))
+    assert [(m.capabilities, m.context_length) for m in backend.models()] == [(("completion",), 8192)]
+
+
 def test_model_list_fails_over(rsps):
     rsps.add(responses.GET, URL_A + "/models", body=requests.ConnectionError("refused"))
     rsps.add(responses.GET, URL_B + "/models", json=MODEL_LIST)
@@ -958,6 +993,50 @@ def test_upstream_request_for_a_chat():
     assert path == "/chat/completions"
     assert body == {"model": "m", "stream": True, "stream_options": {"include_usage": True}, "max_tokens": 3,
                     "stop": ["x"], "messages": [{"role": "user", "content": "hi"}]}
+
+
+# ---------------------------------------------------------------- fields shim does not know
+
+EXTRAS = {"chat_template_kwargs": {"enable_thinking": False}, "guided_json": {"type": "object"},
+          "guided_decoding_backend": "xgrammar", "top_a": 0.2, "repetition_penalty_range": [1, {"x": None}]}
+
+
+def test_fields_shim_does_not_know_reach_the_upstream_unchanged(rsps):
+    add_stream(rsps, sse_text(chunk("ok", finish="stop")))
+    run(make_backend(), chat(extra_fields=EXTRAS, sampling=g.Sampling(top_k=5, repeat_penalty=1.1)))
+    body = sent(rsps)
+    assert {k: body[k] for k in EXTRAS} == EXTRAS
+    assert (body["top_k"], body["repetition_penalty"], body["model"], body["stream"]) == (5, 1.1, "m", True)
+
+
+def test_fields_shim_sets_win_over_unknown_ones_of_the_same_name():
+    _, body = protocol.upstream_request(chat(extra_fields={"model": "other", "stream": False, "x": 1}))
+    assert (body["model"], body["stream"], body["x"]) == ("m", True, 1)
+
+
+def test_unknown_fields_reach_a_legacy_completion_too():
+    path, body = protocol.upstream_request(g.GenerationRequest(model="m", prompt="a", raw=True,
+                                                               extra_fields={"guided_regex": "[0-9]+"}))
+    assert path == "/completions" and body["guided_regex"] == "[0-9]+"
+
+
+def _backend_that(unknown_fields):
+    return OpenAICompatBackend(BackendConfig(name="strict", type="openai", urls=(URL_A,),
+                                             unknown_fields=unknown_fields))
+
+
+def test_a_backend_set_to_refuse_unknown_fields_names_the_field(rsps):
+    with pytest.raises(InvalidRequest) as err:
+        run(_backend_that("refuse"), chat(extra_fields={"guided_json": {}}))
+    assert err.value.param == "guided_json" and "unknown_fields" in err.value.message and not rsps.calls
+    add_stream(rsps, sse_text(chunk("ok", finish="stop")))
+    run(_backend_that("refuse"), chat())  # a request without any is served
+
+
+def test_a_backend_set_to_drop_unknown_fields_leaves_them_out(rsps):
+    add_stream(rsps, sse_text(chunk("ok", finish="stop")))
+    run(_backend_that("drop"), chat(extra_fields=EXTRAS))
+    assert not set(EXTRAS) & set(sent(rsps))
 
 
 def test_upstream_request_ignores_backend_native_options():

@@ -26,6 +26,9 @@ class Listed:
     def models(self):
         return list(self.infos)
 
+    def has_model(self, name):
+        return any(i.name == name for i in self.infos)
+
 
 SMOL = g.ModelInfo("smollm2:135m", "local", digest="abc", size=98, loaded=True)
 
@@ -136,6 +139,88 @@ def test_a_truncated_tensor_table_is_a_gguf_error(tmp_path):
     path.write_bytes(b"GGUF" + struct.pack("<IQQ", 3, 1, 0) + _gguf_string("token_embd.weight") + b"\x02\x00")
     with pytest.raises(gguf.GGUFError):
         gguf.read_header(str(path))
+
+
+# ---------------------------------------------------------------- capabilities
+
+CHATML = "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>{% endfor %}"
+QWEN3 = "{% if tools %}...{% endif %}{% if enable_thinking is defined %}<think>\n\n</think>{% endif %}"
+GPT_OSS = "{% if tools %}...{% endif %}{{ message.reasoning_content }}"  # reasoning, but no <think> to split off
+
+
+@pytest.mark.parametrize("metadata, template, found", [
+    ({"general.architecture": "llama"}, CHATML, ("completion",)),
+    ({"general.architecture": "qwen3"}, QWEN3, ("completion", "tools", "thinking")),
+    ({"general.architecture": "gpt-oss"}, GPT_OSS, ("completion", "tools")),
+    ({"general.architecture": "qwen2", "tokenizer.ggml.fim_pre_token_id": 151659}, CHATML, ("completion", "insert")),
+    ({"general.architecture": "llama", "tokenizer.ggml.prefix_token_id": 32007}, CHATML, ("completion", "insert")),
+    ({"general.architecture": "bert", "bert.pooling_type": 2}, "", ("embedding",)),
+])
+def test_capabilities_are_derived_from_the_gguf(metadata, template, found):
+    assert gguf.capabilities(metadata, template) == found
+
+
+@pytest.mark.parametrize("derived, served", [
+    (("completion",), ("completion", "tools")),  # shim prompts for tools on every generating model
+    (("completion", "tools", "insert", "thinking"), ("completion", "tools", "thinking")),  # it refuses suffix
+    (("embedding",), ("embedding",)),
+])
+def test_only_what_the_local_runtime_serves_is_reported(derived, served):
+    from shim.backends.llamacpp import served as local_served
+    assert local_served(derived) == served
+
+
+def _tiny_gguf(path, metadata):
+    """A GGUF with string/u32 metadata and no tensors."""
+    header = b"GGUF" + struct.pack("<IQQ", 3, 0, len(metadata))
+    for key, value in metadata.items():
+        header += _gguf_string(key) + (struct.pack("<I", 8) + _gguf_string(value) if isinstance(value, str)
+                                       else struct.pack("<II", 4, value))
+    path.write_bytes(header)
+    return str(path)
+
+
+def test_a_local_embedding_model_is_described_as_one_with_its_served_window(tmp_path):
+    path = _tiny_gguf(tmp_path / "embed.gguf", {"general.architecture": "bert", "bert.pooling_type": 2,
+                                                "bert.context_length": 512})
+    info = LocalModel(ModelConfig(name="e", path=path, n_ctx=256), n_threads=1).info()
+    assert (info.capabilities, info.context_length) == (("embedding",), 256)
+
+
+def test_the_configured_capabilities_of_a_model_win_under_every_name_it_answers_to():
+    from shim.backends import model_overrides
+    settings = Settings.from_mapping({"embedded_model": False, "backends": {"vllm": {"type": "openai", "url": "x"}},
+                                      "models": [{"name": "fast", "backend": "vllm", "target": "meta/llama",
+                                                  "capabilities": ["completion"], "context_length": 32768}]})
+    upstream = g.ModelInfo("meta/llama", "vllm", capabilities=("completion", "tools"), context_length=131072)
+    router = Router({"vllm": Listed(upstream)}, [Route("fast", "vllm", "meta/llama")], dynamic=["vllm"],
+                    overrides=model_overrides(settings.models))
+    described = [(m.name, m.capabilities, m.context_length) for m in router.models()]
+    assert described == [("fast", ("completion",), 32768), ("meta/llama", ("completion",), 32768)]
+    assert router.describe("fast")[2] == router.describe("meta/llama")[2] == router.models()[1]
+
+
+@pytest.mark.parametrize("entry, message", [
+    ({"name": "a", "backend": "up", "capabilities": ["completion", "chat"]}, "capabilities must be a list of"),
+    ({"name": "a", "backend": "up", "capabilities": "tools"}, "capabilities must be a list of"),
+    ({"name": "a", "backend": "up", "context_length": 0}, "context_length must be a positive"),
+    ({"name": "a", "backend": "up", "context_length": "8k"}, "context_length must be a positive"),
+    ({"name": "a", "path": "/a.gguf", "context_length": 8192}, "a local model's context length is its n_ctx"),
+])
+def test_a_wrong_model_description_is_refused_at_start(entry, message):
+    with pytest.raises(ConfigError, match=message):
+        Settings.from_mapping({"embedded_model": False, "backends": {"up": {"type": "openai", "url": "x"}},
+                               "models": [entry]})
+
+
+@pytest.mark.parametrize("backend, message", [
+    ({"capabilities": ["vision", "sight"]}, "capabilities must be a list of"),
+    ({"context_length": -5}, "context_length must be a positive"),
+    ({"unknown_fields": "keep"}, "unknown_fields 'keep' must be one of pass, refuse, drop"),
+])
+def test_a_wrong_backend_description_is_refused_at_start(backend, message):
+    with pytest.raises(ConfigError, match=message):
+        Settings.from_mapping({"embedded_model": False, "backends": {"up": {"type": "openai", "url": "x", **backend}}})
 
 
 # ---------------------------------------------------------------- num_ctx limit

@@ -1,4 +1,5 @@
 """Unit tests for shim.protocols.ollama: plain dicts in, dataclasses and dicts out."""
+import dataclasses
 import json
 import re
 
@@ -458,12 +459,54 @@ DETAILS = {"parent_model": "", "format": "gguf", "family": "llama", "families": 
 def test_render_tags():
     assert ol.render_tags([INFO]) == {"models": [{"name": "smollm2:135m", "model": "smollm2:135m",
                                                   "modified_at": "1970-01-01T00:00:00Z", "size": 1000,
-                                                  "digest": "abc", "details": DETAILS}]}
+                                                  "digest": "abc", "capabilities": ["completion", "tools"],
+                                                  "details": {**DETAILS, "context_length": 8192}}]}
 
 
 def test_render_tags_empty_and_familyless():
     assert ol.render_tags([]) == {"models": []}
-    assert ol.render_tags([g.ModelInfo("x", "local")])["models"][0]["details"]["families"] is None
+    listed = ol.render_tags([g.ModelInfo("x", "local")])["models"][0]
+    # An unknown context length is left out rather than reported as 0.
+    assert listed["details"]["families"] is None and "context_length" not in listed["details"]
+    assert listed["capabilities"] == ["completion"]
+
+
+def test_tags_show_and_models_agree_on_capabilities_and_context_length():
+    from shim.protocols import openai as oa
+    tagged, shown, model = ol.render_tags([INFO])["models"][0], ol.render_show(INFO), oa.render_model(INFO)
+    assert tagged["capabilities"] == shown["capabilities"] == model["capabilities"] == ["completion", "tools"]
+    assert (tagged["details"]["context_length"] == shown["model_info"]["llama.context_length"]
+            == model["context_length"] == model["max_model_len"] == 8192)
+
+
+def test_show_leaves_an_unknown_context_length_out():
+    shown = ol.render_show(g.ModelInfo("up", "vllm", format=""))
+    assert not any(k.endswith(".context_length") for k in shown["model_info"])
+
+
+def test_an_upstream_show_answer_says_what_shim_says_of_the_model():
+    upstream = {"template": "{{ .Prompt }}", "capabilities": ["completion"],
+                "model_info": {"general.architecture": "qwen3", "qwen3.context_length": 40960, "qwen3.block_count": 28}}
+    info = g.ModelInfo("q", "ollama", family="qwen3", context_length=8192, capabilities=("completion", "tools"))
+    shown = ol.render_upstream_show(upstream, info)
+    assert shown["capabilities"] == ["completion", "tools"] and shown["template"] == "{{ .Prompt }}"
+    assert shown["model_info"] == {"general.architecture": "qwen3", "qwen3.context_length": 8192,
+                                   "qwen3.block_count": 28}
+    assert ol.render_upstream_show(upstream, dataclasses.replace(info, context_length=0))["model_info"] == \
+        upstream["model_info"]
+
+
+@pytest.mark.parametrize("shown, described", [
+    ({"capabilities": ["completion", "tools", "thinking"],
+      "model_info": {"general.architecture": "qwen3", "qwen3.context_length": 40960}},
+     {"capabilities": ("completion", "tools", "thinking"), "context_length": 40960}),
+    ({"model_info": {"general.architecture": "llama", "llama.context_length": 0}}, {}),
+    ({"capabilities": "tools", "model_info": None}, {}),
+    ({"model_info": {"general.architecture": "bert", "bert.context_length": True}}, {}),
+    ({}, {}),
+])
+def test_described_by_show(shown, described):
+    assert ol.described_by_show(shown) == described
 
 
 def test_render_ps_lists_only_loaded_models_longest_staying_first():

@@ -756,3 +756,54 @@ def test_upstream_reader_counts_reasoning_chunks_when_the_upstream_does_not():
     reader.events(upstream_chunk(content="Hi"))
     reader.events({"choices": [], "usage": {"prompt_tokens": 4, "completion_tokens": 4}})
     assert reader.end(g.Timings())[-1].usage == g.Usage(4, 4, 0, 3)
+
+
+# ---------------------------------------------------------------- fields shim does not know
+
+VLLM_EXTRAS = {"chat_template_kwargs": {"enable_thinking": False}, "guided_json": {"type": "object"},
+               "guided_choice": ["a", "b"], "skip_special_tokens": False}
+
+
+def test_fields_shim_does_not_know_are_carried_as_they_are():
+    request = chat(top_k=20, repetition_penalty=1.05, temperature=0.2, **VLLM_EXTRAS).request
+    assert request.extra_fields == VLLM_EXTRAS
+    assert (request.sampling.top_k, request.sampling.repeat_penalty) == (20, 1.05)
+    assert completion(guided_regex="[0-9]+", echo=False).request.extra_fields == {"guided_regex": "[0-9]+"}
+    assert chat().request.extra_fields == {} and completion().request.extra_fields == {}
+
+
+class Reads(dict):
+    """A request body that remembers every field the parser looked at."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.read = set()
+
+    def get(self, key, default=None):
+        self.read.add(key)
+        return super().get(key, default)
+
+    def __getitem__(self, key):
+        self.read.add(key)
+        return super().__getitem__(key)
+
+    def __contains__(self, key):
+        self.read.add(key)
+        return super().__contains__(key)
+
+
+@pytest.mark.parametrize("parse, body, known", [
+    (oa.parse_chat, {"model": "m", "messages": [USER], "tools": [WEATHER], "tool_choice": "auto", "stream": True,
+                     "stream_options": {"include_usage": True}, "logprobs": True, "top_logprobs": 2,
+                     "response_format": {"type": "json_object"}, "options": {"num_ctx": 512}, "think": False},
+     oa.CHAT_FIELDS),
+    (oa.parse_completion, {"model": "m", "prompt": "a", "suffix": "b", "echo": True, "best_of": 1, "logprobs": 1,
+                           "stream": False}, oa.COMPLETION_FIELDS),
+])
+def test_every_field_the_parser_reads_is_known_so_none_is_sent_upstream_twice(parse, body, known):
+    tracked = Reads(body)
+    try:
+        parse(tracked)
+    except Unsupported:
+        pass  # echo with logprobs: what matters is what was read on the way
+    assert tracked.read - known == set()

@@ -197,8 +197,7 @@ class LocalModel:
             quantization=_FILE_TYPES.get(meta.get("general.file_type"), "unknown"),
             size=stat.st_size, digest=self.digest(),
             context_length=self.loaded_ctx or self.config.n_ctx,
-            modified_at=stat.st_mtime,
-            capabilities=("completion", "tools") + (("thinking",) if prompts.thinks(template) else ()),
+            modified_at=stat.st_mtime, capabilities=served(gguf.capabilities(meta, template)),
             template=toolcalls.template_with_tools(template), loaded=self.engine is not None,
             expires_at=self.expires_at,
             extra={"model_info": {**model_info, "shim.trained_context": self.trained_context(),
@@ -215,6 +214,16 @@ class LocalModel:
                     sha.update(block)
             self._digest = sha.hexdigest()
         return self._digest
+
+
+SERVED = ("completion", "tools", "thinking", "embedding")
+"What the local runtime serves of a model's capabilities (thinking where its template has <think>; no suffix, no images)."
+
+
+def served(capabilities):
+    """The capabilities shim serves of those a GGUF has: tools on every generating model, as shim prompts for them."""
+    found = set(capabilities) | ({"tools"} if "completion" in capabilities else set())
+    return tuple(c for c in SERVED if c in found)
 
 
 _FILE_TYPES = {0: "F32", 1: "F16", 2: "Q4_0", 3: "Q4_1", 7: "Q8_0", 8: "Q5_0", 9: "Q5_1", 10: "Q2_K", 11: "Q3_K_S",

@@ -227,8 +227,12 @@ def render_embeddings(model, vectors, prompt_tokens, encoding):
 
 
 def render_model(info):
-    """One model object."""
-    return {"id": info.name, "object": "model", "created": int(info.modified_at), "owned_by": info.backend}
+    """One model object, with its capabilities and (where known) context window under vLLM's and OpenRouter's names."""
+    model = {"id": info.name, "object": "model", "created": int(info.modified_at), "owned_by": info.backend,
+             "capabilities": list(info.capabilities)}
+    if info.context_length:
+        model.update(context_length=info.context_length, max_model_len=info.context_length)
+    return model
 
 
 def render_models(infos):

@@ -10,8 +10,11 @@ from .. import tools as tool_fields
 
 
 def upstream_request(request):
-    """(path, body) of the streaming request that asks an OpenAI-compatible server for this generation."""
-    body = {"model": request.model, "stream": True, "stream_options": {"include_usage": True}}
+    """(path, body) of the streaming request that asks an OpenAI-compatible server for this generation.
+
+    Fields the client sent that shim does not know go first, as they are; every field shim sets wins over them.
+    """
+    body = {**request.extra_fields, "model": request.model, "stream": True, "stream_options": {"include_usage": True}}
     s = request.sampling
     for name, value in (("temperature", s.temperature), ("top_p", s.top_p), ("seed", s.seed),
                         ("presence_penalty", s.presence_penalty), ("frequency_penalty", s.frequency_penalty),
@@ -228,3 +231,26 @@ def _read_logprobs(value):
     return tuple(g.TokenLogprob(tok, lp, tuple(tok.encode()),
                                 tuple(g.TokenLogprob(k, v, tuple(k.encode())) for k, v in (top or {}).items()))
                  for tok, lp, top in zip(value.get("tokens") or (), value.get("token_logprobs") or (), tops))
+
+
+# Where OpenAI-compatible servers put a model's context window in /v1/models, most telling first: vLLM; OpenRouter
+# and Together; Groq; Mistral and LM Studio; llama.cpp forks; llama-server (only its trained window).
+CONTEXT_FIELDS = (("max_model_len",), ("context_length",), ("context_window",), ("max_context_length",),
+                  ("meta", "n_ctx"), ("meta", "n_ctx_train"))
+DEFAULT_CAPABILITIES = ("completion", "tools")
+"An upstream model's capabilities when its server does not list them: chat completions take tools."
+
+
+def described_by_model(entry):
+    """The capabilities and context length an upstream's /v1/models entry gives (capabilities by default)."""
+    listed = entry.get("capabilities")
+    known = isinstance(listed, list) and listed and all(c in g.CAPABILITIES for c in listed)
+    found: dict = {"capabilities": tuple(listed) if known else DEFAULT_CAPABILITIES}
+    for path in CONTEXT_FIELDS:
+        value = entry
+        for key in path:
+            value = value.get(key) if isinstance(value, dict) else None
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            found["context_length"] = value
+            break
+    return found
