@@ -128,7 +128,7 @@ def rows(up, bare, shims):
                 found.append((f"{label}: {protocol} → {backend}", port, path, {**body, "model": model},
                               {**stream, "model": model}, DIRECT[backend]))
     only = re.compile(os.environ.get("BENCH_ONLY", ""))
-    return [r for r in found if only.search(r[0]) or r[0].startswith("upstream direct")]
+    return [r for r in found if only.search(r[0]) or not r[5] or r[0].startswith("bare")]
 
 
 def measure(table, rounds, seconds, count):
