@@ -60,6 +60,10 @@ def gunicorn_options(settings):
 def post_fork(server, worker):
     """Tell the new worker how many workers gunicorn runs (`-w` may override the settings) before it loads."""
     os.environ["SHIM_WORKERS"] = str(server.num_workers)
+    # gevent otherwise keeps, for debugging, the spawning greenlet and stack of every greenlet: measured, 2.6 KiB
+    # of every open stream with heartbeats (two greenlets each).
+    import gevent
+    gevent.config.track_greenlet_tree = False
 
 
 def child_exit(server, worker):

@@ -205,3 +205,16 @@ def test_the_access_logger_writes_the_line_gunicorns_own_logger_writes():
     bare = types.SimpleNamespace(status=499, sent=None, headers=[])
     assert line(AccessLogger, bare) == line(glogging.Logger, bare) == \
         '10.0.0.1 "POST /v1/chat/completions?a=\\"b\\" HTTP/1.1" 499 - 1234ms id=-'
+
+
+def test_workers_keep_no_spawn_tree_of_their_greenlets(monkeypatch):
+    import types
+
+    import gevent
+
+    from shim.server import post_fork
+    monkeypatch.setattr(gevent.config, "track_greenlet_tree", True)
+    monkeypatch.setenv("SHIM_WORKERS", "1")
+    post_fork(types.SimpleNamespace(num_workers=3), None)
+    assert gevent.config.track_greenlet_tree is False, "each open stream would keep its greenlets' spawn stacks"
+    assert os.environ["SHIM_WORKERS"] == "3"
