@@ -10,7 +10,7 @@ import time
 
 import requests
 
-from tests.servers import free_port, running_shim
+from harness.servers import free_port, running_shim
 
 PROMPT = [{"role": "user", "content": "Write a long story about a dragon who learns to paint."}]
 MODEL = "smollm2:135m"

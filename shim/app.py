@@ -6,6 +6,7 @@ from flask import Flask, request
 from werkzeug.exceptions import HTTPException
 
 from .admission import Admission
+from .api import anthropic as anthropic_api
 from .api import common
 from .api import ollama as ollama_api
 from .api import openai as openai_api
@@ -40,6 +41,7 @@ def create_app(settings=None, router=None):
     app.register_blueprint(openai_api.envelope_bp)
     app.register_blueprint(responses_api.bp)
     app.register_blueprint(ollama_api.bp)
+    app.register_blueprint(anthropic_api.bp)
     # Each blueprint renders its own errors; these catch what no blueprint matched (no route, wrong method).
     app.register_error_handler(HTTPException, lambda e: render_error(common.from_http(e)))
     app.register_error_handler(Exception, lambda e: render_error(common.unexpected(e)))
@@ -56,6 +58,8 @@ def shutdown(app):
 def render_error(err):
     """An error outside any blueprint, in the shape of the protocol its path belongs to."""
     path = request.path
+    if path.startswith("/v1/messages") or request.headers.get("anthropic-version"):
+        return anthropic_api.render_error(err)
     if path.startswith("/api/v1/"):
         return openai_api.render_error(err, envelope=True)
     if path.startswith("/v1/") or path == "/v1":

@@ -11,11 +11,14 @@ from typing import Mapping, Optional
 
 from .backend_types import BACKEND_TYPES
 from .errors import ConfigError
+from .generation import CAPABILITIES
 
 EMBEDDED_MODEL = "smollm2:135m"
 EMBEDDED_ALIASES = ("smollm2", "smollm2:latest")
 BATCH_SIZE = 512
 "Tokens one local decode step may carry: every running sequence's next token and the prompt chunks loading."
+UNKNOWN_FIELDS = ("pass", "refuse", "drop")
+"What an openai backend does with request fields shim does not know."
 MAX_SLOTS = 64
 MAX_PREFILL_CHUNK = BATCH_SIZE - MAX_SLOTS
 "A step holds a prompt chunk beside one token of every other slot, so a chunk is at most what those leave free."
@@ -38,6 +41,10 @@ class ModelConfig:
     "The largest num_ctx a request may ask for (default: the max_ctx setting, else n_ctx)."
     chat_template: Optional[str] = None
     "A Jinja chat template to use instead of the one inside the GGUF."
+    capabilities: Optional[tuple[str, ...]] = None
+    "What the model is reported to do (/api/show, /api/tags, /v1/models), instead of what shim finds out."
+    context_length: Optional[int] = None
+    "Upstream models: the context window reported, instead of the upstream's figure (a local model's is n_ctx)."
 
 
 @dataclass(frozen=True)
@@ -61,6 +68,12 @@ class BackendConfig:
     "anthropic: max_tokens for requests that set none (the Messages API requires one)."
     responses: bool = False
     "openai type: the upstream serves /v1/responses itself; Responses requests are relayed to it as they are."
+    capabilities: Optional[tuple[str, ...]] = None
+    "What every model of this backend is reported to do, instead of what shim finds out (a model's own wins)."
+    context_length: Optional[int] = None
+    "The context window reported for every model of this backend, instead of the upstream's figure."
+    unknown_fields: str = "pass"
+    "openai type: chat/completions fields shim does not know are passed upstream as they are, refused, or dropped."
 
 
 @dataclass(frozen=True)
@@ -171,7 +184,13 @@ class Settings:
             if m.backend == "local" and not m.path and not m.target:
                 raise ConfigError(f"local model {m.name!r} needs a 'path' to a GGUF file, or a 'target' "
                                   "naming another local model it is an alias of")
+        for what, described in [*((f"model {m.name!r}", m) for m in self.models),
+                                *((f"backend {b.name!r}", b) for b in self.backends)]:
+            _check_description(what, described)
         for b in self.backends:
+            if b.unknown_fields not in UNKNOWN_FIELDS:
+                raise ConfigError(f"backend {b.name!r}: unknown_fields {b.unknown_fields!r} must be one of "
+                                  f"{', '.join(UNKNOWN_FIELDS)}")
             if b.type not in BACKEND_TYPES:
                 raise ConfigError(f"backend {b.name!r} has type {b.type!r}; expected one of "
                                   f"{', '.join(sorted(BACKEND_TYPES))}")
@@ -203,6 +222,24 @@ class Settings:
             raise ConfigError(f"response_ttl_seconds {self.response_ttl_seconds} must be at least 1")
         if self.response_store_max_bytes < 1:
             raise ConfigError(f"response_store_max_bytes {self.response_store_max_bytes} must be at least 1")
+
+
+def description(config):
+    """The ModelInfo fields a model's or a backend's configuration sets (capabilities, context_length)."""
+    return {k: v for k, v in (("capabilities", config.capabilities), ("context_length", config.context_length))
+            if v is not None}
+
+
+def _check_description(what, described):
+    """Refuse capabilities Ollama does not name, and a context length that is not a positive number of tokens."""
+    capabilities, context_length = described.capabilities, described.context_length
+    if capabilities is not None and not (isinstance(capabilities, tuple)
+                                         and all(c in CAPABILITIES for c in capabilities)):
+        raise ConfigError(f"{what}: capabilities must be a list of {', '.join(CAPABILITIES)}, got {capabilities!r}")
+    if context_length is not None and (type(context_length) is not int or context_length < 1):
+        raise ConfigError(f"{what}: context_length must be a positive number of tokens, got {context_length!r}")
+    if getattr(described, "backend", None) == "local" and context_length is not None:
+        raise ConfigError(f"{what}: a local model's context length is its n_ctx; set that instead")
 
 
 def _check_serving(settings):
@@ -298,6 +335,8 @@ def _construct(kind, values, what):
 def _model(values):
     values = dict(values)
     values["aliases"] = tuple(values.get("aliases", ()))
+    if isinstance(values.get("capabilities"), list):
+        values["capabilities"] = tuple(values["capabilities"])
     return _construct(ModelConfig, values, f"model {values.get('name')!r}")
 
 
@@ -305,4 +344,6 @@ def _backend(name, values):
     values = {**values, "name": name}
     values["urls"] = tuple(values.get("urls", ())) or ((values["url"],) if values.get("url") else ())
     values["models"] = tuple(values.get("models", ()))
+    if isinstance(values.get("capabilities"), list):
+        values["capabilities"] = tuple(values["capabilities"])
     return _construct(BackendConfig, values, f"backend {name!r}")

@@ -149,6 +149,10 @@ class GenerationRequest:
     "Seconds to keep the model loaded afterwards; negative is forever, 0 unloads."
     backend_options: Mapping = field(default_factory=dict)
     "Backend-native options passed through as they are (e.g. Ollama options an OpenAI client sent)."
+    truncate: bool = False
+    "A prompt too long for the window is cut to fit (Ollama's manner: oldest turns first) rather than refused."
+    extra_fields: Mapping = field(default_factory=dict)
+    "Fields of an OpenAI request shim does not know (e.g. chat_template_kwargs), for an OpenAI-compatible upstream."
 
 
 @dataclass(frozen=True)
@@ -186,8 +190,21 @@ class ReasoningDelta:
 
 
 @dataclass(frozen=True)
+class ToolCallArgumentsDelta:
+    """A piece of a tool call's arguments as it streams in; the whole call's ToolCallDelta still follows it."""
+
+    text: str
+    id: str
+    "The call's id: the same on every piece and on its ToolCallDelta."
+    name: str
+    index: int = 0
+    position: int = 0
+    "The call's place among this choice's calls."
+
+
+@dataclass(frozen=True)
 class ToolCallDelta:
-    """A complete tool call for one choice."""
+    """A complete tool call for one choice (after its ToolCallArgumentsDelta pieces, where a backend streams them)."""
 
     call: ToolCall
     index: int = 0
@@ -237,7 +254,7 @@ class Finish:
     "The stop string that ended the choice, where the backend knows it (not yet on any wire)."
 
 
-Event = Union[Accepted, TextDelta, ReasoningDelta, ToolCallDelta, Finish]
+Event = Union[Accepted, TextDelta, ReasoningDelta, ToolCallArgumentsDelta, ToolCallDelta, Finish]
 
 
 @dataclass(frozen=True)
@@ -248,6 +265,10 @@ class Embeddings:
     prompt_tokens: int
     total_ns: int = 0
     load_ns: int = 0
+
+
+CAPABILITIES = ("completion", "tools", "insert", "vision", "embedding", "thinking")
+"The capabilities Ollama names in /api/show, /api/tags (and shim in /v1/models)."
 
 
 @dataclass(frozen=True)
@@ -263,6 +284,7 @@ class ModelInfo:
     size: int = 0
     digest: str = ""
     context_length: int = 0
+    "The context window in tokens; 0 when nobody knows it (then it is left out of what clients are told)."
     modified_at: float = 0.0
     capabilities: tuple[str, ...] = ("completion",)
     template: str = ""
@@ -320,6 +342,10 @@ class Backend:
         raise Unsupported(f"model '{model}' does not support embeddings ({self.description} '{self.name}' does "
                           "not serve them)", param="model")
 
+    def count_tokens(self, request: GenerationRequest) -> Optional[int]:
+        """The length of the request's prompt as the model would see it, or None where the backend cannot tell."""
+        return None
+
     def show(self, model: str) -> Optional[Mapping]:
         """The backend's own /api/show answer for a model, or None to describe it from models()."""
         return None
@@ -371,7 +397,7 @@ def collect(events) -> list[Choice]:
     """Gather a whole stream of events into its choices, ordered by index."""
     choices: dict[int, Choice] = {}
     for event in events:
-        if isinstance(event, Accepted):
+        if isinstance(event, (Accepted, ToolCallArgumentsDelta)):  # the whole call follows its pieces
             continue
         choice = choices.setdefault(event.index, Choice(event.index))
         if isinstance(event, TextDelta):

@@ -35,10 +35,12 @@ class Resolved(NamedTuple):
 class Router:
     """Resolves model names to (backend, name at that backend) and lists every model served."""
 
-    def __init__(self, backends, routes, dynamic=()):
+    def __init__(self, backends, routes, dynamic=(), overrides=None):
         self.backends = dict(backends)
         self.dynamic = tuple(dynamic)
         "Backends whose own model lists route automatically (asked last, in order)."
+        self.overrides = dict(overrides or {})
+        "(backend, model name there) -> ModelInfo fields the configuration sets for it (capabilities, context_length)."
         self.exact = {r.pattern: r for r in routes if "*" not in r.pattern}
         self.patterns = [r for r in routes if "*" in r.pattern]
 
@@ -88,6 +90,12 @@ class Router:
                     found[info.name] = info
         return [info for name, info in found.items() if not self._spelled_with_latest(name, found)]
 
+    def describe(self, name):
+        """(backend, name there, what is said of the model) for a client-facing name; info None if it is unlisted."""
+        backend, target = self.resolve(name)
+        backend_name = next(n for n, b in self.backends.items() if b is backend)
+        return backend, target, next((i for i in self._backend_models(backend_name) if i.name == target), None)
+
     def loaded(self):
         """The models loaded now, once each under the name their backend gives them."""
         return [info for name in self.backends for info in self._backend_models(name) if info.loaded]
@@ -98,11 +106,14 @@ class Router:
         return ":" not in name and tagged in found and self.resolve(name) == self.resolve(tagged)
 
     def _backend_models(self, name):
+        """The backend's models, with what the configuration says of them over what the backend says."""
         try:
-            return list(self.backends[name].models())
+            infos = list(self.backends[name].models())
         except ShimError as err:  # one failing upstream must not fail the whole list
             log.warning("backend %s cannot list its models: %s", name, err.message)
             return []
+        return [dataclasses.replace(i, **self.overrides[name, i.name]) if (name, i.name) in self.overrides else i
+                for i in infos]
 
     def _serves(self, backend_name, model):
         try:

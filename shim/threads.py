@@ -1,4 +1,5 @@
 """Run blocking work (llama.cpp calls) on real OS threads and stream its results back, gevent or not."""
+import contextlib
 import queue
 import sys
 import threading
@@ -212,6 +213,25 @@ def configure_pool(size):
     if gevent_active():
         import gevent
         gevent.get_hub().threadpool.maxsize = size
+
+
+@contextlib.contextmanager
+def watching(condition, then, interval):
+    """While the block runs, check condition() every interval seconds and call then() once it holds (gevent only)."""
+    if not gevent_active():
+        yield
+        return
+    import gevent
+
+    def poll():
+        while not condition():
+            gevent.sleep(interval)
+        then()
+    watcher = gevent.spawn(poll)
+    try:
+        yield
+    finally:
+        watcher.kill()
 
 
 def call_in_thread(fn):

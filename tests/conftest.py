@@ -6,11 +6,12 @@ import tempfile
 
 import pytest
 
+from harness.servers import REDIS_SERVER, running_redis, running_shim
 from shim.app import create_app
 from shim.config import Settings
 from shim.router import Route, Router
 from tests.fakes import FakeBackend
-from tests.servers import REDIS_SERVER, SEED_CONFIG, running_redis, running_shim
+from tests.support import SEED_CONFIG
 
 # Shims started by the tests keep their files (the SQLite response store) here, never in the user's own data dir.
 os.environ["XDG_DATA_HOME"] = tempfile.mkdtemp(prefix="shim-test-data-")
@@ -38,7 +39,7 @@ def shim_url():
 
 def pytest_terminal_summary(terminalreporter):
     """Say how many hostile-input cases were thrown at shim."""
-    from tests.test_hostile import CASES
+    from tests.support import HOSTILE_CASES as CASES
     if CASES["count"]:
         terminalreporter.write_line(f"hostile input: {CASES['count']} malformed or adversarial requests sent")
 

@@ -38,7 +38,8 @@ class FakeUpstream:
         self.requests = []
         self.server = make_server("127.0.0.1", 0, self._app, threaded=True)
         self.url = f"http://127.0.0.1:{self.server.server_port}"
-        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        # The default poll interval (0.5 s) is how long shutdown() waits: every fake's exit would cost that.
+        self._thread = threading.Thread(target=self.server.serve_forever, args=(0.01,), daemon=True)
 
     def __enter__(self):
         self._thread.start()

@@ -17,13 +17,15 @@ from werkzeug.exceptions import HTTPException
 from .. import metrics
 from ..errors import (Cancelled, InvalidRequest, MethodNotAllowed, NotFound, PayloadTooLarge, ShimError,
                       Unauthorized)
-from ..generation import Cancel, Finish, ReasoningDelta, TextDelta, ToolCallDelta
+from ..generation import Cancel, Finish, ReasoningDelta, TextDelta, ToolCallArgumentsDelta, ToolCallDelta
 from ..streaming import HEARTBEAT
-from ..threads import close, with_heartbeats
+from ..threads import close, watching, with_heartbeats
 
 log = logging.getLogger("shim")
 
 STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+WATCH_SECONDS = 0.25
+"How often a request that has not started answering checks whether its client is still there."
 
 
 def services():
@@ -142,7 +144,7 @@ def key_in(token, keys):
 
 
 def protect(bp, render_error, schemes=(bearer_token,), asked="'Authorization: Bearer <key>'"):
-    """Give a blueprint its own error shape and its own key check (the keys any of `schemes` may carry)."""
+    """Give a blueprint its own error shape and its key check (keys any of `schemes` may carry); returns the check."""
     def check_key():
         keys = services().keys
         if keys and request.path not in OPEN_PATHS and not any(key_in(s(), keys) for s in schemes):
@@ -151,6 +153,7 @@ def protect(bp, render_error, schemes=(bearer_token,), asked="'Authorization: Be
     bp.register_error_handler(ShimError, render_error)
     bp.register_error_handler(HTTPException, lambda exc: render_error(from_http(exc)))
     bp.register_error_handler(Exception, lambda exc: render_error(unexpected(exc)))
+    return check_key
 
 
 def from_http(exc):
@@ -227,7 +230,9 @@ def start_routed(route, open_events):
     flask_g.model = route.key
     cancel = Cancel()
     try:
-        events = prime(_admitted(lambda: open_events(cancel), route.key, services().admission))
+        # Nothing is written before the first event, which can take long (a long prompt tokenising): watch the socket.
+        with watching(client_watch(), cancel.set, WATCH_SECONDS):
+            events = prime(_admitted(lambda: open_events(cancel), route.key, services().admission))
     except BaseException:
         cancel.set()
         raise
@@ -257,7 +262,7 @@ def _observed(events, key, started):
     last = None
     itl, ttft = metrics.ITL.labels(key), metrics.TTFT.labels(key)  # once, not per token
     for event in events:
-        if isinstance(event, (TextDelta, ReasoningDelta, ToolCallDelta)):
+        if isinstance(event, (TextDelta, ReasoningDelta, ToolCallArgumentsDelta, ToolCallDelta)):
             now = time.perf_counter()
             itl.observe(now - last) if last else ttft.observe(now - started)
             last = now

@@ -79,12 +79,11 @@ def ps():
 def show():
     """Details of one model."""
     name = protocol.parse_model_name(common.read_json())
-    backend, target = common.services().router.resolve(name)
+    backend, target, info = common.services().router.describe(name)
     shown = backend.show(target)
     if shown is not None:
-        return jsonify(shown)
-    info = next((m for m in backend.models() if m.name == target), None) or g.ModelInfo(name=name, backend=backend.name)
-    return jsonify(protocol.render_show(info))
+        return jsonify(shown if info is None else protocol.render_upstream_show(shown, info))
+    return jsonify(protocol.render_show(info or g.ModelInfo(name=name, backend=backend.name)))
 
 
 def _owner(name, param="model"):

@@ -79,9 +79,8 @@ def get_model(name):
     listed = {m.name: m for m in router.models()}
     if name in listed:
         return jsonify(protocol.render_model(listed[name]))
-    backend, target = router.resolve(name)  # an unlisted spelling (smollm2:latest) answers as the model it means
-    info = listed.get(target) or g.ModelInfo(name=target, backend=backend.name)
-    return jsonify(protocol.render_model(info))
+    backend, target, info = router.describe(name)  # an unlisted spelling (smollm2:latest) answers as the model it means
+    return jsonify(protocol.render_model(info or g.ModelInfo(name=target, backend=backend.name)))
 
 
 def render_error(err: ShimError, envelope=False):

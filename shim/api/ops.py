@@ -10,7 +10,8 @@ bp = Blueprint("ops", __name__)
 
 CORS_HEADERS = "Authorization, Content-Type, X-Request-ID, X-Stainless-Lang, X-Stainless-Package-Version, " \
                "X-Stainless-OS, X-Stainless-Arch, X-Stainless-Runtime, X-Stainless-Runtime-Version, " \
-               "X-Stainless-Retry-Count, X-Stainless-Timeout, OpenAI-Beta"
+               "X-Stainless-Retry-Count, X-Stainless-Timeout, OpenAI-Beta, X-Api-Key, Anthropic-Version, " \
+               "Anthropic-Beta, Anthropic-Dangerous-Direct-Browser-Access"
 
 
 @bp.get("/health")

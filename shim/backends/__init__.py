@@ -3,7 +3,7 @@ import dataclasses
 import os
 
 from ..backend_types import backend_class
-from ..config import EMBEDDED_ALIASES, EMBEDDED_MODEL, ModelConfig
+from ..config import EMBEDDED_ALIASES, EMBEDDED_MODEL, ModelConfig, description
 from ..errors import ConfigError
 from ..router import Route, Router
 
@@ -42,7 +42,13 @@ def build_router(settings):
     routes.extend(Route(m.name, m.backend, m.target or m.name) for m in settings.models if m.backend != "local")
     for m in settings.models:
         routes.extend(Route(alias, m.backend, m.target or m.name) for alias in m.aliases if m.backend != "local")
-    return Router(backends, routes, dynamic=[b.name for b in settings.backends if not b.models])
+    return Router(backends, routes, dynamic=[b.name for b in settings.backends if not b.models],
+                  overrides=model_overrides(settings.models))
+
+
+def model_overrides(models):
+    """(backend, model name there) -> what the configuration says of that model, for each model it describes."""
+    return {(m.backend, m.target or m.name): description(m) for m in models if description(m)}
 
 
 def _upstream(config):

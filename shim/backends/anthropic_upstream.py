@@ -10,6 +10,10 @@ from ..streaming import parse_sse
 from . import upstream
 from .requests_upstream import ERROR_TEXT_CHARS, RequestsBackend, release
 
+CONTEXT_LENGTH = 200_000
+"The context window reported for its models (Anthropic's /v1/models gives none): every current Claude model's."
+CAPABILITIES = ("completion", "tools")
+
 TOO_LONG = ("prompt is too long", "context window", "context length")
 "How an upstream words a 400 for a prompt that does not fit."
 
@@ -86,6 +90,7 @@ class AnthropicBackend(RequestsBackend):
         try:
             data = self._get_json("/v1/models")
             return [g.ModelInfo(name=name, backend=self.name, format="", modified_at=created,
+                                capabilities=CAPABILITIES, context_length=CONTEXT_LENGTH,
                                 extra={"display_name": shown})
                     for name, shown, created in protocol.models_of(data)]
         except (ValueError, KeyError, TypeError, AttributeError) as err:

@@ -67,3 +67,23 @@ def _read_value(fh, kind):
 def _read_pair(fh):
     key = _read_string(fh)
     return key, _read_value(fh, _read(fh, "<I"))
+
+
+FIM_KEYS = ("tokenizer.ggml.fim_pre_token_id", "tokenizer.ggml.prefix_token_id")
+"Where a GGUF names its fill-in-the-middle tokens (newer and older spellings)."
+THINKING_MARK = "<think>"
+"What the chat template of a model that thinks before it answers writes (or opens)."
+
+
+def capabilities(metadata, template):
+    """What a GGUF's model can do, as Ollama names it: an embedding model, or completion and what else it has."""
+    if f"{metadata.get('general.architecture', '')}.pooling_type" in metadata:
+        return ("embedding",)  # Ollama's rule: a pooling type makes it an embedding model, not a generator
+    found = ["completion"]
+    if "tools" in template:
+        found.append("tools")
+    if any(key in metadata for key in FIM_KEYS):
+        found.append("insert")
+    if THINKING_MARK in template:
+        found.append("thinking")
+    return tuple(found)

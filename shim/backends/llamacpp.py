@@ -16,6 +16,7 @@ from ..threads import Channel, call_in_thread, green_lock, real_lock, start_thre
 from . import gguf, prompts, sampling, toolcalls
 from .engine import Engine
 from .scheduler import Job, Scheduler, fits
+from .tokenizer import Vocabulary
 
 log = logging.getLogger("shim.llamacpp")
 
@@ -40,7 +41,10 @@ class LocalModel:
     scheduler: object = None
     formatter: object = None
     load_lock: object = field(default_factory=real_lock)
-    "Held while the model loads or unloads, and while a request is handed to its scheduler."
+    "Held while the model loads or unloads, and while a request is handed to its scheduler (never to tokenise)."
+    vocab: object = None
+    "The model's tokenizer, loaded once and kept while the weights come and go."
+    vocab_lock: object = field(default_factory=real_lock)
     embed_lock: object = field(default_factory=real_lock)
     "Held on the OS thread around each call into the embedder (and while it loads or unloads)."
     embed_turn: object = field(default_factory=green_lock)
@@ -98,22 +102,39 @@ class LocalModel:
             return 0
         started = time.perf_counter_ns()
         self.engine = Engine(self.config.path, self.config.n_ctx, self.slots, self.n_threads, BATCH_SIZE)
-        self.formatter = prompts.ChatTemplate.for_model(self.engine.llm, self.config.chat_template)
         self.scheduler = Scheduler(self.engine, self.prefill_chunk, self.config.name)
         return time.perf_counter_ns() - started
 
+    def vocabulary(self):
+        """The model's Vocabulary and ChatTemplate, loaded on first use."""
+        if self.vocab is None:
+            with self.vocab_lock:
+                if self.vocab is None:
+                    vocab = Vocabulary(self.config.path)
+                    self.formatter = prompts.ChatTemplate.for_model(vocab, self.config.chat_template)
+                    self.vocab = vocab
+        return self.vocab, self.formatter
+
     def submit(self, request, cancel, channel):
-        """Hand a request to the scheduler (loading the model first if need be); returns its prompt's length."""
+        """Tokenise a request, then hand it to the scheduler (loading the model if need be); returns its length.
+
+        Tokenising happens on the request's own thread, outside the load lock: a long prompt delays no one else.
+        """
+        vocab, template = self.vocabulary()
+        tokens = prompts.prompt_tokens(vocab, template, request, self.context_for(request.num_ctx), cancel)
+        thinking = prompts.thinking_mode(vocab, template, tokens)
         with self.load_lock:
             load_ns = self._load()
-            engine = self.engine
-            tokens = prompts.prompt_tokens(engine.llm, self.formatter, request)
-            thinking = prompts.thinking_mode(engine.llm, self.formatter, tokens)
             n_ctx = None if request.num_ctx is None else self.context_for(request.num_ctx)
-            fits(len(tokens), request, n_ctx or engine.n_ctx)
-            samplers = _samplers(engine, request)
+            fits(len(tokens), request, n_ctx or self.engine.n_ctx)
+            samplers = _samplers(self.engine, request)
             self.scheduler.submit(Job(request, tokens, n_ctx, samplers, cancel, channel, load_ns, thinking))
         return len(tokens)
+
+    def count_tokens(self, request):
+        """The length of the request's prompt, tokenized as submit() would (no model load needed)."""
+        vocab, template = self.vocabulary()
+        return len(prompts.prompt_tokens(vocab, template, request, self.context_for(request.num_ctx)))
 
     def busy(self):
         """Whether a request is running or waiting."""
@@ -132,7 +153,7 @@ class LocalModel:
             for owner in (self.engine, self.embedder):
                 if owner is not None:
                     owner.close()
-            self.engine = self.scheduler = self.formatter = self.embedder = None
+            self.engine = self.scheduler = self.embedder = None
 
     def embed_one(self, text, truncate):
         """One input's raw embedding, its token count, and the nanoseconds spent loading the embedder first."""
@@ -176,8 +197,7 @@ class LocalModel:
             quantization=_FILE_TYPES.get(meta.get("general.file_type"), "unknown"),
             size=stat.st_size, digest=self.digest(),
             context_length=self.loaded_ctx or self.config.n_ctx,
-            modified_at=stat.st_mtime,
-            capabilities=("completion", "tools") + (("thinking",) if prompts.thinks(template) else ()),
+            modified_at=stat.st_mtime, capabilities=served(gguf.capabilities(meta, template)),
             template=toolcalls.template_with_tools(template), loaded=self.engine is not None,
             expires_at=self.expires_at,
             extra={"model_info": {**model_info, "shim.trained_context": self.trained_context(),
@@ -194,6 +214,16 @@ class LocalModel:
                     sha.update(block)
             self._digest = sha.hexdigest()
         return self._digest
+
+
+SERVED = ("completion", "tools", "thinking", "embedding")
+"What the local runtime serves of a model's capabilities (thinking where its template has <think>; no suffix, no images)."
+
+
+def served(capabilities):
+    """The capabilities shim serves of those a GGUF has: tools on every generating model, as shim prompts for them."""
+    found = set(capabilities) | ({"tools"} if "completion" in capabilities else set())
+    return tuple(c for c in SERVED if c in found)
 
 
 _FILE_TYPES = {0: "F32", 1: "F16", 2: "Q4_0", 3: "Q4_1", 7: "Q8_0", 8: "Q5_0", 9: "Q5_1", 10: "Q2_K", 11: "Q3_K_S",
@@ -220,6 +250,7 @@ class LlamaCppBackend(g.Backend):
     def preload(self):
         """Load every model now (at worker start) rather than on its first request."""
         for model in self._models.values():
+            model.vocabulary()
             model.load()
             self._touch(model, None)
 
@@ -257,6 +288,11 @@ class LlamaCppBackend(g.Backend):
         finally:
             cancel.set()
             self._touch(model, request.keep_alive)
+
+    def count_tokens(self, request):
+        """The length of the request's prompt as the model would see it (loading the model if need be)."""
+        model = self.model(request.model)
+        return call_in_thread(lambda: model.count_tokens(request))
 
     def embed(self, name, inputs, truncate=True, cancel=None):
         """Raw mean-pooled embeddings of each input, one at a time on a pool thread; a cancel stops between them."""

@@ -3,16 +3,18 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import urllib.parse
 
 import httpx
 import ollama
 
 from .. import generation as g
-from ..errors import UpstreamError
+from ..errors import ShimError, UpstreamError
 from ..protocols import ollama as protocol
 from . import toolcalls, upstream
 
+log = logging.getLogger("shim.ollama_upstream")
 _STREAM_ERRORS = (httpx.HTTPError, ollama.ResponseError, ValueError, KeyError, TypeError)
 
 
@@ -29,6 +31,8 @@ class OllamaBackend(upstream.UpstreamBackend):
             headers["Authorization"] = f"Bearer {config.api_key}"
         timeout = httpx.Timeout(config.read_timeout, connect=config.connect_timeout)
         self.clients = {e.url: _client(e.url, timeout, headers) for e in self.pool.endpoints}
+        self._shown = {}
+        "(model, digest) -> its capabilities and context length from /api/show, asked once per version of a model."
 
     def generate(self, request, cancel):
         """Yield Accepted, then Ollama's parts as events; n choices are n requests."""
@@ -94,8 +98,8 @@ class OllamaBackend(upstream.UpstreamBackend):
                             reply.total_duration or 0, reply.load_duration or 0)
 
     def show(self, name):
-        """The instance's own /api/show answer."""
-        return self._call("show", model=name).model_dump(mode="json", exclude_none=True)
+        """The instance's own /api/show answer, its fields spelled as Ollama spells them (model_info)."""
+        return self._call("show", model=name).model_dump(mode="json", by_alias=True, exclude_none=True)
 
     def manage(self, action, **kwargs):
         """pull, push, create, copy or delete on the instance; progress objects as dicts, as they come."""
@@ -135,8 +139,19 @@ class OllamaBackend(upstream.UpstreamBackend):
                             parameter_size=(m.details.parameter_size or "") if m.details else "",
                             quantization=(m.details.quantization_level or "") if m.details else "",
                             size=m.size or 0, digest=m.digest or "",
-                            modified_at=m.modified_at.timestamp() if m.modified_at else 0)
+                            modified_at=m.modified_at.timestamp() if m.modified_at else 0,
+                            **self._described(m.model, m.digest or ""))
                 for m in listed.models]
+
+    def _described(self, model, digest):
+        """What the instance's /api/show says the model can do and its context length; remembered per digest."""
+        if (model, digest) not in self._shown:
+            try:
+                self._shown[model, digest] = protocol.described_by_show(self.show(model))
+            except ShimError as err:  # the list stands without it; the next listing asks again
+                log.warning("cannot describe model %s of %s: %s", model, self.name, err.message)
+                return {}
+        return self._shown[model, digest]
 
 
 def _client(url, timeout, headers):

@@ -1,10 +1,11 @@
 """Any OpenAI-compatible server (vLLM, NIM, llama-server, devices) as a backend, through requests."""
 from __future__ import annotations
 
+import dataclasses
 import time
 
 from .. import generation as g
-from ..errors import UpstreamError
+from ..errors import InvalidRequest, UpstreamError
 from ..protocols import openai as protocol
 from ..streaming import parse_sse
 from . import upstream
@@ -19,12 +20,13 @@ class OpenAICompatBackend(RequestsBackend):
     def __init__(self, config):
         super().__init__(config, {"Authorization": f"Bearer {config.api_key}"} if config.api_key else None)
         self.serves_responses = config.responses
+        self.unknown_fields = config.unknown_fields
 
     def generate(self, request, cancel):
         """Yield Accepted, then the upstream's deltas as they arrive, then the Finish events."""
         # A raw prompt goes to /completions, which takes no reasoning_effort; a chat takes no suffix.
         upstream.refuse(request, self.name, "context", *(("think",) if request.raw else ("suffix",)))
-        path, body = protocol.upstream_request(request)
+        path, body = protocol.upstream_request(self._with_unknown_fields(request))
         started = time.perf_counter_ns()
         endpoint, response = upstream.with_failover(self.pool, lambda e: self._open(e, path, body, request.model))
         with self.pool.use(endpoint), response:
@@ -46,6 +48,16 @@ class OpenAICompatBackend(RequestsBackend):
             now = time.perf_counter_ns()
             first = first or now
             yield from reader.end(g.Timings(now - started, 0, first - started, now - first))
+
+    def _with_unknown_fields(self, request):
+        """The request with the fields shim does not know kept, dropped or refused, as the backend is set up."""
+        if not request.extra_fields or self.unknown_fields == "pass":
+            return request
+        if self.unknown_fields == "drop":
+            return dataclasses.replace(request, extra_fields={})
+        name = next(iter(request.extra_fields))
+        raise InvalidRequest(f"unknown field '{name}': backend '{self.name}' refuses fields shim does not know "
+                             "(unknown_fields = \"refuse\")", param=name)
 
     def relay_responses(self, body, cancel):
         """The upstream's own /responses answer: its stream's events one by one, or its one whole Response."""
@@ -86,7 +98,8 @@ class OpenAICompatBackend(RequestsBackend):
     def _fetch_models(self):
         try:
             data = self._get_json("/models")
-            return [g.ModelInfo(name=m["id"], backend=self.name, format="", modified_at=m.get("created") or 0)
+            return [g.ModelInfo(name=m["id"], backend=self.name, format="", modified_at=m.get("created") or 0,
+                                **protocol.described_by_model(m))
                     for m in data.get("data") or ()]
         except (ValueError, KeyError, TypeError, AttributeError) as err:
             raise UpstreamError(f"{self.name} sent a model list shim cannot read") from err

@@ -165,18 +165,43 @@ class Scheduler:
     def _step(self):
         self._drop_stopped()
         self._admit()
-        rows = self._fill_batch()
-        if not rows:
-            return
+        plan = self._plan()
+        if plan:
+            self._decode(plan)
+
+    def _decode(self, plan):
+        """Evaluate the plan's tokens in one batch; a batch llama.cpp refuses is halved until only its culprit fails.
+
+        A bad token (or any failure tied to one sequence) thus ends that sequence alone: the others' halves decode.
+        """
+        rows = [self._add(sequence, chunk, logits) for sequence, chunk, logits in plan]
         status = self.engine.decode()
         self.steps += 1
-        if status != 0:
-            raise RuntimeError(f"llama_decode returned {status}")
-        for sequence, evaluated, row in rows:
-            sequence.slot.cached.extend(evaluated)
-            del sequence.todo[:len(evaluated)]
-            if row is not None:
-                self._next_token(sequence, row)
+        if status == 0:
+            for (sequence, chunk, _), row in zip(plan, rows):
+                sequence.slot.cached.extend(chunk)
+                del sequence.todo[:len(chunk)]
+                if row is not None:
+                    self._next_token(sequence, row)
+            return
+        lost = [sequence for sequence, _, _ in plan if not self._rewind(sequence)]
+        if len(plan) > 1 and not lost:
+            half = len(plan) // 2
+            self._decode(plan[:half])
+            self._decode(plan[half:])
+            return
+        culprits = lost or [plan[0][0]]
+        for sequence in culprits:
+            log.error("decode failed: model=%s choice=%d status=%d", self.name, sequence.index, status)
+            self._fail(sequence, BackendUnavailable(f"the local runtime failed: llama_decode returned {status}"))
+        rest = [entry for entry in plan if entry[0] not in culprits]
+        if rest:
+            self._decode(rest)
+
+    def _rewind(self, sequence):
+        """Drop what a failed decode may have left in a sequence's cache; False if its cache could not be kept."""
+        slot = sequence.slot
+        return self.engine.forget(slot.seq_id, len(slot.cached)) == len(slot.cached)
 
     # ------------------------------------------------------------------ joining and leaving
 
@@ -199,10 +224,15 @@ class Scheduler:
 
     def _fail_running(self, error):
         for slot in self._running():
-            slot.sequence.job.fail(error)
-            self._leave(slot.sequence)
-            slot.cached = []
-            self.engine.forget(slot.seq_id)
+            self._fail(slot.sequence, error)
+
+    def _fail(self, sequence, error):
+        """End a running sequence's job with an error, and empty its slot's cache."""
+        slot = sequence.slot
+        sequence.job.fail(error)
+        self._leave(sequence)
+        slot.cached = []
+        self.engine.forget(slot.seq_id)
 
     def _admit(self):
         while self.waiting:
@@ -278,9 +308,9 @@ class Scheduler:
 
     # ------------------------------------------------------------------ one step
 
-    def _fill_batch(self):
-        """Put the step's tokens into the batch; returns (sequence, tokens evaluated, logits row or None)."""
-        engine, rows = self.engine, []
+    def _plan(self):
+        """The step's work: (sequence, tokens to evaluate, whether the last one's logits are wanted)."""
+        engine, plan = self.engine, []
         running = sorted(self._running(), key=lambda s: s.sequence.admitted)
         generating = any(not slot.sequence.prefilling for slot in running)
         # Prompts load in chunks only beside generating sequences, which a long prompt must not stall; alone, a
@@ -289,22 +319,22 @@ class Scheduler:
                             engine.batch_size - len(running)))
         # Generating sequences go first, one token each, so a long prompt loading beside them never stalls them.
         for slot in running:
-            sequence = slot.sequence
-            if not sequence.prefilling:
-                rows.append((sequence, sequence.todo[:1], engine.add(sequence.todo[0], len(slot.cached),
-                                                                     slot.seq_id, True)))
+            if not slot.sequence.prefilling:
+                plan.append((slot.sequence, slot.sequence.todo[:1], True))
         for slot in running:
             sequence = slot.sequence
             if sequence.prefilling and budget > 0:
                 chunk = sequence.todo[:budget]
                 budget -= len(chunk)
-                last = len(chunk) == len(sequence.todo)
-                row = None
-                for offset, token in enumerate(chunk):
-                    row = engine.add(token, len(slot.cached) + offset, slot.seq_id,
-                                     last and offset == len(chunk) - 1)
-                rows.append((sequence, chunk, row if last else None))
-        return rows
+                plan.append((sequence, chunk, len(chunk) == len(sequence.todo)))
+        return plan
+
+    def _add(self, sequence, chunk, logits):
+        """Put a sequence's tokens into the batch; returns the logits row of the last, or None."""
+        slot, row = sequence.slot, None
+        for offset, token in enumerate(chunk):
+            row = self.engine.add(token, len(slot.cached) + offset, slot.seq_id, logits and offset == len(chunk) - 1)
+        return row if logits else None
 
     def _next_token(self, sequence, row):
         """Sample a sequence's next token from its logits row, hand it out, and see whether the choice ends."""
@@ -340,13 +370,18 @@ class Scheduler:
 
 
 def fits(n_prompt, request, n_ctx):
-    """The tokens a request may generate in an n_ctx window, or ContextLengthExceeded naming what does not fit."""
+    """The tokens a request may generate in an n_ctx window, or ContextLengthExceeded naming what does not fit.
+
+    A request that may be truncated (Ollama's) is given what room the window has rather than refused.
+    """
     requested = request.max_tokens
     if n_prompt >= n_ctx:
         raise ContextLengthExceeded(
             f"the prompt is {n_prompt} tokens, more than the model's context window of {n_ctx} tokens",
             param="messages" if request.messages is not None else "prompt")
     if requested is not None and n_prompt + requested > n_ctx:
+        if request.truncate:  # Ollama's manner: the answer runs until the window is full
+            return n_ctx - n_prompt
         raise ContextLengthExceeded(
             f"this model's maximum context length is {n_ctx} tokens; you requested {n_prompt + requested} "
             f"tokens ({n_prompt} in the prompt, {requested} for the completion)", param="max_tokens")

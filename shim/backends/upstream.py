@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import re
 import threading
 import time
 import urllib.parse
 
+from ..config import description
 from ..generation import Backend
 from ..errors import (BackendUnavailable, InvalidRequest, ModelNotFound, ServerBusy, ShimError, Unsupported,
                       UpstreamError)
@@ -99,10 +101,15 @@ class UpstreamBackend(Backend):
         self.name = config.name
         self.scrub = Scrubber.for_backend(config)
         self.pool = EndpointPool(config.urls)
-        self._models = ModelListCache(self._fetch_models, name=config.name)
+        self.described = description(config)
+        "What the configuration says of every model of this backend, over what the upstream says."
+        self._models = ModelListCache(self._described_models, name=config.name)
 
     def _fetch_models(self):
         raise NotImplementedError
+
+    def _described_models(self):
+        return [dataclasses.replace(i, **self.described) for i in self._fetch_models()]
 
     def models(self):
         """The upstream's model list (cached briefly)."""

@@ -131,10 +131,10 @@ def _common(body, images=()):
     top = f.get(body, "top_logprobs", int, default=0)
     if not 0 <= top <= 20:
         raise InvalidRequest("top_logprobs must be between 0 and 20", param="top_logprobs")
-    f.get(body, "truncate", bool)
     f.get(body, "shift", bool)
     request = dict(
         model=_model(body),
+        truncate=f.get(body, "truncate", bool, default=True),
         sampling=options.sampling,
         max_tokens=options.max_tokens,
         stop=options.stop,

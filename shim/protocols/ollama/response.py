@@ -145,16 +145,20 @@ def _done_reason(reason):
     return "stop" if reason == "tool_calls" else reason
 
 
-def _details(info):
-    return {"parent_model": "", "format": info.format, "family": info.family,
-            "families": [info.family] if info.family else None, "parameter_size": info.parameter_size,
-            "quantization_level": info.quantization}
+def _details(info, listed=False):
+    details = {"parent_model": "", "format": info.format, "family": info.family,
+               "families": [info.family] if info.family else None, "parameter_size": info.parameter_size,
+               "quantization_level": info.quantization}
+    if listed and info.context_length:  # /api/tags details carry it, as newer Ollama lists
+        details["context_length"] = info.context_length
+    return details
 
 
 def render_tags(infos):
-    """The /api/tags list."""
+    """The /api/tags list, with each model's capabilities and (where known) context length, as newer Ollama lists."""
     return {"models": [{"name": i.name, "model": i.name, "modified_at": timestamp(i.modified_at), "size": i.size,
-                        "digest": i.digest, "details": _details(i)} for i in infos]}
+                        "digest": i.digest, "capabilities": list(i.capabilities), "details": _details(i, listed=True)}
+                       for i in infos]}
 
 
 def render_ps(infos):
@@ -167,13 +171,26 @@ def render_ps(infos):
 
 def render_show(info):
     """The /api/show answer."""
-    # The served window overrides the file's trained <arch>.context_length: clients size prompts by this key.
     model_info = {**info.extra.get("model_info", {}), "general.architecture": info.family,
-                  "general.parameter_count": info.extra.get("parameter_count"),
-                  f"{info.family or 'general'}.context_length": info.context_length}
+                  "general.parameter_count": info.extra.get("parameter_count")}
     return {"modelfile": f"# Served by shim\nFROM {info.name}\n", "parameters": info.extra.get("parameters", ""),
-            "template": info.template, "details": _details(info), "model_info": model_info,
+            "template": info.template, "details": _details(info), "model_info": _with_context(model_info, info),
             "capabilities": list(info.capabilities), "modified_at": timestamp(info.modified_at)}
+
+
+def render_upstream_show(shown, info):
+    """An upstream Ollama's own /api/show answer, saying of capabilities and context length what shim says."""
+    return {**shown, "model_info": _with_context(shown.get("model_info") or {}, info),
+            "capabilities": list(info.capabilities)}
+
+
+def _with_context(model_info, info):
+    """model_info with the context length shim reports under <architecture>.context_length, the key clients read."""
+    # The served window overrides the file's trained length: clients size prompts by this key.
+    if not info.context_length:
+        return model_info
+    arch = model_info.get("general.architecture") or info.family or "general"
+    return {**model_info, f"{arch}.context_length": info.context_length}
 
 
 def render_error(err):

@@ -126,3 +126,16 @@ def _logprob_from_wire(item):
     token = item.get("token", "")
     return g.TokenLogprob(token, item.get("logprob", 0.0), tuple(item.get("bytes") or token.encode()),
                           tuple(_logprob_from_wire(t) for t in item.get("top_logprobs") or ()))
+
+
+def described_by_show(shown):
+    """The capabilities and context length an Ollama /api/show answer gives a model (only those it gives)."""
+    found: dict = {}
+    capabilities = shown.get("capabilities")
+    if isinstance(capabilities, list) and all(isinstance(c, str) for c in capabilities):
+        found["capabilities"] = tuple(capabilities)
+    info = shown.get("model_info") or {}
+    length = info.get(f"{info.get('general.architecture', '')}.context_length")
+    if isinstance(length, int) and not isinstance(length, bool) and length > 0:
+        found["context_length"] = length
+    return found

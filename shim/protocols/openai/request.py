@@ -23,6 +23,16 @@ REFUSED = {
 REASONING_FIELDS = ("reasoning_content", "reasoning")
 "The names a message's reasoning goes by: DeepSeek's and llama-server's, and vLLM's and OpenRouter's newer one."
 ACCEPTED_NO_EFFECT = ("user", "store", "metadata", "service_tier", "safety_identifier", "prompt_cache_key")
+# Every field shim reads from a request; any other (vLLM's chat_template_kwargs, guided_json...) is carried as it is
+# in extra_fields, for an OpenAI-compatible upstream.
+COMMON_FIELDS = frozenset({
+    "model", "stream", "stream_options", "max_tokens", "temperature", "top_p", "top_k", "min_p", "seed",
+    "repetition_penalty", "presence_penalty", "frequency_penalty", "logit_bias", "stop", "n", "logprobs", "options",
+    "keep_alive", "think", "reasoning_effort", *ACCEPTED_NO_EFFECT})
+CHAT_FIELDS = COMMON_FIELDS | {
+    "messages", "tools", "tool_choice", "parallel_tool_calls", "response_format", "top_logprobs",
+    "max_completion_tokens", "modalities", "functions", "function_call", *REFUSED}
+COMPLETION_FIELDS = COMMON_FIELDS | {"prompt", "suffix", "echo", "best_of"}
 
 
 @dataclass(frozen=True)
@@ -54,6 +64,7 @@ def parse_chat(body) -> Call:
         response_format=_parse_response_format(body),
         logprobs=f.get(body, "logprobs", bool, default=False),
         top_logprobs=_top_logprobs(body),
+        extra_fields=_unknown(body, CHAT_FIELDS),
         **_common(body, max_names=("max_completion_tokens", "max_tokens")),
     )
     return Call(request, **_stream_flags(body))
@@ -83,6 +94,7 @@ def parse_completion(body) -> Call:
         suffix=f.get(body, "suffix", str),
         logprobs=logprobs is not None,
         top_logprobs=logprobs or 0,
+        extra_fields=_unknown(body, COMPLETION_FIELDS),
         **_common(body, max_names=("max_tokens",), default_max=16),
     )
     return Call(request, echo=f.get(body, "echo", bool, default=False), **_stream_flags(body))
@@ -105,6 +117,11 @@ def _model(body):
     if not model:
         raise InvalidRequest("'model' must not be empty", param="model")
     return model
+
+
+def _unknown(body, known):
+    """The fields of body shim does not read, as they are."""
+    return {name: value for name, value in body.items() if name not in known}
 
 
 def _refuse_unsupported(body):

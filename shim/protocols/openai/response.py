@@ -105,6 +105,8 @@ class ChatStream(StreamRenderer):
         self.include_usage = include_usage
         self._started = set()
         self._finishes = []
+        self._streamed: dict = {}
+        "The argument text already sent of each call streamed in pieces, by (index, position)."
 
     def chunks(self, event):
         """The chunks (zero or more) that carry one event."""
@@ -120,10 +122,35 @@ class ChatStream(StreamRenderer):
             delta = {"content": event.text}
             logprobs = _logprobs(event.logprobs) if event.logprobs else None
             return [self._chunk(event.index, self._with_role(event.index, delta), logprobs=logprobs)]
-        call: dict = {"tool_calls": [_tool_call(event.call, event.position)]}
-        if event.index not in self._started:
-            call["content"] = None
-        return [self._chunk(event.index, self._with_role(event.index, call))]
+        if isinstance(event, g.ToolCallArgumentsDelta):
+            return self._call_chunks(event.index, self._arguments_piece(event))
+        return self._call_chunks(event.index, self._whole_call(event))
+
+    def _arguments_piece(self, event):
+        """A call's first piece carries its id and name; later ones only their arguments."""
+        key = (event.index, event.position)
+        if key in self._streamed:
+            self._streamed[key] += event.text
+            return {"index": event.position, "function": {"arguments": event.text}}
+        self._streamed[key] = event.text
+        return {"index": event.position, "id": event.id, "type": "function",
+                "function": {"name": event.name, "arguments": event.text}}
+
+    def _whole_call(self, event):
+        """A whole call, or for one streamed in pieces what its pieces left out (usually nothing)."""
+        sent = self._streamed.pop((event.index, event.position), None)
+        if sent is None:
+            return _tool_call(event.call, event.position)
+        rest = event.call.arguments[len(sent):] if event.call.arguments.startswith(sent) else ""
+        return {"index": event.position, "function": {"arguments": rest}} if rest else None
+
+    def _call_chunks(self, index, call):
+        if call is None:
+            return []
+        delta: dict = {"tool_calls": [call]}
+        if index not in self._started:
+            delta["content"] = None
+        return [self._chunk(index, self._with_role(index, delta))]
 
     def end(self):
         """The chunks after the last event: the usage chunk when asked for."""
@@ -200,8 +227,12 @@ def render_embeddings(model, vectors, prompt_tokens, encoding):
 
 
 def render_model(info):
-    """One model object."""
-    return {"id": info.name, "object": "model", "created": int(info.modified_at), "owned_by": info.backend}
+    """One model object, with its capabilities and (where known) context window under vLLM's and OpenRouter's names."""
+    model = {"id": info.name, "object": "model", "created": int(info.modified_at), "owned_by": info.backend,
+             "capabilities": list(info.capabilities)}
+    if info.context_length:
+        model.update(context_length=info.context_length, max_model_len=info.context_length)
+    return model
 
 
 def render_models(infos):

@@ -10,8 +10,11 @@ from .. import tools as tool_fields
 
 
 def upstream_request(request):
-    """(path, body) of the streaming request that asks an OpenAI-compatible server for this generation."""
-    body = {"model": request.model, "stream": True, "stream_options": {"include_usage": True}}
+    """(path, body) of the streaming request that asks an OpenAI-compatible server for this generation.
+
+    Fields the client sent that shim does not know go first, as they are; every field shim sets wins over them.
+    """
+    body = {**request.extra_fields, "model": request.model, "stream": True, "stream_options": {"include_usage": True}}
     s = request.sampling
     for name, value in (("temperature", s.temperature), ("top_p", s.top_p), ("seed", s.seed),
                         ("presence_penalty", s.presence_penalty), ("frequency_penalty", s.frequency_penalty),
@@ -94,10 +97,15 @@ def _upstream_message(message):
 
 
 class UpstreamReader:
-    """Turns an upstream's stream chunks (chat or legacy completion) into events; pure, one per response."""
+    """Turns an upstream's stream chunks (chat or legacy completion) into events; pure, one per response.
+
+    A tool call's arguments are passed on piece by piece as they arrive (ToolCallArgumentsDelta); its whole
+    ToolCallDelta follows once the upstream has moved on to another call or to text, or at the end.
+    """
 
     def __init__(self):
         self.calls = {}
+        "Per choice: the calls in the order they began, each {id, name, args, sent, done}."
         self.reasons = {}
         self.stop_sequences = {}
         self.usage = None
@@ -125,9 +133,10 @@ class UpstreamReader:
             logprobs = _read_logprobs(choice.get("logprobs"))
             if text or logprobs:
                 self.pieces += 1
+                events += self._close(index)
                 events.append(g.TextDelta(text or "", index, logprobs))
             for call in delta.get("tool_calls") or ():
-                self._add_call(index, call)
+                events += self._add_call(index, call)
             if choice.get("finish_reason"):
                 self.reasons[index] = choice["finish_reason"]
             if isinstance(choice.get("stop_reason"), str):  # vLLM: the stop string that matched (a token id is not)
@@ -135,14 +144,47 @@ class UpstreamReader:
         return events
 
     def _add_call(self, index, call):
-        slot = self.calls.setdefault(index, {}).setdefault(call.get("index", 0), {"id": "", "name": "", "args": ""})
+        """The events of one tool-call piece: earlier calls closed, then the arguments not yet passed on."""
+        calls = self.calls.setdefault(index, {})
+        key = call.get("index", 0)
+        events = self._close(index, but=key)
+        slot = calls.get(key)
+        if slot is None:
+            slot = calls[key] = {"id": "", "name": "", "args": "", "sent": None, "done": False,
+                                 "position": len(calls)}
         function = call.get("function") or {}
-        slot["id"] = call.get("id") or slot["id"]
-        slot["name"] += function.get("name") or ""
+        if slot["sent"] is None:
+            slot["id"] = call.get("id") or slot["id"]
+            slot["name"] += function.get("name") or ""
         slot["args"] += function.get("arguments") or ""
+        if slot["done"] or not slot["name"]:  # a call is passed on once its name is known
+            return events
+        if slot["sent"] is None:
+            slot["id"] = slot["id"] or f"call_{index}_{slot['position']}"
+            slot["sent"] = 0
+        elif len(slot["args"]) == slot["sent"]:
+            return events
+        events.append(g.ToolCallArgumentsDelta(slot["args"][slot["sent"]:], slot["id"], slot["name"], index,
+                                               slot["position"]))
+        slot["sent"] = len(slot["args"])
+        return events
+
+    def _close(self, index, but=None, reason="stop"):
+        """The whole ToolCallDelta of each call of a choice still open (but the one keyed `but`)."""
+        events: list[g.Event] = []
+        for key, call in sorted(self.calls.get(index, {}).items(), key=lambda item: item[1]["position"]):
+            if key == but or call["done"]:
+                continue
+            call["done"] = True
+            position = call["position"]
+            events.append(g.ToolCallDelta(g.ToolCall(call["id"] or f"call_{index}_{position}", call["name"],
+                                                     call["args"] or "{}",
+                                                     partial=reason == "length" and not _is_object(call["args"])),
+                                          index, position))
+        return events
 
     def end(self, timings):
-        """The tool calls and the Finish of each choice, once the stream is over."""
+        """The tool calls still open and the Finish of each choice, once the stream is over."""
         usage = self.usage or {}
         prompt = usage.get("prompt_tokens", 0)
         completion = usage.get("completion_tokens", self.pieces + self.reasoning_pieces)
@@ -152,15 +194,10 @@ class UpstreamReader:
         events: list[g.Event] = []
         indexes = sorted(set(self.reasons) | set(self.calls)) or [0]
         for index in indexes:
-            calls = [self.calls[index][k] for k in sorted(self.calls.get(index, {}))]
             reason = self.reasons.get(index, "stop")
-            for position, call in enumerate(calls):
-                events.append(g.ToolCallDelta(g.ToolCall(call["id"] or f"call_{index}_{position}", call["name"],
-                                                         call["args"] or "{}",
-                                                         partial=reason == "length" and not _is_object(call["args"])),
-                                              index, position))
+            events += self._close(index, reason=reason)
             last = index == indexes[-1]
-            events.append(g.Finish("tool_calls" if calls and reason == "stop" else reason, index,
+            events.append(g.Finish("tool_calls" if self.calls.get(index) and reason == "stop" else reason, index,
                                    g.Usage(prompt, completion if last else 0, cached, reasoning if last else 0),
                                    timings,
                                    stop_sequence=self.stop_sequences.get(index)))
@@ -194,3 +231,26 @@ def _read_logprobs(value):
     return tuple(g.TokenLogprob(tok, lp, tuple(tok.encode()),
                                 tuple(g.TokenLogprob(k, v, tuple(k.encode())) for k, v in (top or {}).items()))
                  for tok, lp, top in zip(value.get("tokens") or (), value.get("token_logprobs") or (), tops))
+
+
+# Where OpenAI-compatible servers put a model's context window in /v1/models, most telling first: vLLM; OpenRouter
+# and Together; Groq; Mistral and LM Studio; llama.cpp forks; llama-server (only its trained window).
+CONTEXT_FIELDS = (("max_model_len",), ("context_length",), ("context_window",), ("max_context_length",),
+                  ("meta", "n_ctx"), ("meta", "n_ctx_train"))
+DEFAULT_CAPABILITIES = ("completion", "tools")
+"An upstream model's capabilities when its server does not list them: chat completions take tools."
+
+
+def described_by_model(entry):
+    """The capabilities and context length an upstream's /v1/models entry gives (capabilities by default)."""
+    listed = entry.get("capabilities")
+    known = isinstance(listed, list) and listed and all(c in g.CAPABILITIES for c in listed)
+    found: dict = {"capabilities": tuple(listed) if known else DEFAULT_CAPABILITIES}
+    for path in CONTEXT_FIELDS:
+        value = entry
+        for key in path:
+            value = value.get(key) if isinstance(value, dict) else None
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            found["context_length"] = value
+            break
+    return found

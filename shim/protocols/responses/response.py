@@ -98,6 +98,8 @@ class ResponseStream(StreamRenderer):
         "The items done so far."
         self.item: Any = None
         "The message or reasoning item open now, its text and logprobs gathered."
+        self.call: Any = None
+        "The function_call item being streamed in pieces: its key (index, position), item and arguments so far."
         self.finishes = []
         self.response = None
         "The final Response object, once the stream has ended."
@@ -121,7 +123,11 @@ class ResponseStream(StreamRenderer):
             opened = self._open("reasoning")
             self.item["text"] += event.text
             return opened + [self._event("response.reasoning_text.delta", **self._where(), delta=event.text)]
+        if isinstance(event, g.ToolCallArgumentsDelta):
+            return self._call_piece(event)
         if isinstance(event, g.ToolCallDelta):
+            if self.call is not None and self.call["key"] == (event.index, event.position):
+                return self._call_done(event.call)
             return self._close() + self._call(event.call)
         if isinstance(event, g.Finish):
             self.finishes.append(event)
@@ -200,25 +206,66 @@ class ResponseStream(StreamRenderer):
         custom = call.name in self.custom_tools
         status = "incomplete" if call.partial else "completed"
         index = len(self.output)
-        namespace, name = split_name(call.name, self.namespaces)
-        named = {"name": name, **({"namespace": namespace} if namespace else {})}
         if custom:
             text = _custom_input(call.arguments)
             item = {"id": new_id("ctc"), "type": "custom_tool_call", "status": status, "call_id": call.id,
-                    **named, "input": text}
-            kind, done = "response.custom_tool_call_input", {"input": text}
+                    **self._named(call.name), "input": text}
+            kind = "response.custom_tool_call_input"
         else:
             text = call.arguments
-            item = {"id": new_id("fc"), "type": "function_call", "status": status, "call_id": call.id,
-                    **named, "arguments": text}
-            kind, done = "response.function_call_arguments", {"name": name, "arguments": text}
+            item = self._function_call(call.id, call.name, status, text)
+            kind = "response.function_call_arguments"
         added = {**item, "status": "in_progress", ("input" if custom else "arguments"): ""}
         self.output.append(item)
         where = {"item_id": item["id"], "output_index": index}
         return [self._event("response.output_item.added", output_index=index, item=added),
                 self._event(kind + ".delta", **where, delta=text),
-                self._event(kind + ".done", **where, **done),
+                self._done_event(kind, where, item),
                 self._event("response.output_item.done", output_index=index, item=item)]
+
+    def _call_piece(self, piece):
+        """A function call's arguments as they stream: the item opened on its first piece, then one delta each.
+
+        A custom tool's input is read out of the whole call's JSON, so its pieces are not passed on.
+        """
+        if piece.name in self.custom_tools:
+            return []
+        opened = []
+        if self.call is None:
+            opened = self._close()
+            item = self._function_call(piece.id, piece.name, "in_progress", "")
+            self.call = {"key": (piece.index, piece.position), "item": item, "text": ""}
+            opened.append(self._event("response.output_item.added", output_index=len(self.output), item=item))
+        self.call["text"] += piece.text
+        if not piece.text:
+            return opened
+        where = {"item_id": self.call["item"]["id"], "output_index": len(self.output)}
+        return opened + [self._event("response.function_call_arguments.delta", **where, delta=piece.text)]
+
+    def _call_done(self, call):
+        """The end of a function call streamed in pieces: what the pieces left out, then its done events."""
+        sent, self.call = self.call, None
+        item = {**sent["item"], "status": "incomplete" if call.partial else "completed", "arguments": call.arguments}
+        where = {"item_id": item["id"], "output_index": len(self.output)}
+        rest = call.arguments[len(sent["text"]):] if call.arguments.startswith(sent["text"]) else ""
+        events = [self._event("response.function_call_arguments.delta", **where, delta=rest)] if rest else []
+        events += [self._done_event("response.function_call_arguments", where, item),
+                   self._event("response.output_item.done", output_index=len(self.output), item=item)]
+        self.output.append(item)
+        return events
+
+    def _named(self, full_name):
+        namespace, name = split_name(full_name, self.namespaces)
+        return {"name": name, **({"namespace": namespace} if namespace else {})}
+
+    def _function_call(self, call_id, full_name, status, arguments):
+        return {"id": new_id("fc"), "type": "function_call", "status": status, "call_id": call_id,
+                **self._named(full_name), "arguments": arguments}
+
+    def _done_event(self, kind, where, item):
+        if item["type"] == "custom_tool_call":
+            return self._event(kind + ".done", **where, input=item["input"])
+        return self._event(kind + ".done", **where, name=item["name"], arguments=item["arguments"])
 
 
 def _custom_input(arguments):

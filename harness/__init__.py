@@ -1,0 +1,1 @@
+"""Real processes for tests and benchmarks: shim under gunicorn, redis-server, npm CLIs (no test framework)."""

@@ -1,0 +1,176 @@
+"""Against real gunicorn: a client that hangs up stops its generation; SIGTERM lets streams finish; metrics add up."""
+import json
+import re
+import signal
+import time
+
+import pytest
+import requests
+
+from harness.servers import running_shim
+from tests.support import CANCELLED
+
+MODEL = "smollm2:135m"
+LONG = [{"role": "user", "content": "Write a very long story about a dragon and a knight."}]
+
+
+@pytest.fixture(scope="module")
+def server():
+    with running_shim(env={"SHIM_LOG_LEVEL": "info"}) as url:
+        yield url
+
+
+def wait_for_cancel(url, previous=0, timeout=10):
+    """The token count of the next 'generation cancelled' line in the server's log."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = CANCELLED.findall(url.log_text())
+        if len(found) > previous:
+            return int(found[previous])
+        time.sleep(0.05)
+    raise AssertionError("the server never logged a cancelled generation:\n" + url.log_text()[-2000:])
+
+
+def read_sse_tokens(response, count):
+    """Read `count` content chunks of an SSE response."""
+    seen = 0
+    for line in response.iter_lines():
+        if line.startswith(b"data: {"):
+            if json.loads(line[6:])["choices"][0]["delta"].get("content"):
+                seen += 1
+        if seen == count:
+            return seen
+    raise AssertionError("stream ended early")
+
+
+def read_then_hang_up(entry, generating_server, model=MODEL):
+    """Stream a long answer from `entry`, hang up after 10 tokens; (tokens read, tokens the model generated)."""
+    before = len(CANCELLED.findall(generating_server.log_text()))
+    body = {"model": model, "messages": LONG, "max_tokens": 1500, "temperature": 0, "stream": True}
+    response = requests.post(entry + "/v1/chat/completions", json=body, stream=True, timeout=30)
+    received = read_sse_tokens(response, 10)
+    response.close()
+    return received, wait_for_cancel(generating_server, before)
+
+
+def test_stream_disconnect_stops_generation_within_a_few_tokens(server):
+    received, generated = read_then_hang_up(server, server)
+    print(f"\nstreaming: client read {received} tokens, server generated {generated} "
+          f"({generated - received} after the disconnect)")
+    assert received <= generated <= received + 5
+
+
+def test_ndjson_disconnect_stops_generation(server):
+    before = len(CANCELLED.findall(server.log_text()))
+    body = {"model": MODEL, "prompt": "Write a very long story.", "options": {"num_predict": 1500}}
+    response = requests.post(server + "/api/generate", json=body, stream=True, timeout=30)
+    lines = response.iter_lines()
+    received = sum(1 for _, _ in zip(range(10), lines))
+    response.close()
+    generated = wait_for_cancel(server, before)
+    print(f"\nndjson: client read {received} tokens, server generated {generated}")
+    assert received <= generated <= received + 5
+
+
+def test_non_streaming_disconnect_stops_generation(server):
+    before = len(CANCELLED.findall(server.log_text()))
+    body = {"model": MODEL, "messages": LONG, "max_tokens": 3000, "temperature": 0}
+    started = time.monotonic()
+    with pytest.raises(requests.ReadTimeout):
+        requests.post(server + "/v1/chat/completions", json=body, timeout=(5, 1.0))
+    waited = time.monotonic() - started
+    generated = wait_for_cancel(server, before)
+    print(f"\nnon-streaming: client left after {waited:.2f}s, server stopped after {generated} tokens")
+    assert generated < 400, "the generation must stop soon after the client left, not run to max_tokens"
+    quick = requests.post(server + "/v1/chat/completions", timeout=10,
+                          json={"model": MODEL, "messages": LONG, "max_tokens": 2})
+    assert quick.ok
+
+
+def test_sigterm_lets_a_running_stream_finish():
+    with running_shim() as url:
+        body = {"model": MODEL, "messages": LONG, "max_tokens": 120, "temperature": 0, "stream": True}
+        response = requests.post(url + "/v1/chat/completions", json=body, stream=True, timeout=60)
+        lines = response.iter_lines()
+        first = next(line for line in lines if line.startswith(b"data: {"))
+        assert json.loads(first[6:])["choices"][0]["delta"]["role"] == "assistant"
+        url.proc.send_signal(signal.SIGTERM)
+        rest = [line for line in lines if line]
+        finishes = [json.loads(line[6:])["choices"][0]["finish_reason"] for line in rest
+                    if line.startswith(b"data: {")]
+        assert rest[-1] == b"data: [DONE]" and finishes[-1] == "length"
+        assert url.proc.wait(30) == 0
+        with pytest.raises(requests.ConnectionError):
+            requests.get(url + "/health", timeout=2)
+
+
+def test_metrics_add_up_across_workers():
+    with running_shim(workers=2) as url:
+        for _ in range(6):
+            requests.post(url + "/v1/chat/completions", timeout=30,
+                          json={"model": MODEL, "messages": LONG, "max_tokens": 2}).raise_for_status()
+        text = requests.get(url + "/metrics", timeout=10).text
+        counted = re.search(r'shim_requests_total\{model="smollm2:135m",route="/v1/chat/completions",'
+                            r'status="200"\} (\S+)', text)
+        assert counted and float(counted.group(1)) == 6.0
+        tokens = re.search(r'shim_completion_tokens_total\{model="smollm2:135m"\} (\S+)', text)
+        assert float(tokens.group(1)) == 12.0
+        assert "shim_requests_in_flight" in text and "shim_open_streams" in text
+
+
+@pytest.fixture(scope="module")
+def front(server):
+    """A shim whose models live on `server`: through its Ollama API and through its OpenAI API."""
+    config = (f'embedded_model = false\n[backends.up-ollama]\ntype = "ollama"\nurl = "{server}"\nmodels = []\n'
+              f'[backends.up-openai]\ntype = "openai"\nurl = "{server}/v1"\nmodels = []\n'
+              f'[[models]]\nname = "via-ollama"\nbackend = "up-ollama"\ntarget = "{MODEL}"\n'
+              f'[[models]]\nname = "via-openai"\nbackend = "up-openai"\ntarget = "{MODEL}"\n')
+    with running_shim(config) as url:
+        yield url
+
+
+@pytest.mark.parametrize("model", ["via-ollama", "via-openai"])
+def test_upstream_stream_disconnect_stops_the_upstream_generation(server, front, model):
+    received, generated = read_then_hang_up(front, server, model)
+    print(f"\n{model}: client read {received} tokens, the upstream generated {generated}")
+    assert received <= generated <= received + 8, "two hops, each stops within a few tokens"
+
+
+@pytest.mark.parametrize("model", ["via-ollama", "via-openai"])
+def test_upstream_non_streaming_disconnect_stops_the_upstream_generation(server, front, model):
+    before = len(CANCELLED.findall(server.log_text()))
+    body = {"model": model, "messages": LONG, "max_tokens": 3000, "temperature": 0}
+    with pytest.raises(requests.ReadTimeout):
+        requests.post(front + "/v1/chat/completions", json=body, timeout=(5, 1.0))
+    generated = wait_for_cancel(server, before)
+    print(f"\n{model}, non-streaming: the upstream stopped after {generated} tokens")
+    assert generated < 400
+
+
+def test_max_tokens_beyond_the_context_is_a_400_with_the_numbers(server):
+    response = requests.post(server + "/v1/chat/completions", timeout=10,
+                             json={"model": MODEL, "messages": LONG, "max_tokens": 5000})
+    error = response.json()["error"]
+    assert response.status_code == 400 and error["code"] == "context_length_exceeded"
+    assert "4096" in error["message"] and "5000" in error["message"]
+
+
+def test_keys_with_the_official_clients_and_request_ids_in_the_access_log(monkeypatch):
+    import ollama
+    import openai
+    with running_shim(env={"SHIM_API_KEYS": "sk-one,sk-two"}) as url:
+        monkeypatch.setenv("OLLAMA_API_KEY", "sk-two")
+        assert MODEL in [m.model for m in ollama.Client(host=url).list().models]
+        monkeypatch.setenv("OLLAMA_API_KEY", "sk-wrong")
+        with pytest.raises(ollama.ResponseError) as refused:
+            ollama.Client(host=url).list()
+        assert refused.value.status_code == 401
+        assert openai.OpenAI(base_url=url + "/v1", api_key="sk-one").models.list().data
+        with pytest.raises(openai.AuthenticationError):
+            openai.OpenAI(base_url=url + "/v1", api_key="sk-wrong", max_retries=0).models.list()
+        assert requests.get(url + "/health", timeout=5).ok
+        answered = requests.get(url + "/api/version", headers={"X-Request-ID": "req-abc123",
+                                                              "Authorization": "Bearer sk-one"}, timeout=5)
+        assert answered.headers["X-Request-ID"] == "req-abc123"
+        time.sleep(0.5)
+        assert re.search(r'"GET /api/version HTTP/1.1" 200 .* id=req-abc123', url.log_text())

@@ -1,0 +1,86 @@
+"""What several test modules share: seed model names, requests and helpers over events, small fake servers."""
+import json
+import re
+import threading
+import time
+
+from werkzeug.serving import make_server
+
+from harness.servers import free_port
+from shim import generation as g
+
+MODEL = "smollm2:135m"
+"The embedded model's own name."
+
+SEED_MODEL_NAMES = ("qwen2.5-1.5B-Int4-ax650", "qwen2.5-0.5B-p256-ax630c", "gpt-3.5-turbo", "your-model-id",
+                    "meta/llama-3.1-8b-instruct", "Meta-Llama-3-8B-Instruct")
+"The model names the seed API documents use; the test server answers to each with the embedded model."
+
+SEED_CONFIG = "".join(f'[[models]]\nname = "{name}"\ntarget = "smollm2:135m"\n\n' for name in SEED_MODEL_NAMES)
+
+HI = (g.Message("user", "hi"),)
+WEATHER_TOOL = g.Tool("get_weather", "Weather of a city",
+                      {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]})
+TIME_TOOL = g.Tool("get_time", "The time now", {"type": "object", "properties": {}})
+
+WEATHER = {"type": "function", "function": {
+    "name": "get_weather", "description": "Get the current weather in a city",
+    "parameters": {"type": "object", "additionalProperties": False, "required": ["city", "unit"],
+                   "properties": {"city": {"type": "string", "maxLength": 30},
+                                  "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]}}}}}
+"A strict function tool as an OpenAI client sends it."
+PARIS_WEATHER = [{"role": "user", "content": "What is the weather like in Paris?"}]
+CANCELLED = re.compile(r"generation cancelled: model=\S+ choice=0 generated=(\d+) tokens")
+"The log line of a generation stopped because its client went away."
+HOSTILE_CASES = {"count": 0}
+"How many malformed or adversarial requests the hostile-input tests sent (reported at the end of the run)."
+
+
+def run(backend, request, cancel=None):
+    """Every event a backend yields for a request."""
+    return list(backend.generate(request, cancel or g.Cancel()))
+
+
+def text_of(events):
+    """The text the events carry."""
+    return "".join(e.text for e in events if isinstance(e, g.TextDelta))
+
+
+def finishes(events):
+    """The Finish events among the events."""
+    return [e for e in events if isinstance(e, g.Finish)]
+
+
+def events_of(data):
+    """The (event name, payload) pairs of a named SSE body."""
+    pairs = []
+    for block in data.decode().split("\n\n"):
+        lines = dict(line.split(": ", 1) for line in block.splitlines() if not line.startswith(":"))
+        if lines:
+            pairs.append((lines["event"], json.loads(lines["data"])))
+    return pairs
+
+
+def slow_upstream(silence):
+    """An OpenAI-compatible server that opens its stream at once, stays silent for `silence` s, then answers."""
+    from flask import Flask, Response
+
+    app = Flask("slow")
+
+    @app.get("/v1/models")
+    def models():
+        return {"object": "list", "data": [{"id": "slow", "object": "model", "created": 0, "owned_by": "test"}]}
+
+    @app.post("/v1/chat/completions")
+    def chat():
+        def body():
+            yield ": opening\n\n"
+            time.sleep(silence)
+            chunk = {"choices": [{"index": 0, "delta": {"role": "assistant", "content": "late answer"},
+                                  "finish_reason": "stop"}]}
+            yield f"data: {json.dumps(chunk)}\n\ndata: [DONE]\n\n"
+        return Response(body(), mimetype="text/event-stream")
+
+    server = make_server("127.0.0.1", free_port(), app, threaded=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
