@@ -1,4 +1,4 @@
-"""shim: one server that speaks the OpenAI and Ollama protocols in front of llama.cpp, Ollama and OpenAI servers."""
+"""shim: one server that speaks OpenAI, Ollama and Anthropic protocols in front of llama.cpp and upstream servers."""
 __version__ = "0.1.0"
 
 

@@ -7,8 +7,9 @@ from . import __version__
 from .config import Settings
 from .errors import ConfigError
 
-DESCRIPTION = """shim speaks OpenAI's /v1 API and Ollama's /api on one port, in front of llama.cpp models run
-in-process (SmolLM2-135M is built in as smollm2:135m), Ollama instances and OpenAI-compatible servers."""
+DESCRIPTION = """shim speaks OpenAI's chat completions and Responses APIs, Ollama's /api and Anthropic's Messages API on
+one port, in front of llama.cpp models run in-process (SmolLM2-135M is built in as smollm2:135m), Ollama instances,
+and OpenAI- and Anthropic-compatible servers."""
 
 
 def build_parser():

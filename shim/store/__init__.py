@@ -1,6 +1,9 @@
 """Stored responses (OpenAI's Responses API `store`): one interface, kept in SQLite, Redis, memory or nowhere."""
 import json
+import logging
 import os
+
+log = logging.getLogger(__name__)
 
 __all__ = ["ResponseStore", "open_store", "data_dir", "describe"]
 
@@ -8,8 +11,20 @@ __all__ = ["ResponseStore", "open_store", "data_dir", "describe"]
 class ResponseStore:
     """Records by response id, each kept for the store's time to live; the oldest go first when it is full."""
 
+    max_bytes: int
+
     def put(self, response_id: str, record: dict) -> None:
         """Keep a JSON-serialisable record under the id, replacing any record it had; raises StoreUnavailable."""
+        blob = encode(record)
+        if len(blob) > self.max_bytes:
+            log.warning("response %s (%d bytes) is larger than response_store_max_bytes; not kept",
+                        response_id, len(blob))
+            self.delete(response_id)
+            return
+        self.keep(response_id, blob)
+
+    def keep(self, response_id: str, blob: bytes) -> None:
+        """Store an encoded record that fits the cap, dropping the expired and, past the cap, the oldest."""
         raise NotImplementedError
 
     def get(self, response_id: str) -> dict | None:

@@ -4,7 +4,7 @@ import threading
 import time
 from collections import OrderedDict
 
-from . import ResponseStore, decode, encode
+from . import ResponseStore, decode
 
 log = logging.getLogger(__name__)
 
@@ -18,14 +18,10 @@ class MemoryStore(ResponseStore):
         self._bytes = 0
         self._lock = threading.Lock()
 
-    def put(self, response_id, record):
-        """Keep the record, dropping the expired and, past the cap, the oldest."""
-        blob = encode(record)
+    def keep(self, response_id, blob):
+        """Store the encoded record, dropping the expired and, past the cap, the oldest."""
         with self._lock:
             self._forget(response_id)
-            if len(blob) > self.max_bytes:
-                log.warning("response %s (%d bytes) is larger than the store's cap; not kept", response_id, len(blob))
-                return
             now = time.time()
             while self._records and (next(iter(self._records.values()))[0] <= now
                                      or self._bytes + len(blob) > self.max_bytes):

@@ -5,7 +5,7 @@ from urllib.parse import urlsplit
 import redis
 
 from ..errors import ConfigError, StoreUnavailable
-from . import ResponseStore, decode, describe, encode
+from . import ResponseStore, decode, describe
 
 log = logging.getLogger(__name__)
 
@@ -67,14 +67,8 @@ class RedisStore(ResponseStore):
         self._put = self._client.register_script(PUT)
         self._delete = self._client.register_script(DELETE)
 
-    def put(self, response_id, record):
-        """Keep the record, dropping the expired and, past the cap, the oldest."""
-        blob = encode(record)
-        if len(blob) > self.max_bytes:
-            log.warning("response %s (%d bytes) is larger than response_store_max_bytes; not kept",
-                        response_id, len(blob))
-            self.delete(response_id)
-            return
+    def keep(self, response_id, blob):
+        """Store the encoded record; drop the expired and, past the cap, the oldest (atomically)."""
         self._call(lambda: self._put(args=[self.prefix, response_id, blob, max(1, int(self.ttl * 1000)),
                                            self.max_bytes]))
 

@@ -6,7 +6,7 @@ import time
 
 from ..errors import ConfigError, StoreUnavailable
 from ..threads import call_in_thread, gevent_active, real_lock
-from . import ResponseStore, decode, encode
+from . import ResponseStore, decode
 
 log = logging.getLogger(__name__)
 
@@ -43,14 +43,8 @@ class SQLiteStore(ResponseStore):
         except (OSError, sqlite3.Error) as err:
             raise ConfigError(f"cannot open the response store {path}: {err}") from err
 
-    def put(self, response_id, record):
-        """Keep the record; delete the expired and, past the cap, the oldest, in the same transaction."""
-        blob = encode(record)
-        if len(blob) > self.max_bytes:
-            log.warning("response %s (%d bytes) is larger than response_store_max_bytes; not kept",
-                        response_id, len(blob))
-            self.delete(response_id)
-            return
+    def keep(self, response_id, blob):
+        """Store the encoded record; drop the expired and, past the cap, the oldest (atomically)."""
 
         def write(db):
             now = time.time()

@@ -43,20 +43,6 @@ def front(upstream):
         yield url
 
 
-@pytest.fixture(scope="module")
-def oai(front):
-    client = openai.OpenAI(base_url=front + "/v1", api_key="unused", max_retries=0, timeout=30)
-    yield client
-    client.close()
-
-
-@pytest.fixture(scope="module")
-def oll(front):
-    client = ollama.Client(host=front, timeout=30)
-    yield client
-    client.close()
-
-
 def test_the_upstream_models_are_listed(oai, oll):
     assert "claude-fake" in {m.id for m in oai.models.list()}
     assert "claude-fake" in {m.model for m in oll.list().models}

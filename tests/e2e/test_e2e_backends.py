@@ -141,20 +141,6 @@ def front(upstream, broken):
         yield url
 
 
-@pytest.fixture(scope="module")
-def oai(front):
-    client = openai.OpenAI(base_url=front + "/v1", api_key="unused", max_retries=0, timeout=120)
-    yield client
-    client.close()  # an idle keep-alive connection would hold up the front's graceful shutdown
-
-
-@pytest.fixture(scope="module")
-def oll(front):
-    client = ollama.Client(host=front, timeout=120)
-    yield client
-    client.close()
-
-
 def assert_front_alive(oai, oll):
     """A normal request through each backend succeeds after a failure."""
     reply = oai.chat.completions.create(model="via-openai", messages=QUESTION, max_tokens=2, **GREEDY)

@@ -86,13 +86,6 @@ def front(upstream):
 
 
 @pytest.fixture(scope="module")
-def oai(front):
-    client = openai.OpenAI(base_url=front + "/v1", api_key="unused", max_retries=0, timeout=60)
-    yield client
-    client.close()
-
-
-@pytest.fixture(scope="module")
 def over_shim(shim_url):
     """A front whose models are the real SmolLM2 of another shim, through the Ollama and the OpenAI backends."""
     with running_shim(OVER_SHIM.format(url=shim_url)) as url:

@@ -52,18 +52,6 @@ OPENAI_FEW_SHOT = [
 
 
 # The clients are closed after the module: an idle keep-alive connection holds gunicorn's graceful shutdown.
-@pytest.fixture(scope="module")
-def oai(shim_url):
-    with openai.OpenAI(base_url=shim_url + "/v1", api_key="unused", max_retries=0) as client:
-        yield client
-
-
-@pytest.fixture(scope="module")
-def oll(shim_url):
-    with ollama.Client(host=shim_url) as client:
-        yield client
-
-
 def ask(oai, messages, **kwargs):
     """One non-streaming chat completion; a string is a single user message."""
     if isinstance(messages, str):

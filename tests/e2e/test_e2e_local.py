@@ -15,16 +15,6 @@ QUESTION = [{"role": "user", "content": "Name three colors."}]
 GREEDY = dict(temperature=0, seed=7)
 
 
-@pytest.fixture(scope="module")
-def oai(shim_url):
-    return openai.OpenAI(base_url=shim_url + "/v1", api_key="unused", max_retries=0)
-
-
-@pytest.fixture(scope="module")
-def oll(shim_url):
-    return ollama.Client(host=shim_url)
-
-
 def test_openai_chat_is_deterministic_and_streams_the_same_text(oai):
     first = oai.chat.completions.create(model=MODEL, messages=QUESTION, max_tokens=24, **GREEDY)
     second = oai.chat.completions.create(model=MODEL, messages=QUESTION, max_tokens=24, **GREEDY)

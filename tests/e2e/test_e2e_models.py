@@ -3,7 +3,6 @@ gunicorn and the real SmolLM2."""
 import threading
 
 import ollama
-import openai
 import pytest
 import requests
 
@@ -11,18 +10,6 @@ MODEL = "smollm2:135m"
 SPELLINGS = ("smollm2:135m", "smollm2:latest", "smollm2")
 STORY = [{"role": "user", "content": "Tell me a story about a dragon."}]
 GREEDY = {"temperature": 0, "seed": 1, "num_predict": 24}
-
-
-@pytest.fixture(scope="module")
-def oai(shim_url):
-    with openai.OpenAI(base_url=shim_url + "/v1", api_key="unused", max_retries=0) as client:
-        yield client
-
-
-@pytest.fixture(scope="module")
-def oll(shim_url):
-    with ollama.Client(host=shim_url, timeout=120) as client:
-        yield client
 
 
 def _loaded(oll):

@@ -92,20 +92,6 @@ def front(upstream):
         yield url
 
 
-@pytest.fixture(scope="module")
-def oai(front):
-    client = openai.OpenAI(base_url=front + "/v1", api_key="unused", max_retries=0, timeout=30)
-    yield client
-    client.close()
-
-
-@pytest.fixture(scope="module")
-def oll(front):
-    client = ollama.Client(host=front, timeout=30)
-    yield client
-    client.close()
-
-
 def last_sent(upstream):
     return upstream.requests[-1].json
 

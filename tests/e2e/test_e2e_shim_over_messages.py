@@ -5,7 +5,6 @@ through one translation per side."""
 import importlib.util
 import json
 
-import ollama
 import openai
 import pytest
 import requests
@@ -44,20 +43,6 @@ def inner():
 def front(inner):
     with running_shim(FRONT.format(inner=inner)) as url:
         yield url
-
-
-@pytest.fixture(scope="module")
-def oai(front):
-    client = openai.OpenAI(base_url=front + "/v1", api_key="unused", max_retries=0, timeout=240)
-    yield client
-    client.close()
-
-
-@pytest.fixture(scope="module")
-def oll(front):
-    client = ollama.Client(host=front, timeout=240)
-    yield client
-    client.close()
 
 
 def test_the_inner_models_are_listed_through_the_front(oai):
