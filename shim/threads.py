@@ -45,7 +45,7 @@ def iterate_in_thread(produce):
 
 
 def with_heartbeats(items, interval):
-    """Lists of the items ready at once, or [HEARTBEAT] after `interval` seconds in which none came; closing stops them."""
+    """Lists of the items ready at once, or [HEARTBEAT] after `interval` s in which none came; closing stops them."""
     if gevent_active():
         import gevent
         import gevent.queue

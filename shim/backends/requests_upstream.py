@@ -56,7 +56,7 @@ class RequestsBackend(upstream.UpstreamBackend):
         return response
 
     def _post(self, url, body):
-        """The streamed answer to a POST of body as JSON, sent as Session.post sends it but prepared only once per URL."""
+        """The streamed answer to a POST of body as JSON, as Session.post sends it but prepared once per URL."""
         # Session.post merges settings, cookies and hooks anew on every call: measured, a sixth of the proxy's time.
         # The session's adapter (which the `responses` test library mocks) still sends it.
         template = self._prepared.get(url)
