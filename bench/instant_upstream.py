@@ -1,4 +1,4 @@
-"""An upstream that answers at once, speaking both OpenAI's and Ollama's API, for measuring shim's own overhead.
+"""An upstream that answers at once, speaking OpenAI's, Ollama's and Anthropic's API, for measuring shim's overhead.
 
 Raw asyncio HTTP/1.1 with keep-alive, so that it costs far less than the proxy in front of it.
 Run alone: python -m bench.instant_upstream PORT [--delay SECONDS-BETWEEN-CHUNKS]
@@ -19,6 +19,11 @@ TAGS = json.dumps({"models": [{"name": "instant", "model": "instant", "modified_
 OLLAMA_CHAT = json.dumps({"model": "instant", "created_at": "2026-01-01T00:00:00Z",
                           "message": {"role": "assistant", "content": "ok"}, "done": True, "done_reason": "stop",
                           "prompt_eval_count": 5, "eval_count": 1}).encode()
+OLLAMA_GENERATE = json.dumps({"model": "instant", "created_at": "2026-01-01T00:00:00Z", "response": "ok", "done": True,
+                              "done_reason": "stop", "prompt_eval_count": 5, "eval_count": 1}).encode()
+MESSAGE = json.dumps({"id": "msg_instant", "type": "message", "role": "assistant", "model": "instant",
+                      "content": [{"type": "text", "text": "ok"}], "stop_reason": "end_turn", "stop_sequence": None,
+                      "usage": {"input_tokens": 5, "output_tokens": 1}}).encode()
 
 
 def sse_chunks():
@@ -33,17 +38,33 @@ def sse_chunks():
     return [f"data: {json.dumps(e)}\n\n".encode() for e in events] + [b"data: [DONE]\n\n"]
 
 
-def ndjson_chunks():
-    """The 16-token NDJSON answer."""
-    lines = [{"model": "instant", "created_at": "2026-01-01T00:00:00Z",
-              "message": {"role": "assistant", "content": f" t{i}"}, "done": False} for i in range(TOKENS)]
-    lines.append({"model": "instant", "created_at": "2026-01-01T00:00:00Z",
-                  "message": {"role": "assistant", "content": ""}, "done": True, "done_reason": "stop",
-                  "prompt_eval_count": 5, "eval_count": TOKENS})
+def ndjson_chunks(generate=False):
+    """The 16-token NDJSON answer of /api/chat (or of /api/generate)."""
+    def part(text):
+        return {"response": text} if generate else {"message": {"role": "assistant", "content": text}}
+    lines = [{"model": "instant", "created_at": "2026-01-01T00:00:00Z", **part(f" t{i}"), "done": False}
+             for i in range(TOKENS)]
+    lines.append({"model": "instant", "created_at": "2026-01-01T00:00:00Z", **part(""), "done": True,
+                  "done_reason": "stop", "prompt_eval_count": 5, "eval_count": TOKENS})
     return [json.dumps(line).encode() + b"\n" for line in lines]
 
 
-SSE, NDJSON = sse_chunks(), ndjson_chunks()
+def named_sse_chunks():
+    """The 16-token Anthropic Messages stream: named events, message_start to message_stop."""
+    message = {**json.loads(MESSAGE), "content": [], "stop_reason": None, "usage": {"input_tokens": 5,
+                                                                                   "output_tokens": 0}}
+    events = [{"type": "message_start", "message": message},
+              {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}]
+    events += [{"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": f" t{i}"}}
+               for i in range(TOKENS)]
+    events += [{"type": "content_block_stop", "index": 0},
+               {"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+                "usage": {"output_tokens": TOKENS}},
+               {"type": "message_stop"}]
+    return [f"event: {e['type']}\ndata: {json.dumps(e)}\n\n".encode() for e in events]
+
+
+SSE, NDJSON, NDJSON_GENERATE, NAMED_SSE = sse_chunks(), ndjson_chunks(), ndjson_chunks(True), named_sse_chunks()
 
 
 async def read_request(reader):
@@ -95,6 +116,16 @@ def make_handler(delay):
                         await stream(writer, NDJSON, b"application/x-ndjson", delay)
                     else:
                         writer.write(fixed(OLLAMA_CHAT))
+                elif path == "/api/generate":
+                    if wants_stream or b'"stream"' not in body:
+                        await stream(writer, NDJSON_GENERATE, b"application/x-ndjson", delay)
+                    else:
+                        writer.write(fixed(OLLAMA_GENERATE))
+                elif path.startswith("/v1/messages"):
+                    if wants_stream:
+                        await stream(writer, NAMED_SSE, b"text/event-stream", delay)
+                    else:
+                        writer.write(fixed(MESSAGE))
                 else:
                     writer.write(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")
                 await writer.drain()

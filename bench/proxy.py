@@ -1,38 +1,75 @@
-"""Benchmark 3: what shim adds in front of an upstream that answers at once (one gunicorn worker)."""
+"""Benchmark 3: what shim adds in front of an upstream that answers at once (one gunicorn worker).
+
+Side by side in one run, several rounds interleaved, medians: the upstream directly, a bare Flask view under the same
+gunicorn + gevent settings, and shim for each client protocol through each upstream backend type.
+Environment: BENCH_ROUNDS (3), BENCH_SECONDS (wrk seconds per figure, 5), BENCH_COUNT (sequential requests, 1000),
+BENCH_ONLY (a regular expression the row names must match), BENCH_BASELINE (another source tree of shim, whose
+rows are measured beside this one's, marked "baseline").
+"""
+import contextlib
 import http.client
 import json
 import os
 import re
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 
-from .common import instant_upstream, median, pct, running_shim
+import requests
 
-CHAT = {"model": "instant", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 16}
-OLLAMA_CHAT = {"model": "instant", "messages": [{"role": "user", "content": "hi"}], "stream": False}
+from .common import free_port, instant_upstream, median, pct, running_shim
+
+PROMPT = [{"role": "user", "content": "hi"}]
+PROTOCOLS = {  # name: (path, JSON body, SSE/NDJSON body)
+    "chat completions": ("/v1/chat/completions", {"messages": PROMPT, "max_tokens": 16},
+                         {"messages": PROMPT, "max_tokens": 16, "stream": True}),
+    "Ollama chat": ("/api/chat", {"messages": PROMPT, "stream": False}, {"messages": PROMPT}),
+    "Ollama generate": ("/api/generate", {"prompt": "hi", "stream": False}, {"prompt": "hi"}),
+    "Responses": ("/v1/responses", {"input": "hi", "store": False, "max_output_tokens": 16},
+                  {"input": "hi", "store": False, "max_output_tokens": 16, "stream": True}),
+    "Messages": ("/v1/messages", {"messages": PROMPT, "max_tokens": 16},
+                 {"messages": PROMPT, "max_tokens": 16, "stream": True}),
+}
+BACKENDS = {"OpenAI-compatible": "instant", "Ollama": "instant-ol", "Anthropic-compatible": "instant-an"}
+"Upstream backend type: the model name routed to it."
+DIRECT = {"OpenAI-compatible": "chat completions", "Ollama": "Ollama chat", "Anthropic-compatible": "Messages"}
+"The upstream API each backend type speaks, as the protocol whose request goes to the upstream directly."
 
 
-def latencies(port, path, body, count=2000):
+def config(upstream_port):
+    """shim's configuration: one backend of each upstream type, all on the instant upstream."""
+    url = f"http://127.0.0.1:{upstream_port}"
+    # wrk abandons the requests in flight when it stops; bounded queues would turn the next figure's first ones away.
+    return (f'embedded_model = false\nlog_level = "warning"\nresponse_store = "off"\nmax_queue = 100000\n'
+            f'[backends.oa]\ntype = "openai"\nurl = "{url}/v1"\nmodels = ["instant"]\n'
+            f'[backends.ol]\ntype = "ollama"\nurl = "{url}"\nmodels = ["instant-ol"]\n'
+            f'[backends.an]\ntype = "anthropic"\nurl = "{url}"\nmodels = ["instant-an"]\n'
+            f'[[models]]\nname = "instant-ol"\nbackend = "ol"\ntarget = "instant"\n'
+            f'[[models]]\nname = "instant-an"\nbackend = "an"\ntarget = "instant"\n')
+
+
+def latencies(port, path, body, count):
     """Seconds each of `count` sequential requests took, on one keep-alive connection."""
     conn = http.client.HTTPConnection("127.0.0.1", port)
     payload = json.dumps(body)
     headers = {"Content-Type": "application/json"}
     times = []
-    for i in range(count + 200):
+    for i in range(count + count // 10):
         started = time.perf_counter()
         conn.request("POST", path, payload, headers)
         response = conn.getresponse()
         response.read()
-        assert response.status == 200, response.status
-        if i >= 200:  # warm-up
+        if response.status != 200:
+            raise SystemExit(f"POST {path} answered {response.status}")
+        if i >= count // 10:  # warm-up
             times.append(time.perf_counter() - started)
     conn.close()
     return times
 
 
-def wrk(port, path, body, connections=32, seconds=10):
+def wrk(port, path, body, seconds, connections=32):
     """Requests per second wrk measures with `connections` clients."""
     if not shutil.which("wrk"):
         raise SystemExit("benchmark 3 needs wrk: apt-get install wrk")
@@ -46,41 +83,98 @@ def wrk(port, path, body, connections=32, seconds=10):
         os.unlink(script.name)
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     if errors:
-        raise SystemExit(f"wrk saw {errors.group(1)} failed responses:\n{out}")
+        raise SystemExit(f"wrk saw {errors.group(1)} failed responses on {path} {body}:\n{out}")
     return float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
 
 
-def config(upstream_port):
-    return (f'embedded_model = false\nlog_level = "warning"\n'
-            f'[backends.oa]\ntype = "openai"\nurl = "http://127.0.0.1:{upstream_port}/v1"\nmodels = ["instant"]\n'
-            f'[backends.ol]\ntype = "ollama"\nurl = "http://127.0.0.1:{upstream_port}"\nmodels = ["instant-ol"]\n'
-            f'[[models]]\nname = "instant-ol"\nbackend = "ol"\ntarget = "instant"\n')
+@contextlib.contextmanager
+def bare_app():
+    """bench.bare_app under gunicorn in a subprocess; yields its port."""
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "bench.bare_app", str(port)], stdout=subprocess.DEVNULL,
+                            cwd=os.path.dirname(os.path.dirname(__file__)), start_new_session=True)
+    try:
+        for _ in range(200):
+            with contextlib.suppress(requests.RequestException):
+                if requests.get(f"http://127.0.0.1:{port}/health", timeout=1).ok:
+                    break
+            time.sleep(0.1)
+        yield port
+    finally:
+        os.killpg(proc.pid, 15)
+        proc.wait()
+
+
+def served(name, protocols):
+    """Whether a shim serves the protocol (its route answers something other than 404)."""
+    path = PROTOCOLS[name][0]
+    return requests.post(f"http://127.0.0.1:{protocols}{path}", json={}, timeout=5).status_code != 404
+
+
+def rows(up, bare, shims):
+    """(row name, port, path, JSON body, stream body, upstream API it compares with) of every row to measure."""
+    found = []
+    for api in ("chat completions", "Ollama chat", "Messages"):
+        path, body, stream = PROTOCOLS[api]
+        found.append((f"upstream direct ({api} API)", up, path, {**body, "model": "instant"},
+                      {**stream, "model": "instant", "stream": True}, None))
+    path, body, stream = PROTOCOLS["chat completions"]
+    found.append(("bare Flask, same gunicorn + gevent", bare, path, body, stream, "chat completions"))
+    for label, port in shims:
+        for protocol, (path, body, stream) in PROTOCOLS.items():
+            if not served(protocol, port):
+                continue
+            for backend, model in BACKENDS.items():
+                found.append((f"{label}: {protocol} → {backend}", port, path, {**body, "model": model},
+                              {**stream, "model": model}, DIRECT[backend]))
+    only = re.compile(os.environ.get("BENCH_ONLY", ""))
+    return [r for r in found if only.search(r[0]) or not r[5] or r[0].startswith("bare")]
+
+
+def measure(table, rounds, seconds, count):
+    """{row name: (latencies, [JSON req/s], [streams/s])}, the rows taken in turn, round after round."""
+    results = {name: ([], [], []) for name, *_ in table}
+    for round_ in range(rounds):
+        for name, port, path, body, stream, _ in table:
+            lat, json_rate, stream_rate = results[name]
+            lat.extend(latencies(port, path, body, count))
+            json_rate.append(wrk(port, path, body, seconds))
+            stream_rate.append(wrk(port, path, stream, seconds))
+            print(f"round {round_ + 1}: {name}: p50 {median(lat) * 1000:.2f} ms, {json_rate[-1]:.0f} req/s, "
+                  f"{stream_rate[-1]:.0f} streams/s, load {os.getloadavg()[0]:.1f}", file=sys.stderr)
+    return results
+
+
+def render(table, results):
+    """The markdown table: p50 and added p50 at 1 client, JSON req/s and 16-token streams/s at 32 clients."""
+    direct = {name.split("(")[1].split(" API")[0]: median(results[name][0]) for name, *_ in table
+              if name.startswith("upstream direct")}
+    lines = ["| path | p50, 1 client | added p50 | added p99 | JSON req/s, 32 clients | "
+             "16-token streams/s, 32 clients |", "|---|---|---|---|---|---|"]
+    for name, *_, compare in table:
+        lat, json_rate, stream_rate = results[name]
+        added = added99 = "—"
+        if compare:
+            base = [r for r in table if r[0] == f"upstream direct ({compare} API)"][0][0]
+            added = f"+{(median(lat) - direct[compare]) * 1000:.2f} ms"
+            added99 = f"+{(pct(lat, 99) - pct(results[base][0], 99)) * 1000:.2f} ms"
+        lines.append(f"| {name} | {median(lat) * 1000:.2f} ms | {added} | {added99} | {median(json_rate):.0f} | "
+                     f"{median(stream_rate):.0f} |")
+    return "\n".join(lines)
 
 
 def run():
-    """Benchmark 3 as markdown tables."""
-    with instant_upstream() as up:
-        with running_shim(config(up), env={"SHIM_LOG_LEVEL": "warning"}) as url:
-            shim_port = int(url.rsplit(":", 1)[1])
-            ol_chat = {**OLLAMA_CHAT, "model": "instant-ol"}
-            rows = []
-            direct = latencies(up, "/v1/chat/completions", CHAT)
-            via = latencies(shim_port, "/v1/chat/completions", CHAT)
-            rows.append(("OpenAI client → shim → OpenAI-compatible upstream", direct, via))
-            direct = latencies(up, "/api/chat", OLLAMA_CHAT)
-            via = latencies(shim_port, "/api/chat", ol_chat)
-            rows.append(("Ollama client → shim → Ollama upstream", direct, via))
-            lines = ["| path | direct p50 | via shim p50 | added p50 | added p99 |", "|---|---|---|---|---|"]
-            for name, d, v in rows:
-                lines.append(f"| {name} | {median(d) * 1000:.2f} ms | {median(v) * 1000:.2f} ms | "
-                             f"+{(median(v) - median(d)) * 1000:.2f} ms | +{(pct(v, 99) - pct(d, 99)) * 1000:.2f} ms |")
-            stream = {**CHAT, "stream": True}
-            throughput = [
-                ("requests/s, 32 clients (JSON)", wrk(up, "/v1/chat/completions", CHAT),
-                 wrk(shim_port, "/v1/chat/completions", CHAT)),
-                ("16-token streams/s, 32 clients (SSE)", wrk(up, "/v1/chat/completions", stream),
-                 wrk(shim_port, "/v1/chat/completions", stream)),
-            ]
-            lines += ["", "| load (one gunicorn worker) | upstream direct | via shim |", "|---|---|---|"]
-            lines += [f"| {name} | {d:.0f} | {v:.0f} |" for name, d, v in throughput]
-            return "\n".join(lines)
+    """Benchmark 3 as a markdown table."""
+    rounds = int(os.environ.get("BENCH_ROUNDS", "3"))
+    seconds = int(os.environ.get("BENCH_SECONDS", "5"))
+    count = int(os.environ.get("BENCH_COUNT", "1000"))
+    baseline = os.environ.get("BENCH_BASELINE")
+    with contextlib.ExitStack() as stack:
+        up = stack.enter_context(instant_upstream())
+        bare = stack.enter_context(bare_app())
+        shims = [("shim", stack.enter_context(running_shim(config(up))))]
+        if baseline:
+            shims.append(("baseline", stack.enter_context(running_shim(config(up), cwd=baseline))))
+        shims = [(label, int(url.rsplit(":", 1)[1])) for label, url in shims]
+        table = rows(up, bare, shims)
+        return render(table, measure(table, rounds, seconds, count))

@@ -1,6 +1,11 @@
-"""Benchmark 4: how many slow SSE streams one worker holds, and the memory each costs."""
+"""Benchmark 4: how many slow SSE streams one worker holds, and the memory each costs.
+
+Environment: BENCH_BASELINE (another source tree of shim, measured after this one), BENCH_HEARTBEATS (the
+heartbeat_seconds settings to measure, "10,0").
+"""
 import asyncio
 import json
+import os
 import resource
 
 from .common import instant_upstream, rss_kb, running_shim
@@ -42,10 +47,14 @@ def worker_pid(master_pid):
 
 def run(counts=(1, 1000)):
     """Benchmark 4 as markdown tables: with SSE heartbeats (the default), and with them off."""
-    return "\n\n".join(f"heartbeat_seconds = {beat}:\n\n" + held(counts, beat) for beat in ("10", "0"))
+    baseline = os.environ.get("BENCH_BASELINE")
+    trees = [("shim", None)] + ([("baseline", baseline)] if baseline else [])
+    beats = os.environ.get("BENCH_HEARTBEATS", "10,0").split(",")
+    return "\n\n".join(f"{label}, heartbeat_seconds = {beat}:\n\n" + held(counts, beat, tree)
+                        for beat in beats for label, tree in trees)
 
 
-def held(counts, heartbeat):
+def held(counts, heartbeat, tree=None):
     """How many slow streams one worker holds, and their memory, with the given heartbeat setting."""
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # the servers started below inherit it
@@ -55,7 +64,8 @@ def held(counts, heartbeat):
         config = (f'embedded_model = false\nlog_level = "warning"\n[backends.oa]\ntype = "openai"\n'
                   f'url = "http://127.0.0.1:{up}/v1"\nmodels = ["instant"]\n')
         # The per-model queue bound would turn most of these streams away; here every one of them is wanted.
-        with running_shim(config, env={"SHIM_MAX_QUEUE": "100000", "SHIM_HEARTBEAT_SECONDS": heartbeat}) as url:
+        with running_shim(config, env={"SHIM_MAX_QUEUE": "100000", "SHIM_HEARTBEAT_SECONDS": heartbeat},
+                          cwd=tree) as url:
             port = int(url.rsplit(":", 1)[1])
             pid = worker_pid(url.proc.pid)
             base = rss_kb(pid)

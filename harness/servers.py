@@ -32,8 +32,8 @@ def free_port():
 
 
 @contextlib.contextmanager
-def running_shim(config_text=None, env=None, workers=1):
-    """Run `python -m shim serve` on a free port until the block ends; yields its base URL."""
+def running_shim(config_text=None, env=None, workers=1, cwd=None):
+    """Run `python -m shim serve` (of the source tree cwd, default this one) on a free port; yields its base URL."""
     port = free_port()
     environ = {**os.environ, "SHIM_LOG_LEVEL": "warning", **(env or {})}
     args = [sys.executable, "-m", "shim", "serve", "--port", str(port), "--workers", str(workers)]
@@ -44,7 +44,8 @@ def running_shim(config_text=None, env=None, workers=1):
                 fh.write(config_text)
             args += ["--config", path]
         log = open(os.path.join(tmp, "server.log"), "w+")
-        proc = subprocess.Popen(args, env=environ, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(args, env=environ, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                                cwd=cwd)
         url = ServerURL(f"http://127.0.0.1:{port}")
         url.proc, url.log_path = proc, log.name
         try:

@@ -4,9 +4,32 @@ import logging
 import os
 import tempfile
 
+from gunicorn import glogging
 from gunicorn.app.base import BaseApplication
 
 log = logging.getLogger("shim")
+
+ACCESS_LOG_FORMAT = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms id=%({x-request-id}o)s'
+
+
+class AccessLogger(glogging.Logger):
+    """gunicorn's logger; for shim's own access line it gathers only the fields that line shows."""
+
+    def atoms(self, resp, req, environ, request_time):
+        """The access line's fields (every header and environ variable only for another format)."""
+        # gunicorn's own atoms() copies every request and response header and environ variable into a dict per
+        # request: measured, 4% of the worker's time under load.
+        if self.cfg.access_log_format != ACCESS_LOG_FORMAT:
+            return super().atoms(resp, req, environ, request_time)
+        status = resp.status.split(None, 1)[0] if isinstance(resp.status, str) else resp.status
+        sent = getattr(resp, "sent", None)
+        headers = resp.headers.items() if hasattr(resp.headers, "items") else resp.headers
+        request_id = next((value for name, value in headers if name.lower() == "x-request-id"), "-")
+        return {"h": environ.get("REMOTE_ADDR", "-"),
+                "r": f"{environ['REQUEST_METHOD']} {environ['RAW_URI']} {environ['SERVER_PROTOCOL']}",
+                "s": status, "b": "-" if sent is None else str(sent),
+                "M": request_time.seconds * 1000 + request_time.microseconds // 1000,
+                "{x-request-id}o": request_id}
 
 
 def gunicorn_options(settings):
@@ -26,7 +49,8 @@ def gunicorn_options(settings):
         # default path per user, so it is off.
         "control_socket_disable": True,
         "accesslog": "-",
-        "access_log_format": '%(h)s "%(r)s" %(s)s %(b)s %(M)sms id=%({x-request-id}o)s',
+        "access_log_format": ACCESS_LOG_FORMAT,
+        "logger_class": AccessLogger,
         "post_fork": post_fork,
         "child_exit": child_exit,
         "worker_exit": worker_exit,
@@ -36,6 +60,10 @@ def gunicorn_options(settings):
 def post_fork(server, worker):
     """Tell the new worker how many workers gunicorn runs (`-w` may override the settings) before it loads."""
     os.environ["SHIM_WORKERS"] = str(server.num_workers)
+    # gevent otherwise keeps, for debugging, the spawning greenlet and stack of every greenlet: measured, 2.6 KiB
+    # of every open stream with heartbeats (two greenlets each).
+    import gevent
+    gevent.config.track_greenlet_tree = False
 
 
 def child_exit(server, worker):

@@ -45,19 +45,43 @@ def iterate_in_thread(produce):
 
 
 def with_heartbeats(items, interval):
-    """The items, with HEARTBEAT yielded after each `interval` seconds in which none came; closing stops the source."""
+    """Lists of the items ready at once, or [HEARTBEAT] after `interval` s in which none came; closing stops them."""
     if gevent_active():
         import gevent
         import gevent.queue
         channel = gevent.queue.Queue()
         feeder = gevent.spawn(_run, lambda emit: _forward(items, emit), channel.put)
         try:
-            yield from _drain(lambda: channel.get(timeout=interval), gevent.queue.Empty)
+            yield from _batches(channel, interval, gevent.queue.Empty)
         finally:
             feeder.kill()
             close(items)
     else:
-        yield from _iterate_threads(lambda emit: _forward(items, emit), interval)
+        channel = queue.Queue()
+        threading.Thread(target=_run, args=(lambda emit: _forward(items, emit), channel.put), daemon=True).start()
+        yield from _batches(channel, interval, queue.Empty)
+
+
+def _batches(channel, interval, empty_error):
+    # Whatever is already queued goes out with the item waited for: one write to the client, not one per item.
+    while True:
+        try:
+            batch = [channel.get(timeout=interval)]
+        except empty_error:
+            yield [HEARTBEAT]
+            continue
+        while not channel.empty():
+            batch.append(channel.get_nowait())
+        ready = []
+        for item in batch:
+            if item is _END or isinstance(item, _Raised):
+                if ready:
+                    yield ready
+                if item is _END:
+                    return
+                raise item.error
+            ready.append(item)
+        yield ready
 
 
 def _forward(items, emit):
@@ -74,13 +98,9 @@ def _run(produce, emit):
         emit(_END)
 
 
-def _drain(get, empty_error):
+def _drain(get):
     while True:
-        try:
-            item = get()
-        except empty_error:
-            yield HEARTBEAT
-            continue
+        item = get()
         if item is _END:
             return
         if isinstance(item, _Raised):
@@ -88,10 +108,10 @@ def _drain(get, empty_error):
         yield item
 
 
-def _iterate_threads(produce, heartbeat=None):
+def _iterate_threads(produce):
     channel = queue.Queue()
     threading.Thread(target=_run, args=(produce, channel.put), daemon=True).start()
-    yield from _drain(lambda: channel.get(timeout=heartbeat), queue.Empty)
+    yield from _drain(channel.get)
 
 
 def _iterate_gevent(produce):
@@ -109,16 +129,16 @@ class Channel:
         if gevent_active():
             import gevent
             import gevent.queue
-            self._hub, self._items, self._empty = gevent.get_hub(), gevent.queue.Queue(), gevent.queue.Empty
+            self._hub, self._items = gevent.get_hub(), gevent.queue.Queue()
         else:
-            self._hub, self._items, self._empty = None, queue.Queue(), queue.Empty
+            self._hub, self._items = None, queue.Queue()
 
     def put(self, item):
         """Hand one item over."""
         _deliver([(self, item)])
 
     def __iter__(self):
-        return _drain(self._items.get, self._empty)
+        return _drain(self._items.get)
 
 
 class Courier:

@@ -327,40 +327,47 @@ class _Watched(Cancel):
 def stream_response(started, renderer, framing):
     """A streaming Response: events rendered to chunks and framed; errors in-band; a hang-up cancels."""
     interval = services().settings.heartbeat_seconds
-    events = with_heartbeats(started.events, interval) if interval > 0 else started.events
+    batches = with_heartbeats(started.events, interval) if interval > 0 else _one_by_one(started.events)
 
     def body():
         metrics.OPEN_STREAMS.inc()
+        # The frames of the events that arrived together are written together: a write per event costs the worker
+        # more than the rest of the event's way through it.
+        out = list(_framed(renderer.begin(), framing))
         try:
-            yield from _framed(renderer.begin(), framing)
-            for event in events:
-                if event is HEARTBEAT:
-                    yield from _nonempty(framing.heartbeat())
-                else:
-                    yield from _framed(renderer.chunks(event), framing)
-            yield from _framed(renderer.end(), framing)
+            for batch in batches:
+                for event in batch:
+                    out += (framing.heartbeat(),) if event is HEARTBEAT else _framed(renderer.chunks(event), framing)
+                if any(out):  # an empty write would be a zero-length chunk, which ends a chunked HTTP body early
+                    yield b"".join(out)
+                out = []
+            out += _framed(renderer.end(), framing)
         except ShimError as err:
             log.warning("stream ended by error: %s", err.message)
-            yield from _framed(renderer.error(err), framing)
+            out += _framed(renderer.error(err), framing)
         except Exception as err:  # a bug must not leave the client with a silently truncated stream
             log.exception("stream failed")
-            yield from _framed(renderer.error(ShimError(f"internal error: {type(err).__name__}")), framing)
+            out += _framed(renderer.error(ShimError(f"internal error: {type(err).__name__}")), framing)
         finally:
             metrics.OPEN_STREAMS.dec()
             started.cancel.set()
-            close(events)
-        yield from _nonempty(framing.close())
+            close(batches)
+        out.append(framing.close())
+        if any(out):
+            yield b"".join(out)
     return Response(body(), mimetype=framing.mimetype, headers=STREAM_HEADERS)
 
 
+def _one_by_one(events):
+    try:
+        for event in events:
+            yield [event]
+    finally:
+        close(events)
+
+
 def _framed(chunks, framing):
-    for chunk in chunks:
-        yield framing.frame(chunk)
-
-
-def _nonempty(part):
-    # An empty write would be a zero-length chunk, which ends a chunked HTTP body early.
-    return (part,) if part else ()
+    return [framing.frame(chunk) for chunk in chunks]
 
 
 def gather(started):

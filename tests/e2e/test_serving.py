@@ -178,3 +178,43 @@ def test_a_chunked_body_cut_off_is_a_400_not_an_unhandled_error(strict):
     log = strict.log_text()
     assert '"POST /api/chat HTTP/1.1" 400' in log and '"POST /v1/chat/completions HTTP/1.1" 400' in log, log
     assert "unhandled error" not in log and "Traceback" not in log, log
+
+
+def test_the_access_logger_writes_the_line_gunicorns_own_logger_writes():
+    import datetime
+    import types
+
+    from gunicorn import glogging
+    from gunicorn.config import Config
+
+    from shim.server import ACCESS_LOG_FORMAT, AccessLogger
+    cfg = Config()
+    cfg.set("access_log_format", ACCESS_LOG_FORMAT)
+    resp = types.SimpleNamespace(status="200 OK", sent=4105, headers=[("Content-Type", "text/plain"),
+                                                                        ("X-Request-ID", 'req-"7"')])
+    environ = {"REMOTE_ADDR": "10.0.0.1", "REQUEST_METHOD": "POST", "RAW_URI": '/v1/chat/completions?a="b"',
+               "SERVER_PROTOCOL": "HTTP/1.1", "PATH_INFO": "/v1/chat/completions", "HTTP_USER_AGENT": "x"}
+    req = types.SimpleNamespace(headers=[("USER-AGENT", "x")])
+    took = datetime.timedelta(seconds=1, microseconds=234567)
+
+    def line(logger_class, response):
+        logger = logger_class(cfg)
+        return ACCESS_LOG_FORMAT % logger.atoms_wrapper_class(logger.atoms(response, req, environ, took))
+    assert line(AccessLogger, resp) == line(glogging.Logger, resp) == \
+        '10.0.0.1 "POST /v1/chat/completions?a=\\"b\\" HTTP/1.1" 200 4105 1234ms id=req-\\"7\\"'
+    bare = types.SimpleNamespace(status=499, sent=None, headers=[])
+    assert line(AccessLogger, bare) == line(glogging.Logger, bare) == \
+        '10.0.0.1 "POST /v1/chat/completions?a=\\"b\\" HTTP/1.1" 499 - 1234ms id=-'
+
+
+def test_workers_keep_no_spawn_tree_of_their_greenlets(monkeypatch):
+    import types
+
+    import gevent
+
+    from shim.server import post_fork
+    monkeypatch.setattr(gevent.config, "track_greenlet_tree", True)
+    monkeypatch.setenv("SHIM_WORKERS", "1")
+    post_fork(types.SimpleNamespace(num_workers=3), None)
+    assert gevent.config.track_greenlet_tree is False, "each open stream would keep its greenlets' spawn stacks"
+    assert os.environ["SHIM_WORKERS"] == "3"

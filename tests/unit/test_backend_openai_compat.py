@@ -6,6 +6,7 @@ import io
 import json
 import logging
 import socket
+import sys
 import threading
 import time
 
@@ -1086,3 +1087,18 @@ def test_reasoning_effort_goes_upstream_and_reasoning_comes_back(rsps):
     assert sent(rsps)["reasoning_effort"] == "high"
     assert g.collect(events)[0].thinking == "Let me think." and text_of(events) == "Hi"
     assert finishes(events)[0].usage.reasoning_tokens == 1
+
+
+def test_an_upstream_stream_is_read_through_a_small_buffer_and_long_events_still_arrive_whole():
+    long_text = "word " * 4000  # 20 KB in one event: far longer than the read buffer
+
+    def answer(record):
+        return Response(sse_text(chunk(long_text, role="assistant"), chunk("!"), chunk(finish="stop")),
+                        mimetype="text/event-stream")
+    with FakeUpstream(answer) as server:
+        backend = OpenAICompatBackend(BackendConfig(name="up", type="openai", urls=(server.url,)))
+        assert text_of(run(backend, chat())) == long_text + "!"
+        with backend._post(server.url + "/chat/completions", {"model": "m", "stream": True}) as response:
+            # Every open stream holds this buffer: http.client's default is 8 KiB (sys.getsizeof counts it).
+            assert sys.getsizeof(response.raw._fp.fp) < 2048
+        backend.close()

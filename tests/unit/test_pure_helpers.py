@@ -1,6 +1,7 @@
 """Unit tests for the pure helpers: stop scanning, tool-call text, settings and model routing."""
 import json
 import re
+import threading
 
 import pytest
 from hypothesis import given, settings
@@ -656,3 +657,25 @@ def test_framing_objects_write_each_wire_format():
     assert (SSE().heartbeat(), SSE().close()) == (b": ping\n\n", b"data: [DONE]\n\n")
     assert (NamedSSE().close(), NDJSON().heartbeat(), NDJSON().close()) == (b"", b"", b"")
     assert NamedSSE(ping={"type": "ping"}).heartbeat() == b'event: ping\ndata: {"type":"ping"}\n\n'
+
+
+def test_with_heartbeats_hands_over_whatever_is_queued_at_once_and_beats_when_nothing_comes():
+    from shim.streaming import HEARTBEAT
+    from shim.threads import with_heartbeats
+    go, produced, release = threading.Event(), threading.Event(), threading.Event()
+
+    def items():
+        yield "a"
+        go.wait(5)
+        yield from "bc"
+        produced.set()  # b and c are queued: the source is asked for its next item
+        release.wait(5)
+        yield "d"
+    batches = with_heartbeats(items(), 0.05)
+    assert next(batches) == ["a"]
+    go.set()
+    assert produced.wait(5)
+    assert next(batches) == ["b", "c"], "items already queued must go out together, as one write"
+    assert next(batches) == [HEARTBEAT]
+    release.set()
+    assert [b for b in batches if b != [HEARTBEAT]] == [["d"]]
