@@ -10,10 +10,17 @@ from tests.fake_upstream import FakeUpstream
 from tests.management import ADMIN, PROGRESS, ROUTED, answer
 
 
-@pytest.fixture
-def upstream():
+@pytest.fixture(scope="module")
+def instance():
     with FakeUpstream(answer) as fake:
         yield fake
+
+
+@pytest.fixture
+def upstream(instance):
+    """The module's fake Ollama instance, with no request recorded yet."""
+    instance.requests.clear()
+    return instance
 
 
 def managed(upstream, **settings):
