@@ -1,13 +1,13 @@
-"""python -m bench local|concurrency|slots|proxy|streams|all: run benchmarks, print markdown tables."""
+"""python -m bench local|concurrency|slots|greedy|proxy|streams|all: run benchmarks, print markdown tables."""
 import platform
 import sys
 import time
 
 
 def main(which):
-    from . import local, proxy, streams
-    benches = {"local": local.single, "concurrency": local.concurrent, "slots": local.slots, "proxy": proxy.run,
-               "streams": streams.run}
+    from . import greedy, local, proxy, streams
+    benches = {"local": local.single, "concurrency": local.concurrent, "slots": local.slots, "greedy": greedy.run,
+               "proxy": proxy.run, "streams": streams.run}
     chosen = list(benches) if which == "all" else [which]
     print(f"<!-- {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {platform.processor() or platform.machine()}, "
           f"python {platform.python_version()} -->")

@@ -91,7 +91,7 @@ class Settings:
     slots: int = 4
     "Sequences each local model decodes together (continuous batching); each has its own n_ctx-token KV cache."
     prefill_chunk: int = 64
-    "Prompt tokens a decode step loads beside the running sequences, so a long prompt never stalls them."
+    "Every prompt is evaluated in chunks of this many tokens, aligned to its multiples; one a step beside others."
     keep_alive: float = -1.0
     "Seconds a local model stays loaded after its last request; negative keeps it loaded."
     client_keep_alive: bool = False

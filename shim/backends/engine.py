@@ -45,7 +45,8 @@ class Engine:
         # numbers do not depend on what else is in the batch, so greedy output is the same alone or batched.
         params.kv_unified = False
         # With flash attention a short prompt gives the same logits however it is split into batches (without it,
-        # token by token differs from whole by up to 0.77 in a logit), so a cached prefix matches a fresh one.
+        # token by token differs from whole by up to 0.77 in a logit); a longer prompt still depends on its split,
+        # which the scheduler keeps the same on every path (chunks aligned to absolute positions).
         params.flash_attn_type = llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED
         params.n_batch = params.n_ubatch = self.batch_size
         params.n_threads = params.n_threads_batch = self.n_threads

@@ -1,7 +1,13 @@
 """Continuous batching: one decode loop per model, on its own OS thread, over several sequence slots.
 
-Each step evaluates one batch: the next token of every sequence that is generating, and a chunk of the prompts
-of those that are starting. Requests join between steps and leave the moment they end, freeing their slot.
+Each step evaluates the next token of every sequence that is generating, in one batch, and a chunk of the prompts
+of those that are starting, each chunk in a batch of its own. Requests join between steps and leave the moment they
+end, freeing their slot.
+
+Greedy output must not depend on whether a prompt came from the cache or was batched with others, but ggml's numbers
+depend on which tokens are evaluated together. So every prompt is evaluated in the same token groups: chunks aligned
+to positions that are multiples of `prefill_chunk`, whatever else runs; a cached prefix is reused only up to a chunk
+boundary, and only as far as it was itself evaluated in whole chunks of a prompt.
 """
 from __future__ import annotations
 
@@ -101,6 +107,8 @@ class Slot:
 
     seq_id: int
     cached: list = field(default_factory=list)
+    prompt: int = 0
+    "The length of the prompt that filled the cache: past its last whole chunk, the cache is not reusable."
     sequence: Sequence | None = None
     last_used: int = 0
 
@@ -165,12 +173,11 @@ class Scheduler:
     def _step(self):
         self._drop_stopped()
         self._admit()
-        plan = self._plan()
-        if plan:
-            self._decode(plan)
+        for batch in self._plan():
+            self._decode(batch)
 
     def _decode(self, plan):
-        """Evaluate the plan's tokens in one batch; a batch llama.cpp refuses is halved until only its culprit fails.
+        """Evaluate a batch in one llama_decode; a batch llama.cpp refuses is halved until only its culprit fails.
 
         A bad token (or any failure tied to one sequence) thus ends that sequence alone: the others' halves decode.
         """
@@ -231,7 +238,7 @@ class Scheduler:
         slot = sequence.slot
         sequence.job.fail(error)
         self._leave(sequence)
-        slot.cached = []
+        slot.cached, slot.prompt = [], 0
         self.engine.forget(slot.seq_id)
 
     def _admit(self):
@@ -256,7 +263,7 @@ class Scheduler:
 
     def _resize(self, n_ctx):
         for slot in self.slots:
-            slot.cached = []
+            slot.cached, slot.prompt = [], 0
         self.engine.resize(n_ctx)
 
     def _worth_waiting(self, prompt):
@@ -265,9 +272,16 @@ class Scheduler:
         Then the prompt waits until that load is done and copies it (a few steps at most), instead of loading
         the same tokens a second time: what identical prompts arriving together, and the choices of n > 1, do.
         """
-        cached = max(_common(s.cached, prompt) for s in self.slots)
-        loading = [s.cached + s.sequence.todo for s in self._running() if s.sequence.prefilling]
-        return any(_common(tokens, prompt) > max(cached, COPY_WORTH) for tokens in loading)
+        cached = max(self._reusable(s.cached, s.prompt, prompt) for s in self.slots)
+        loading = [(s.cached + s.sequence.todo, s.prompt) for s in self._running() if s.sequence.prefilling]
+        return any(self._reusable(tokens, exact, prompt) > max(cached, COPY_WORTH) for tokens, exact in loading)
+
+    def _reusable(self, cached, exact, prompt):
+        """How many tokens of a cache a prompt may reuse (exact: how many were evaluated as a prompt's chunks)."""
+        # Never the prompt's last token, evaluated again so that its logits are fresh; and only up to a chunk
+        # boundary, so that the rest loads in the same chunks as the whole prompt would.
+        shared = min(_common(cached, prompt), exact, len(prompt) - 1)
+        return shared - shared % self.prefill_chunk
 
     def _place(self, sequence, free):
         job, engine = sequence.job, self.engine
@@ -275,16 +289,15 @@ class Scheduler:
         sequence.window = job.n_ctx or engine.n_ctx
         sequence.max_tokens = fits(len(prompt), job.request, sequence.window)
         slot = self._slot_for(prompt, free)
-        reuse = _common(slot.cached, prompt)
-        source = max(self.slots, key=lambda s: _common(s.cached, prompt))
-        copied = None
-        if _common(source.cached, prompt) > reuse + COPY_WORTH:
+        reusable = lambda s: self._reusable(s.cached, s.prompt, prompt)  # noqa: E731
+        reuse, source, copied = reusable(slot), max(self.slots, key=reusable), None
+        if reusable(source) > reuse + COPY_WORTH:
             engine.copy(source.seq_id, slot.seq_id)
-            slot.cached, copied = list(source.cached), source.seq_id
-            reuse = _common(slot.cached, prompt)
-        # The last prompt token is always evaluated again, so that its logits are fresh for sampling.
-        reuse = engine.forget(slot.seq_id, min(reuse, len(prompt) - 1))
+            slot.cached, slot.prompt, copied = list(source.cached), source.prompt, source.seq_id
+            reuse = reusable(slot)
+        reuse = engine.forget(slot.seq_id, reuse)
         del slot.cached[reuse:]
+        slot.prompt = len(prompt)
         sequence.cached, sequence.todo = reuse, list(prompt[reuse:])
         log.debug("placed: model=%s choice=%d slot=%d prompt=%d cached=%d copied_from=%s", self.name,
                   sequence.index, slot.seq_id, len(prompt), reuse, copied)
@@ -309,25 +322,25 @@ class Scheduler:
     # ------------------------------------------------------------------ one step
 
     def _plan(self):
-        """The step's work: (sequence, tokens to evaluate, whether the last one's logits are wanted)."""
-        engine, plan = self.engine, []
+        """The step's batches, each a list of (sequence, tokens to evaluate, whether the last one's logits are wanted).
+
+        One batch holds the next token of every generating sequence: with a KV buffer per sequence and one token each,
+        a sequence's numbers are the same in it as alone. Each prompt chunk gets a batch of its own: llama.cpp splits a
+        batch into equal shares of consecutive sequences, which would cut a chunk beside another sequence's token.
+        """
         running = sorted(self._running(), key=lambda s: s.sequence.admitted)
-        generating = any(not slot.sequence.prefilling for slot in running)
-        # Prompts load in chunks only beside generating sequences, which a long prompt must not stall; alone, a
-        # prompt loads whole (as llama.cpp would), which is also what keeps a lone request's numbers unchanged.
-        budget = max(1, min(self.prefill_chunk if generating else engine.batch_size,
-                            engine.batch_size - len(running)))
-        # Generating sequences go first, one token each, so a long prompt loading beside them never stalls them.
-        for slot in running:
-            if not slot.sequence.prefilling:
-                plan.append((slot.sequence, slot.sequence.todo[:1], True))
-        for slot in running:
-            sequence = slot.sequence
-            if sequence.prefilling and budget > 0:
-                chunk = sequence.todo[:budget]
-                budget -= len(chunk)
-                plan.append((sequence, chunk, len(chunk) == len(sequence.todo)))
-        return plan
+        generating = [(s.sequence, s.sequence.todo[:1], True) for s in running if not s.sequence.prefilling]
+        loading = [s.sequence for s in running if s.sequence.prefilling]
+        # Beside generating sequences one chunk loads per step, so that a long prompt never stalls them.
+        if generating:
+            loading = loading[:1]
+        return ([generating] if generating else []) + [[self._chunk(sequence)] for sequence in loading]
+
+    def _chunk(self, sequence):
+        """A loading sequence's next chunk: its prompt up to the next multiple of prefill_chunk, or to its end."""
+        size = self.prefill_chunk - len(sequence.slot.cached) % self.prefill_chunk
+        chunk = sequence.todo[:size]
+        return sequence, chunk, len(chunk) == len(sequence.todo)
 
     def _add(self, sequence, chunk, logits):
         """Put a sequence's tokens into the batch; returns the logits row of the last, or None."""

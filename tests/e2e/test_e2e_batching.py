@@ -217,3 +217,36 @@ def test_a_larger_num_ctx_waits_for_the_running_streams_then_gets_its_window(two
     assert running[0][-1] < done_at
     loaded = requests.get(two_slots + "/api/ps", timeout=10).json()["models"]
     assert [m["context_length"] for m in loaded if m["model"] == MODEL] == [8192]
+
+
+LIBRARY = {"role": "system", "content": (
+    "You are a careful assistant for a city library. Answer briefly and precisely, in plain English. The library "
+    "opens at nine and closes at six, except on Sundays, when it opens at noon. Members may borrow up to eight books "
+    "for three weeks; films for one week. Late returns cost ten cents a day. ")}
+TRICKY = ("Give me three tips for finding a book.", "Can I borrow ten books at once? Explain.",
+          "Write a JSON object with a name.")
+"Questions whose greedy answer changed with how the prompt was split before every prompt loaded in aligned chunks."
+
+
+@pytest.fixture(scope="module")
+def fresh_shim():
+    from tests.servers import running_shim
+    with running_shim() as url:  # its own server: the first request of the first question finds every cache empty
+        yield url
+
+
+def test_greedy_requests_give_the_same_tokens_cold_cached_and_batched(fresh_shim):
+    oai = openai.OpenAI(base_url=fresh_shim + "/v1", api_key="unused", max_retries=0)
+
+    def ask(question):
+        r = oai.chat.completions.create(model=MODEL, messages=[LIBRARY, {"role": "user", "content": question}],
+                                        temperature=0, max_tokens=12, logprobs=True)
+        return _logprob_tokens(r.choices[0]), r.usage.prompt_tokens_details.cached_tokens
+    # First cold (then each after another question: its system prompt in the cache), then again (all of it cached),
+    # then every question twice at once, beside each other.
+    runs = [{q: ask(q) for q in TRICKY}, {q: ask(q) for q in TRICKY}]
+    together = _all_at_once({(q, k): (lambda q=q: ask(q)) for q in TRICKY for k in range(2)})
+    for q in TRICKY:
+        outputs = [runs[0][q][0], runs[1][q][0], together[q, 0][0], together[q, 1][0]]
+        assert all(out == outputs[0] for out in outputs), q
+    assert runs[0][TRICKY[0]][1] == 0 and all(runs[1][q][1] >= 64 for q in TRICKY), "the cache was used"

@@ -2,7 +2,9 @@
 
 The fake engine keeps each sequence's KV cache as a token list and checks every position the scheduler writes;
 its "model" picks the next token from the whole cache of the sequence, so an output is right only if the cache
-the scheduler built (reused, copied, cut, extended) is exactly the prompt and what followed.
+the scheduler built (reused, copied, cut, extended) is exactly the prompt and what followed. Like ggml, it also
+depends on how the cache was evaluated: which tokens of a sequence went through a batch together, and whether that
+batch held other sequences too (a lone token per sequence is the same in any batch, as it is in llama.cpp).
 """
 import threading
 import time
@@ -23,10 +25,15 @@ class FakeEngine:
     def __init__(self, slots=2, n_ctx=1024, batch_size=64, step_seconds=0.0):
         self.slots, self.n_ctx, self.batch_size, self.n_vocab = slots, n_ctx, batch_size, 1000
         self.kv = {i: [] for i in range(slots)}
+        self.groups = {i: [] for i in range(slots)}
+        "How each cached token was evaluated: 1 alone, else (its sequence's tokens in the batch, first position, "
+        "whether others shared the batch)."
         self.ctx = self
         self.batch, self.batches, self.rows, self.refused = [], [], {}, []
         self.copies, self.resizes = [], []
         self.fail_next = False
+        self.poisoned = set()
+        "Sequences whose every batch llama.cpp refuses."
         self.step_seconds = step_seconds
 
     def add(self, token, position, seq_id, logits):
@@ -42,27 +49,34 @@ class FakeEngine:
         if self.fail_next:
             self.fail_next = False
             return -3
-        if any(not 0 <= token < self.n_vocab for token, *_ in batch):
+        if any(not 0 <= token < self.n_vocab or seq in self.poisoned for token, _, seq, _ in batch):
             self.refused.append(batch)
             return -1  # as llama.cpp refuses a batch holding a token id outside the vocabulary
         self.batches.append(batch)
         self.rows = {row: seq for row, (_, _, seq, want) in enumerate(batch) if want}
-        for token, _, seq, _ in batch:
+        seqs = [seq for _, _, seq, _ in batch]
+        for token, position, seq, _ in batch:
+            own = seqs.count(seq)
+            first = min(p for _, p, s, _ in batch if s == seq)
             self.kv[seq].append(token)
+            self.groups[seq].append(1 if own == 1 else (own, first, own < len(batch)))
         return 0
 
     def next_token(self, row):
         """The 'model': a function of everything in the sequence's cache."""
-        cache = self.kv[self.rows[row]]
-        return 10 + (sum(t * (i + 1) for i, t in enumerate(cache)) % 80)  # 10-89: never a prompt token
+        seq = self.rows[row]
+        cache = self.kv[seq]
+        return 10 + ((sum(t * (i + 1) for i, t in enumerate(cache)) + hash(tuple(self.groups[seq]))) % 80)  # 10-89
 
     def forget(self, seq_id, start=0):
         del self.kv[seq_id][start:]
+        del self.groups[seq_id][start:]
         return start
 
     def copy(self, source, target):
         self.copies.append((source, target))
         self.kv[target] = list(self.kv[source])
+        self.groups[target] = list(self.groups[source])
 
     def resize(self, n_ctx):
         if n_ctx > 100_000:
@@ -70,6 +84,7 @@ class FakeEngine:
         self.resizes.append(n_ctx)
         self.n_ctx = n_ctx
         self.kv = {i: [] for i in range(self.slots)}
+        self.groups = {i: [] for i in range(self.slots)}
 
     def is_end(self, token):
         return token == END
@@ -128,9 +143,9 @@ def finish(evs, index=0):
     return next(e for e in evs if isinstance(e, g.Finish) and e.index == index)
 
 
-def alone(prompt, max_tokens=5):
-    """What a prompt gives on a scheduler of its own."""
-    s = sched.Scheduler(FakeEngine(slots=1), 64, "m")
+def alone(prompt, max_tokens=5, chunk=8):
+    """What a prompt gives on a scheduler of its own, with an empty cache."""
+    s = sched.Scheduler(FakeEngine(slots=1), chunk, "m")
     try:
         j = job(prompt, max_tokens)
         s.submit(j)
@@ -194,14 +209,45 @@ def test_a_long_prompt_loads_in_chunks_beside_a_generating_sequence(make):
     s.submit(long)
     evs = events(long)
     assert finish(evs).usage.prompt_tokens == 100
-    loading = [b for b in s.engine.batches if any(300 <= t < 400 for t, _, seq, _ in b)]
-    assert len(loading) >= 100 // 8
-    for batch in loading:
-        per_seq = {}
-        for _, _, seq, _ in batch:
-            per_seq[seq] = per_seq.get(seq, 0) + 1
-        assert sorted(per_seq.values()) in ([1, 8], [1, 4]), "the generating sequence moved one token every step"
+    batches = s.engine.batches
+    loading = [i for i, b in enumerate(batches) if any(300 <= t < 400 for t, *_ in b)]
+    # Each chunk alone in its batch, whole and aligned: positions [0, 8), [8, 16), ..., [96, 100).
+    assert [[p for _, p, _, _ in batches[i]] for i in loading] == [list(range(a, min(a + 8, 100)))
+                                                                    for a in range(0, 100, 8)]
+    for before, after in zip(loading, loading[1:]):
+        moved = [b for b in batches[before + 1:after] if {seq for *_, seq, _ in b} == {0}]
+        assert len(moved) == 1, "the generating sequence moved one token every step"
     events(first)
+
+
+def test_greedy_output_is_the_same_cold_cached_batched_or_continuing_a_conversation(make):
+    """The fake model, like ggml, depends on which tokens were evaluated together: the output is the same only if
+    every path evaluates the prompt in the same chunks."""
+    s = make(slots=3, step_seconds=0.001)
+    system = list(range(100, 137))  # 37 tokens: the shared prefix ends inside a chunk
+    prompt = system + list(range(200, 230))
+    expected = alone(prompt, 10)
+    cold = run(s, prompt, max_tokens=10)
+    cached = run(s, prompt, max_tokens=10)
+    one_slot = make(slots=1)
+    run(one_slot, system + [7, 8, 9], max_tokens=3)
+    after_sibling = run(one_slot, prompt, max_tokens=10)
+    busy = job(range(600, 640), max_tokens=80)
+    s.submit(busy)
+    next(iter(busy.channel))
+    together = [job(prompt, max_tokens=10), job(system + [5], max_tokens=10), job(prompt, max_tokens=10)]
+    for j in together:
+        s.submit(j)
+    batched = [events(j) for j in together]
+    assert [text(e) for e in (cold, cached, after_sibling, batched[0], batched[2])] == [expected] * 5
+    assert text(batched[1]) == alone(system + [5], 10)
+    assert finish(cached).usage.cached_tokens == 64 and finish(after_sibling).usage.cached_tokens == 32
+    # The next turn of a conversation: its answer's tokens were evaluated one by one, so only the prompt's whole
+    # chunks are reused, and the rest is loaded as a fresh load of the longer prompt would be.
+    follow_up = list(finish(cold).context) + [300, 301, 302]
+    continued = run(s, follow_up, max_tokens=10)
+    assert text(continued) == alone(follow_up, 10) and finish(continued).usage.cached_tokens == 64
+    events(busy)
 
 
 def test_with_every_slot_busy_a_job_waits_then_takes_the_freed_slot(make):
@@ -225,12 +271,12 @@ def test_a_shared_prefix_is_reused_from_an_idle_slot(make):
     assert evaluated == (42 + 2) + (3 + 3), "only what was not cached is evaluated"
 
 
-def test_the_same_prompt_again_evaluates_only_its_last_token(make):
+def test_the_same_prompt_again_evaluates_only_its_last_chunk(make):
     s = make(slots=1)
     prompt = list(range(100, 130))
     run(s, prompt, max_tokens=3)
     evs = run(s, prompt, max_tokens=3)
-    assert finish(evs).usage.cached_tokens == 29
+    assert finish(evs).usage.cached_tokens == 24, "reused up to the last chunk boundary before its last token"
     assert text(evs) == alone(prompt, 3)
 
 
@@ -239,7 +285,7 @@ def test_a_prompt_sharing_little_takes_the_oldest_slot_and_leaves_a_recent_cache
     conversation = list(range(100, 150))
     run(s, conversation, max_tokens=3)
     assert finish(run(s, conversation[:5] + list(range(600, 620)), max_tokens=3)).usage.cached_tokens == 0
-    assert finish(run(s, conversation + [7], max_tokens=3)).usage.cached_tokens == 50
+    assert finish(run(s, conversation + [7], max_tokens=3)).usage.cached_tokens == 48
 
 
 def test_a_prompt_branching_off_a_cache_copies_it_and_leaves_it_whole(make):
@@ -248,7 +294,7 @@ def test_a_prompt_branching_off_a_cache_copies_it_and_leaves_it_whole(make):
     run(s, conversation, max_tokens=30)
     assert finish(run(s, conversation[:40] + [7, 8], max_tokens=3)).usage.cached_tokens == 40
     assert s.engine.copies == [(0, 1)]
-    assert finish(run(s, conversation + [9], max_tokens=3)).usage.cached_tokens == 50
+    assert finish(run(s, conversation + [9], max_tokens=3)).usage.cached_tokens == 48
 
 
 def test_a_prefix_held_by_a_running_sequence_is_copied_into_a_free_slot(make):
@@ -261,7 +307,7 @@ def test_a_prefix_held_by_a_running_sequence_is_copied_into_a_free_slot(make):
     s.submit(other)
     evs = events(other)
     assert s.engine.copies == [(0, 1)]
-    assert finish(evs).usage.cached_tokens == 60
+    assert finish(evs).usage.cached_tokens == 56
     assert text(evs) == alone(system + [5, 6], 4)
     events(running)
 
@@ -379,8 +425,8 @@ def test_a_failed_decode_fails_the_running_jobs_and_the_loop_goes_on(make):
     assert all(q.sampler.closed for q in doomed.sequences)
 
 
-def test_a_decode_failing_on_one_sequence_fails_it_alone(make):
-    """The batch is halved until the culprit is found; the others lose nothing, not even a token of their output."""
+def test_a_prompt_llama_cpp_refuses_fails_alone(make):
+    """A prompt chunk is decoded in a batch of its own: a bad one fails its request and no other."""
     s = make(slots=3, step_seconds=0.002)
     prompts = [range(100, 110), range(500, 530)]
     good, firsts = [job(p, max_tokens=40) for p in prompts], []
@@ -395,10 +441,25 @@ def test_a_decode_failing_on_one_sequence_fails_it_alone(make):
     for j, first, prompt in zip(good, firsts, prompts):
         evs = [first] + events(j)
         assert text(evs) == alone(prompt, 40) and finish(evs).usage.completion_tokens == 40
-    assert any(len({seq for _, _, seq, _ in b}) == 3 for b in s.engine.refused), "the three never shared a batch"
     after = job(range(100, 110), max_tokens=3)
     s.submit(after)
     assert finish(events(after)).reason == "length"
+
+
+def test_a_decode_failing_on_one_generating_sequence_fails_it_alone(make):
+    """The batch is halved until the culprit is found; the others lose nothing, not even a token of their output."""
+    s = make(slots=3, step_seconds=0.002)
+    prompts = [range(100, 110), range(500, 530), range(700, 720)]
+    jobs, firsts = [job(p, max_tokens=40) for p in prompts], []
+    for j in jobs:
+        s.submit(j)
+        firsts.append(next(iter(j.channel)))
+    s.engine.poisoned.add(jobs[1].sequences[0].slot.seq_id)
+    evs = [[first] + events(j) for j, first in zip(jobs, firsts)]
+    assert isinstance(evs[1][-1], BackendUnavailable)
+    for i in (0, 2):
+        assert text(evs[i]) == alone(prompts[i], 40) and finish(evs[i]).usage.completion_tokens == 40
+    assert any(len({seq for _, _, seq, _ in b}) == 3 for b in s.engine.refused), "the three never shared a batch"
 
 
 def test_stop_finishes_what_was_submitted_first(make):
