@@ -104,8 +104,10 @@ class ChoiceOutput:
 
     def close(self, reason):
         """Flush what was held back; returns the finish reason (tool_calls when calls were made)."""
-        tail = "" if self.scanner.stopped else \
-            self.scanner.flush() + self._split(self.decoder.decode(b"", final=True), final=True)
+        # Bytes of a character the answer was cut off inside are left out, as llama-server leaves them, not
+        # turned into U+FFFD.
+        self.decoder.reset()
+        tail = "" if self.scanner.stopped else self.scanner.flush() + self._split("", final=True)
         calls = []
         if self.catcher:
             tail = self.catcher.feed(tail)

@@ -679,3 +679,13 @@ def test_with_heartbeats_hands_over_whatever_is_queued_at_once_and_beats_when_no
     assert next(batches) == [HEARTBEAT]
     release.set()
     assert [b for b in batches if b != [HEARTBEAT]] == [["d"]]
+
+
+@pytest.mark.parametrize("reason", ["length", "stop"])
+def test_a_character_cut_off_at_the_end_is_left_out_not_replaced(reason):
+    # An answer cut by max_tokens inside a multi-byte character ended in U+FFFD (the decoder's final flush).
+    output, events = choice_output(tools=(), choice=None)
+    output.add("Hi ".encode(), None)
+    output.add("😎".encode()[:2], None)
+    output.close(reason)
+    assert "".join(e.text for e in events if isinstance(e, g.TextDelta)) == "Hi "
