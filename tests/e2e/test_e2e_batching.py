@@ -230,7 +230,7 @@ TRICKY = ("Give me three tips for finding a book.", "Can I borrow ten books at o
 
 @pytest.fixture(scope="module")
 def fresh_shim():
-    from tests.servers import running_shim
+    from harness.servers import running_shim
     with running_shim() as url:  # its own server: the first request of the first question finds every cache empty
         yield url
 
