@@ -1,4 +1,6 @@
 """The tools and tool_choice fields, the same in both protocols."""
+import json
+
 from .. import generation as g
 from ..errors import InvalidRequest
 from . import fields as f
@@ -8,6 +10,15 @@ def render_tool(tool):
     """A tool as OpenAI, Ollama and chat templates spell it."""
     return {"type": "function", "function": {"name": tool.name, "description": tool.description,
                                              "parameters": dict(tool.parameters)}}
+
+
+def arguments_object(text):
+    """A call's arguments (JSON text) as an object: {} where they are not a JSON object (a call cut off, say)."""
+    try:
+        value = json.loads(text or "{}")
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
 
 
 def render_tool_call(call):

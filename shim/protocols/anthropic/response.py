@@ -10,6 +10,7 @@ from ... import generation as g
 from ...errors import InvalidRequest, ServerBusy
 from .. import fields as f
 from ..render import StreamRenderer
+from ..tools import arguments_object
 
 ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 402: "billing_error",
                403: "permission_error", 404: "not_found_error", 413: "request_too_large", 429: "rate_limit_error",
@@ -42,16 +43,7 @@ def render_message(choice, *, id, model, prompt_tokens=0):
 
 def render_tool_use(call):
     """A tool call as a tool_use block (its input an object: {} if it was cut off unreadable)."""
-    return {"type": "tool_use", "id": call.id or new_id("toolu"), "name": call.name, "input": tool_input(call)}
-
-
-def tool_input(call):
-    """A call's arguments as an object."""
-    try:
-        parsed = json.loads(call.arguments or "{}")
-    except ValueError:
-        return {}
-    return parsed if isinstance(parsed, dict) else {}
+    return {"type": "tool_use", "id": call.id or new_id("toolu"), "name": call.name, "input": arguments_object(call.arguments)}
 
 
 def stop_reason(finish, called):
@@ -166,7 +158,7 @@ class MessageStream(StreamRenderer):
             return ([self._input_json(rest)] if rest else []) + self._close()
         self._called = True
         block = {**render_tool_use(call), "input": {}}
-        arguments = json.dumps(tool_input(call), ensure_ascii=False)
+        arguments = json.dumps(arguments_object(call.arguments), ensure_ascii=False)
         return self._close() + self._open_block(block, "tool_use") + [self._input_json(arguments)] + self._close()
 
     def _input_json(self, text):

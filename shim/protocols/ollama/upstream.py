@@ -59,7 +59,7 @@ def _upstream_message(message):
     if message.images:
         wire["images"] = [base64.b64encode(i).decode() for i in message.images]
     if message.tool_calls:
-        wire["tool_calls"] = [{"function": {"name": c.name, "arguments": _arguments(c.arguments)}}
+        wire["tool_calls"] = [{"function": {"name": c.name, "arguments": tool_fields.arguments_object(c.arguments)}}
                               for c in message.tool_calls]
     if message.role == "tool" and message.name:
         wire["tool_name"] = message.name
@@ -68,14 +68,6 @@ def _upstream_message(message):
     if message.reasoning:
         wire["thinking"] = message.reasoning
     return wire
-
-
-def _arguments(text):
-    try:
-        value = json.loads(text or "{}")
-    except ValueError:
-        return {}
-    return value if isinstance(value, dict) else {}
 
 
 class UpstreamReader:
