@@ -119,7 +119,7 @@ def _truncated(vocab, template, request, window, cancel):
         if len(tokens) > limit:
             tokens = _newest_turns(vocab, template, request, limit, cancel)
     else:
-        tokens = _tokens(vocab, template, _prompt_within(request, budget), None, cancel)
+        tokens = _tokens(vocab, template, _prompt_within(request, budget, vocab.longest), None, cancel)
     return _cut(tokens, limit, request.backend_options.get("num_keep"))
 
 
@@ -142,12 +142,12 @@ def _within_bytes(messages, budget):
     return messages
 
 
-def _prompt_within(request, budget):
+def _prompt_within(request, budget, longest):
     """A generate prompt with its middle left out where it has more characters than budget bytes could hold."""
     prompt = request.prompt
     if len(prompt) <= budget:
         return request
-    head = NUM_KEEP * 16
+    head = NUM_KEEP * longest  # enough characters for the num_keep tokens the cut keeps from the start
     return dataclasses.replace(request, prompt=prompt[:head] + prompt[len(prompt) - (budget - head):])
 
 
