@@ -1,4 +1,4 @@
-"""Any Anthropic-compatible server (the Messages API) as a backend, through requests."""
+"""Any Anthropic-compatible server (the Messages API) as a backend."""
 from __future__ import annotations
 
 import time
@@ -8,7 +8,7 @@ from ..errors import ContextLengthExceeded, ModelNotFound, ServerBusy, UpstreamE
 from ..protocols.anthropic import upstream as protocol
 from ..streaming import parse_sse
 from . import upstream
-from .requests_upstream import ERROR_TEXT_CHARS, RequestsBackend, release
+from .http_upstream import ERROR_TEXT_CHARS, HTTPBackend, release
 
 CONTEXT_LENGTH = 200_000
 "The context window reported for its models (Anthropic's /v1/models gives none): every current Claude model's."
@@ -18,7 +18,7 @@ TOO_LONG = ("prompt is too long", "context window", "context length")
 "How an upstream words a 400 for a prompt that does not fit."
 
 
-class AnthropicBackend(RequestsBackend):
+class AnthropicBackend(HTTPBackend):
     """Streams every generation from an Anthropic-compatible upstream and reads its named SSE events into events."""
 
     description = "an Anthropic-compatible server"
@@ -55,8 +55,8 @@ class AnthropicBackend(RequestsBackend):
 
     def _events(self, reader, response, cancel):
         """The events of the answer: a stream read as it arrives, or a whole Message from an upstream that sent one."""
-        if response.headers.get("Content-Type", "").startswith("application/json"):
-            return self._read(reader.message, self._json_event(response.text))
+        if response.headers.get("content-type", "").startswith("application/json"):
+            return self._read(reader.message, self._json(response))
         return self._stream(reader, response, cancel)
 
     def _stream(self, reader, response, cancel):

@@ -1,4 +1,4 @@
-"""Any OpenAI-compatible server (vLLM, NIM, llama-server, devices) as a backend, through requests."""
+"""Any OpenAI-compatible server (vLLM, NIM, llama-server, devices) as a backend."""
 from __future__ import annotations
 
 import dataclasses
@@ -9,10 +9,10 @@ from ..errors import InvalidRequest, UpstreamError
 from ..protocols import openai as protocol
 from ..streaming import parse_sse
 from . import upstream
-from .requests_upstream import RequestsBackend, release
+from .http_upstream import HTTPBackend, release
 
 
-class OpenAICompatBackend(RequestsBackend):
+class OpenAICompatBackend(HTTPBackend):
     """Streams every generation from an OpenAI-compatible upstream and reads its SSE into events."""
 
     description = "an OpenAI-compatible server"

@@ -1,0 +1,350 @@
+"""A lean HTTP/1.1 client for upstream APIs: kept-alive connections, streamed bodies, nothing else."""
+from __future__ import annotations
+
+import base64
+import json
+import socket
+import ssl
+import time
+import urllib.parse
+
+READ_SIZE = 16384
+"Bytes asked of the socket per read; only what arrives is kept, so an open stream holds just its unread bytes."
+MAX_HEAD = 65536
+"Bytes an answer's status line and headers may take."
+MAX_IDLE = 1024
+"Idle connections kept per host: every concurrent stream needs its own, and reopening them costs more than keeping."
+IDLE_SECONDS = 60.0
+"An idle connection older than this is closed rather than reused: many servers have dropped it by then."
+NO_BODY = (204, 304)
+
+
+class HTTPError(OSError):
+    """The upstream could not be talked to: a failed connect, send or read, or an answer that is not HTTP."""
+
+
+class ConnectError(HTTPError):
+    """No connection could be opened (nothing was sent)."""
+
+
+class _ClosedEarly(HTTPError):
+    """The connection closed before the first byte of an answer."""
+
+
+class Client:
+    """Sends requests over kept-alive connections, one pool of idle ones per host."""
+
+    def __init__(self, headers=None, connect_timeout=5.0, read_timeout=600.0):
+        self.headers = {"User-Agent": "shim", "Accept": "*/*", "Accept-Encoding": "identity", **(headers or {})}
+        for name, value in self.headers.items():
+            if not _is_token(name) or "\r" in str(value) or "\n" in str(value):
+                raise ValueError(f"invalid header {name!r}")
+        self.connect_timeout, self.read_timeout = connect_timeout, read_timeout
+        self._targets: dict = {}
+        "(method, url): the Target it parses into, with its request head."
+        self._idle: dict = {}
+        "(host, port, tls): idle connections, the most recent last."
+        self._tls = None
+
+    def request(self, method, url, body=None, content_type="application/json"):
+        """The answer to method url (a body of bytes, or of JSON when not bytes), its head read, its body not."""
+        target = self._targets.get((method, url)) or self._target(method, url)
+        if body is not None and not isinstance(body, bytes):
+            body = json.dumps(body, allow_nan=False).encode()
+        head = target.head
+        if body is not None:
+            head += b"Content-Type: %s\r\nContent-Length: %d\r\n" % (content_type.encode(), len(body))
+        data = head + b"\r\n" + (body or b"")
+        for attempt in (0, 1):
+            conn, reused = self._checkout(target)
+            try:
+                conn.sock.sendall(data)
+                return Response(self, conn, method, *_read_head(conn))
+            except _ClosedEarly:
+                conn.close()
+                if reused and not attempt:  # the server dropped an idle connection: it never saw this request
+                    continue
+                raise
+            except HTTPError:
+                conn.close()
+                raise
+            except OSError as err:
+                conn.close()
+                if reused and not attempt and isinstance(err, (BrokenPipeError, ConnectionResetError)):
+                    continue
+                raise HTTPError(f"{type(err).__name__} talking to {target.shown}") from err
+        raise AssertionError("unreachable")
+
+    def close(self):
+        """Close every idle connection."""
+        idle, self._idle = self._idle, {}
+        for pool in idle.values():
+            for conn in pool:
+                conn.close()
+
+    def _target(self, method, url):
+        target = self._targets[(method, url)] = Target(method, url, self.headers)
+        return target
+
+    def _checkout(self, target):
+        """An idle connection to target's host (reused=True), or a new one."""
+        pool = self._idle.get(target.key)
+        now = time.monotonic()
+        while pool:
+            conn = pool.pop()
+            if now - conn.idle_since < IDLE_SECONDS:
+                return conn, True
+            conn.close()
+        return Connection(self._connect(target), target.key), False
+
+    def _checkin(self, conn):
+        pool = self._idle.setdefault(conn.key, [])
+        if len(pool) < MAX_IDLE:
+            conn.idle_since = time.monotonic()
+            pool.append(conn)
+        else:
+            conn.close()
+
+    def _connect(self, target):
+        try:
+            sock = socket.create_connection((target.host, target.port), self.connect_timeout)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if target.tls:
+                self._tls = self._tls or ssl.create_default_context()
+                sock = self._tls.wrap_socket(sock, server_hostname=target.host)
+        except OSError as err:
+            raise ConnectError(f"cannot connect to {target.shown}: {type(err).__name__}") from err
+        sock.settimeout(self.read_timeout)
+        return sock
+
+
+class Target:
+    """Where a request goes: host, port, TLS, and the request's head up to its body headers, built once."""
+
+    def __init__(self, method, url, headers):
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"not an http(s) URL: {url}")
+        self.tls = parts.scheme == "https"
+        self.host, self.port = parts.hostname, parts.port or (443 if self.tls else 80)
+        self.key = (self.host, self.port, self.tls)
+        host = parts.netloc.rpartition("@")[2]
+        self.shown = f"{parts.scheme}://{host}"
+        path = urllib.parse.quote(parts.path or "/", safe="/%:@!$&'()*+,;=-._~")
+        path += "?" + parts.query if parts.query else ""
+        lines = [f"{method} {path} HTTP/1.1", f"Host: {host}"]
+        lines += [f"{name}: {value}" for name, value in headers.items()]
+        if parts.username is not None:  # credentials in the URL become Basic auth, as requests makes them
+            pair = f"{urllib.parse.unquote(parts.username)}:{urllib.parse.unquote(parts.password or '')}"
+            lines = [line for line in lines if not line.lower().startswith("authorization:")]
+            lines.append("Authorization: Basic " + base64.b64encode(pair.encode()).decode())
+        self.head = ("\r\n".join(lines) + "\r\n").encode("latin-1")
+
+
+class Connection:
+    """A socket and the bytes read from it but not yet taken."""
+
+    __slots__ = ("sock", "key", "buf", "idle_since")
+
+    def __init__(self, sock, key):
+        self.sock, self.key, self.buf, self.idle_since = sock, key, b"", 0.0
+
+    def fill(self):
+        """Read what the socket has (at least one byte), or raise at its end."""
+        data = self.sock.recv(READ_SIZE)
+        if not data:
+            raise HTTPError("the connection closed in the middle of an answer")
+        self.buf += data
+
+    def take(self, limit):
+        """Up to limit bytes, reading when none are buffered."""
+        if not self.buf:
+            self.fill()
+        piece, self.buf = self.buf[:limit], self.buf[limit:]
+        return piece
+
+    def line(self):
+        """The next CRLF-ended line, without its end."""
+        while True:
+            end = self.buf.find(b"\n")
+            if end >= 0:
+                line, self.buf = self.buf[:end], self.buf[end + 1:]
+                return line.rstrip(b"\r")
+            if len(self.buf) > MAX_HEAD:
+                raise HTTPError("a line of the answer's framing is too long")
+            self.fill()
+
+    def close(self):
+        """Close the socket."""
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+
+def _read_head(conn):
+    """(status, reason, headers, keep_alive) of the answer on conn, skipping 1xx interim answers."""
+    while True:
+        while True:
+            end = conn.buf.find(b"\r\n\r\n")
+            if end >= 0:
+                break
+            if len(conn.buf) > MAX_HEAD:
+                raise HTTPError("the answer's head is too long")
+            data = conn.sock.recv(READ_SIZE)
+            if not data:
+                raise (HTTPError("the connection closed in the middle of an answer's head") if conn.buf
+                       else _ClosedEarly("the connection closed before an answer"))
+            conn.buf += data
+        head, conn.buf = conn.buf[:end].decode("latin-1"), conn.buf[end + 4:]
+        status, reason, headers, version = _parse_head(head)
+        if not 100 <= status < 200:
+            break
+    tokens = headers.get("connection", "").lower()
+    keep_alive = "close" not in tokens and (version == "HTTP/1.1" or "keep-alive" in tokens)
+    return status, reason, headers, keep_alive
+
+
+def _parse_head(head):
+    lines = head.split("\r\n")
+    version, _, rest = lines[0].partition(" ")
+    code, _, reason = rest.partition(" ")
+    if not version.startswith("HTTP/") or not code.isdigit():
+        raise HTTPError(f"the answer is not HTTP: {lines[0][:40]!r}")
+    headers: dict = {}
+    for line in lines[1:]:
+        name, colon, value = line.partition(":")
+        if not colon:
+            raise HTTPError(f"a malformed header line in the answer: {line[:40]!r}")
+        name, value = name.strip().lower(), value.strip()
+        headers[name] = f"{headers[name]}, {value}" if name in headers else value
+    return int(code), reason, headers, version
+
+
+class Response:
+    """An answer whose head is read; its body is read as it is asked for, then its connection pooled or closed."""
+
+    def __init__(self, client, conn, method, status, reason, headers, keep_alive):
+        self.status, self.reason, self.headers = status, reason, headers
+        self._client, self._conn = client, conn
+        self.complete = False
+        "Whether the whole body has been read (so the connection may carry another request)."
+        if method == "HEAD" or status in NO_BODY:
+            self._body, self.complete = iter(()), True
+        elif "chunked" in headers.get("transfer-encoding", "").lower():
+            self._body = self._chunked()
+        elif "content-length" in headers:
+            try:
+                length = int(headers["content-length"])
+            except ValueError:
+                raise HTTPError("the answer's Content-Length is not a number") from None
+            self._body = self._sized(length)
+        else:
+            keep_alive = False
+            self._body = self._until_close()
+        self.keep_alive = keep_alive
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def pieces(self):
+        """The body's bytes as they arrive."""
+        try:
+            yield from self._body
+        except HTTPError:
+            raise
+        except OSError as err:
+            raise HTTPError(f"{type(err).__name__} reading the answer") from err
+
+    def iter_lines(self):
+        """The body's lines (split at LF, CR or CRLF) as bytes without their ends, as they arrive."""
+        pending = b""
+        for piece in self.pieces():
+            lines = (pending + piece).splitlines(True)
+            pending = lines.pop() if not lines[-1].endswith(b"\n") else b""
+            for line in lines:
+                yield line.rstrip(b"\r\n")
+        if pending:
+            yield pending.rstrip(b"\r\n")
+
+    def read(self):
+        """The rest of the body."""
+        return b"".join(self.pieces())
+
+    @property
+    def text(self):
+        """The rest of the body as text (UTF-8, undecodable bytes replaced)."""
+        return self.read().decode("utf-8", errors="replace")
+
+    def json(self):
+        """The rest of the body as JSON (ValueError when it is not)."""
+        return json.loads(self.read())
+
+    def release(self, grace):
+        """Read the rest of the body if it comes within grace seconds, so the connection can be reused."""
+        if self.complete or not self.keep_alive:
+            return
+        try:
+            self._conn.sock.settimeout(grace)
+            for _ in self.pieces():
+                pass
+            self._conn.sock.settimeout(self._client.read_timeout)
+        except OSError:
+            self.keep_alive = False
+
+    def close(self):
+        """Give the connection back to the pool when its answer was read whole, else close it."""
+        conn, self._conn = self._conn, None
+        if conn is None:
+            return
+        if self.complete and self.keep_alive and not conn.buf:
+            self._client._checkin(conn)
+        else:
+            conn.close()
+
+    def _sized(self, length):
+        conn = self._conn
+        while length:
+            piece = conn.take(length)
+            length -= len(piece)
+            yield piece
+        self.complete = True
+
+    def _chunked(self):
+        conn = self._conn
+        while True:
+            size_line = conn.line().split(b";", 1)[0].strip()
+            try:
+                size = int(size_line, 16)
+            except ValueError:
+                raise HTTPError(f"a malformed chunk size in the answer: {size_line[:20]!r}") from None
+            if not size:
+                break
+            while size:
+                piece = conn.take(size)
+                size -= len(piece)
+                yield piece
+            if conn.line():
+                raise HTTPError("a chunk of the answer is longer than its size says")
+        while conn.line():  # trailers
+            pass
+        self.complete = True
+
+    def _until_close(self):
+        conn = self._conn
+        while True:
+            if conn.buf:
+                piece, conn.buf = conn.buf, b""
+                yield piece
+            data = conn.sock.recv(READ_SIZE)
+            if not data:
+                break
+            conn.buf = data
+        self.complete = True
+
+
+def _is_token(name):
+    return bool(name) and all(33 <= ord(c) < 127 and c not in '"(),/:;<=>?@[\\]{}' for c in name)
