@@ -50,7 +50,8 @@ class Call:
 class Answer:
     """How a fake server answers one request.
 
-    pieces: bytes written one at a time (a chunk each when chunked); a number among them is a pause in seconds.
+    pieces: bytes written one at a time (a chunk each when chunked); a number among them is a pause in seconds, a
+    threading.Event a pause until the test sets it.
     framing: "length" (Content-Length), "chunked" or "close" (the body ends when the connection closes).
     end: "finish" ends the body properly; "reset" resets the connection (RST) and "close" closes it (FIN) before
     the body's end (with "length" framing, Content-Length then claims one byte more than is sent).
@@ -218,9 +219,14 @@ class Server:
             conn.shutdown(socket.SHUT_WR)
         return keep_alive
 
-    def _pause(self, seconds):
-        """Wait, unless the server is closing (then True)."""
-        return bool(seconds) and self._stopping.wait(seconds)
+    def _pause(self, what):
+        """Wait `what` seconds or until the Event `what` is set; True if the server closed meanwhile."""
+        if isinstance(what, threading.Event):
+            while not what.wait(0.005):
+                if self._stopping.is_set():
+                    return True
+            return False
+        return bool(what) and self._stopping.wait(what)
 
 
 class CallLog(list):
