@@ -713,7 +713,7 @@ def test_in_stream_error_or_unreadable_event_is_an_upstream_error(rsps, event, m
 @pytest.mark.parametrize("framing, end", [("chunked", "reset"), ("length", "reset"), ("close", "reset"),
                                          ("chunked", "close"), ("length", "close")])
 def test_connection_broken_mid_stream_is_an_upstream_error(rsps, framing, end):
-    add_stream(rsps, padded(sse_text(chunk("partial"), done=False)), framing=framing, end=end, hold=0.02)
+    add_stream(rsps, padded(sse_text(chunk("partial"), done=False)), framing=framing, end=end)
     events = []
     with pytest.raises(UpstreamError) as err:
         for event in make_backend(rsps).generate(chat(), g.Cancel()):
@@ -810,9 +810,9 @@ def test_every_body_framing_and_split_reads_the_same(rsps, framing, split):
     pytest.param("close", marks=pytest.mark.xfail(strict=True, reason="as for length")),
 ])
 def test_events_are_passed_on_as_they_arrive_not_when_the_answer_ends(rsps, framing):
-    """The rest of the answer waits for the first event to come out of the backend (or for 1 s)."""
+    """The rest of the answer waits for the first event to come out of the backend (or for 0.5 s)."""
     gate = threading.Event()
-    threading.Timer(1.0, gate.set).start()
+    threading.Timer(0.5, gate.set).start()
     add_stream(rsps, [sse_text(chunk("first", role="assistant"), done=False), gate,
                       sse_text(chunk("second"), chunk(finish="stop"))], framing=framing)
     events = make_backend(rsps).generate(chat(), g.Cancel())
@@ -822,16 +822,26 @@ def test_events_are_passed_on_as_they_arrive_not_when_the_answer_ends(rsps, fram
     assert text_of(events) == "second"
 
 
-def test_a_silent_upstream_is_a_read_timeout(rsps):
+def test_an_upstream_silent_before_answering_is_unavailable_after_the_read_timeout(rsps):
     add_answer(rsps, "late", stall=5)
-    with pytest.raises(BackendUnavailable):
+    with pytest.raises(BackendUnavailable) as err:
         run(make_backend(rsps, read_timeout=0.1), chat())
+    assert err.value.status == 503 and "unreachable" in err.value.message and len(rsps.calls) == 1
+
+
+def test_an_upstream_silent_mid_stream_breaks_off_after_the_read_timeout(rsps):
+    add_stream(rsps, [sse_text(chunk("first", role="assistant"), done=False), 5], framing="chunked")
+    events = []
+    with pytest.raises(UpstreamError) as err:
+        for event in make_backend(rsps, read_timeout=0.1).generate(chat(), g.Cancel()):
+            events.append(event)
+    assert text_of(events) == "first" and "broke off the stream" in err.value.message
 
 
 # ---------------------------------------------------------------- failover and endpoint selection
 
 def test_failover_on_500_uses_the_second_endpoint_and_passes_over_the_first(rsps):
-    add_error(rsps, 500, "down", url=None)
+    add_error(rsps, 500, "down", url=rsps.a)
     add_answer(rsps, "from B", url=rsps.b)
     backend = make_backend(rsps, urls=(rsps.a, rsps.b))
     assert text_of(run(backend, chat())) == "from B"
@@ -855,13 +865,13 @@ def test_failover_when_the_first_endpoint_is_unreachable(rsps, how):
 
 
 def test_failover_on_429(rsps):
-    add_error(rsps, 429, "busy", url=None)
+    add_error(rsps, 429, "busy", url=rsps.a)
     add_answer(rsps, "from B", url=rsps.b)
     assert text_of(run(make_backend(rsps, urls=(rsps.a, rsps.b)), chat())) == "from B"
 
 
 def test_client_errors_are_not_retried_elsewhere(rsps):
-    add_error(rsps, 400, "bad", url=None)
+    add_error(rsps, 400, "bad", url=rsps.a)
     add_answer(rsps, "from B", url=rsps.b)
     with pytest.raises(InvalidRequest):
         run(make_backend(rsps, urls=(rsps.a, rsps.b)), chat())
@@ -869,7 +879,7 @@ def test_client_errors_are_not_retried_elsewhere(rsps):
 
 
 def test_every_endpoint_failing_raises_the_last_error(rsps):
-    add_error(rsps, 500, "A down", url=None)
+    add_error(rsps, 500, "A down", url=rsps.a)
     _fail_unreachable(rsps, rsps.b)
     with pytest.raises(BackendUnavailable):
         run(make_backend(rsps, urls=(rsps.a, rsps.b)), chat())
@@ -880,13 +890,13 @@ def test_endpoints_that_are_all_down_are_still_tried(rsps):
     backend = make_backend(rsps, urls=(rsps.a, rsps.b))
     for endpoint in backend.pool.endpoints:
         backend.pool.failed(endpoint, "earlier")
-    add_answer(rsps, "back", url=None)
+    add_answer(rsps, "back", url=rsps.a)
     add_answer(rsps, "back", url=rsps.b)
     assert text_of(run(backend, chat())) == "back"
 
 
 def test_least_outstanding_endpoint_is_chosen(rsps):
-    add_answer(rsps, "from A", url=None)
+    add_answer(rsps, "from A", url=rsps.a)
     add_answer(rsps, "from B", url=rsps.b)
     backend = make_backend(rsps, urls=(rsps.a, rsps.b))
     a, b = backend.pool.endpoints
