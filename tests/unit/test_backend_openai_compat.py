@@ -2,8 +2,10 @@
 the exact requests it sends, how it reads SSE into events, how upstream failures (refused, dropped and reset
 connections included) map to shim errors, failover, model lists and the reuse of kept-alive connections."""
 import base64
+import http.client
 import json
 import logging
+import socket
 import sys
 import threading
 import time
@@ -1016,7 +1018,8 @@ def test_a_name_no_backend_lists_is_unavailable_while_a_backend_cannot_be_asked(
         router.resolve("llama3")
     assert err.value.status == 503 and err.value.param == "model"
     assert "down" in err.value.message and "llama3" in err.value.message
-    assert "live" not in err.value.message and urlsplit(down_url).netloc not in err.value.message and KEY not in err.value.message
+    assert "live" not in err.value.message and KEY not in err.value.message
+    assert urlsplit(down_url).netloc not in err.value.message
     assert [m.name for m in router.models()] == ["llama-3-8b", "qwen2.5"]
     with pytest.raises(ModelNotFound):
         Router({"live": live}, [], dynamic=["live"]).resolve("llama3")
@@ -1163,3 +1166,45 @@ def test_an_upstream_stream_is_read_through_a_small_buffer(rsps):
         # Every open stream holds this buffer: http.client's default is 8 KiB (sys.getsizeof counts it).
         assert sys.getsizeof(response.raw._fp.fp) < 2048
     backend.close()
+
+
+# ---------------------------------------------------------------- the fake upstream itself
+
+def _get(url, path):
+    """Status and body of a GET through http.client on a new connection."""
+    parts = urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=5)
+    try:
+        conn.request("GET", parts.path + path)
+        response = conn.getresponse()
+        return response.status, response.read()
+    finally:
+        conn.close()
+
+
+def test_the_fake_answers_a_url_registered_twice_in_turn_then_repeats_the_last_as_responses_does(rsps):
+    rsps.add(GET, rsps.a + "/x", body="one")
+    rsps.add(GET, rsps.a + "/x", body="two", status=201)
+    rsps.add(GET, rsps.a + "/y", json={"y": 1})
+    assert [_get(rsps.a, "/x") for _ in range(3)] == [(200, b"one"), (201, b"two"), (201, b"two")]
+    assert _get(rsps.a, "/y?q=1") == (200, b'{"y": 1}')
+    assert [c.request.path for c in rsps.calls] == ["/v1/x"] * 3 + ["/v1/y"]
+    assert [c.connection for c in rsps.calls] == [1, 2, 3, 4]
+
+
+def test_the_fake_resets_drops_and_refuses_for_real(rsps):
+    rsps.add(GET, rsps.a + "/reset", body=["abc", "def"], end="reset")
+    rsps.add(GET, rsps.a + "/drop", drop=True)
+    parts = urlsplit(rsps.a)
+    with socket.create_connection((parts.hostname, parts.port), timeout=5) as sock:
+        sock.sendall(b"GET /v1/reset HTTP/1.1\r\nHost: x\r\n\r\n")
+        received = b""
+        with pytest.raises(ConnectionResetError):
+            while data := sock.recv(65536):
+                received += data
+    assert received.endswith(b"Content-Length: 7\r\nConnection: close\r\n\r\nabcdef"), received
+    with pytest.raises(http.client.RemoteDisconnected):
+        _get(rsps.a, "/drop")
+    with pytest.raises(ConnectionRefusedError):
+        _get(rsps.refused_url(), "/")
+    assert [c.request.path for c in rsps.calls] == ["/v1/reset", "/v1/drop"]
