@@ -80,7 +80,6 @@ class _Registration:
     method: str
     path: str
     answer: Answer
-    used: int = 0
 
 
 def pieces_of(body):
@@ -142,7 +141,6 @@ class Server:
                 return None
             if len(found) > 1:
                 self._registrations.remove(found[0])
-            found[0].used += 1
             return found[0].answer
 
     def _accept(self):
