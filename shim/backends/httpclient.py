@@ -187,15 +187,15 @@ def _read_head(conn):
     while True:
         while True:
             end = conn.buf.find(b"\r\n\r\n")
-            if end >= 0:
+            if end >= 0 or len(conn.buf) > MAX_HEAD:
                 break
-            if len(conn.buf) > MAX_HEAD:
-                raise HTTPError("the answer's head is too long")
             data = conn.sock.recv(READ_SIZE)
             if not data:
                 raise (HTTPError("the connection closed in the middle of an answer's head") if conn.buf
                        else _ClosedEarly("the connection closed before an answer"))
             conn.buf += data
+        if not 0 <= end <= MAX_HEAD:
+            raise HTTPError("the answer's head is too long")
         head, conn.buf = conn.buf[:end].decode("latin-1"), conn.buf[end + 4:]
         status, reason, headers, version = _parse_head(head)
         if not 100 <= status < 200:

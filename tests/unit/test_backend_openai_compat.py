@@ -107,12 +107,6 @@ def add_error(mock, status, message, url=None, path="/chat/completions"):
              status=status)
 
 
-def padded(text):
-    """The SSE text with a comment after it that pads it to whole 512-byte reads (requests reads a body not sent
-    chunked 512 bytes at a time: see test_events_are_passed_on_as_they_arrive_not_when_the_answer_ends)."""
-    return text + ":" + "x" * (-(len(text.encode()) + 4) % 512) + "\n\n\n"
-
-
 def sent(mock, i=-1):
     return json.loads(mock.calls[i].request.body)
 
@@ -715,7 +709,7 @@ def test_in_stream_error_or_unreadable_event_is_an_upstream_error(rsps, event, m
 @pytest.mark.parametrize("framing, end", [("chunked", "reset"), ("length", "reset"), ("close", "reset"),
                                          ("chunked", "close"), ("length", "close")])
 def test_connection_broken_mid_stream_is_an_upstream_error(rsps, framing, end):
-    add_stream(rsps, padded(sse_text(chunk("partial"), done=False)), framing=framing, end=end)
+    add_stream(rsps, sse_text(chunk("partial"), done=False), framing=framing, end=end)
     events = []
     with pytest.raises(UpstreamError) as err:
         for event in make_backend(rsps).generate(chat(), g.Cancel()):
@@ -805,12 +799,7 @@ def test_every_body_framing_and_split_reads_the_same(rsps, framing, split):
     assert text_of(events) == "Hello wörld ✓!" and events[-1].usage == g.Usage(12, 3)
 
 
-@pytest.mark.parametrize("framing", [
-    "chunked",
-    pytest.param("length", marks=pytest.mark.xfail(strict=True, reason="requests reads a body not sent chunked 512 "
-                                                   "bytes at a time: an event waits for 512 more bytes or the end")),
-    pytest.param("close", marks=pytest.mark.xfail(strict=True, reason="as for length")),
-])
+@pytest.mark.parametrize("framing", ["chunked", "length", "close"])
 def test_events_are_passed_on_as_they_arrive_not_when_the_answer_ends(rsps, framing):
     """The rest of the answer waits for the first event to come out of the backend (or for 0.5 s)."""
     gate = threading.Event()
@@ -1156,16 +1145,6 @@ def test_long_events_arrive_whole(rsps, framing):
     add_stream(rsps, _pieces(sse_text(chunk(LONG_TEXT, role="assistant"), chunk("!"), chunk(finish="stop")), 3000),
                framing=framing)
     assert text_of(run(make_backend(rsps), chat())) == LONG_TEXT + "!"
-
-
-def test_an_upstream_stream_is_read_through_a_small_buffer(rsps):
-    """Tied to the requests client (its response's file object): to be rewritten with the client."""
-    add_stream(rsps, sse_text(chunk(LONG_TEXT, role="assistant"), chunk("!"), chunk(finish="stop")))
-    backend = make_backend(rsps)
-    with backend._post(rsps.a + "/chat/completions", {"model": "m", "stream": True}) as response:
-        # Every open stream holds this buffer: http.client's default is 8 KiB (sys.getsizeof counts it).
-        assert sys.getsizeof(response.raw._fp.fp) < 2048
-    backend.close()
 
 
 # ---------------------------------------------------------------- the fake upstream itself

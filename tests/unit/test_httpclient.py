@@ -1,0 +1,197 @@
+"""The lean HTTP/1.1 client the upstream backends talk through: framing, keep-alive, credentials, malformed answers."""
+import base64
+import contextlib
+import socket
+import threading
+
+import pytest
+
+from shim import generation as g
+from shim.backends import httpclient
+from shim.backends.httpclient import Client, HTTPError
+from shim.backends.openai_compat import OpenAICompatBackend
+from shim.config import BackendConfig
+from shim.errors import UpstreamError
+from tests.fake_http import FakeHTTP
+from tests.support import HI, run
+
+
+@pytest.fixture
+def fake():
+    with FakeHTTP() as mock:
+        mock.server()
+        yield mock
+
+
+def url_of(fake, path="/x"):
+    return fake.server().url + path
+
+
+@contextlib.contextmanager
+def raw_server(*answers):
+    """A loopback server answering each request on one connection with the next of answers (raw bytes)."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    received = []
+
+    def serve():
+        conn, _ = listener.accept()
+        with conn:
+            for answer in answers:
+                data = b""
+                while b"\r\n\r\n" not in data:
+                    data += conn.recv(65536)
+                received.append(data)
+                conn.sendall(answer)
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}", received
+    finally:
+        listener.close()
+        thread.join(5)
+
+
+def test_a_kept_alive_connection_carries_the_next_request(fake):
+    fake.add("POST", url_of(fake), body="one")
+    fake.add("POST", url_of(fake), body="two")
+    client = Client()
+    for expected in (b"one", b"two"):
+        with client.request("POST", url_of(fake), {"a": 1}) as response:
+            assert response.status == 200 and response.read() == expected
+    assert [c.connection for c in fake.calls] == [1, 1]
+    assert fake.calls[0].request.json == {"a": 1}
+    assert fake.calls[0].request.headers["Content-Type"] == "application/json"
+
+
+def test_an_answer_not_read_to_its_end_closes_its_connection(fake):
+    fake.add("POST", url_of(fake), body="a long answer", framing="chunked")
+    client = Client()
+    with client.request("POST", url_of(fake), b"{}") as response:
+        assert response.status == 200
+    client.request("POST", url_of(fake), b"{}").close()
+    assert [c.connection for c in fake.calls] == [1, 2]
+
+
+def test_an_idle_connection_older_than_idle_seconds_is_not_reused(fake, monkeypatch):
+    fake.add("GET", url_of(fake), body="x")
+    client = Client()
+    with client.request("GET", url_of(fake)) as response:
+        response.read()
+    monkeypatch.setattr(httpclient, "IDLE_SECONDS", 0.0)
+    with client.request("GET", url_of(fake)) as response:
+        response.read()
+    assert [c.connection for c in fake.calls] == [1, 2]
+
+
+def test_a_connection_reset_by_the_upstream_while_idle_is_replaced_not_failed(fake):
+    fake.add("POST", url_of(fake), body="x")
+    client = Client()
+    with client.request("POST", url_of(fake), b"{}") as response:
+        response.read()
+    fake.server().close_idle_connections()
+    with client.request("POST", url_of(fake), b"{}") as response:
+        assert response.read() == b"x"
+    assert [c.connection for c in fake.calls] == [1, 2]
+
+
+def test_credentials_in_the_url_become_basic_auth_and_never_reach_the_host_header(fake):
+    fake.add("GET", url_of(fake), body="x")
+    port = fake.server().url.rsplit(":", 1)[1]
+    client = Client({"Authorization": "Bearer not-this-one"})
+    with client.request("GET", f"http://us%40er:p%3Ass@127.0.0.1:{port}/x") as response:
+        response.read()
+    headers = fake.calls[0].request.headers
+    assert headers["Authorization"] == "Basic " + base64.b64encode(b"us@er:p:ss").decode()
+    assert headers["Host"] == f"127.0.0.1:{port}"
+
+
+@pytest.mark.parametrize("headers", [{"X-A": "one\r\nX-Injected: yes"}, {"X-A": "v\n"}, {"Bad Name": "v"},
+                                     {"": "v"}])
+def test_a_header_that_would_break_the_request_is_refused_when_configured(headers):
+    with pytest.raises(ValueError):
+        Client(headers)
+    with pytest.raises(ValueError, match="backend 'up'"):
+        OpenAICompatBackend(BackendConfig(name="up", type="openai", urls=("http://127.0.0.1:9/v1",), headers=headers))
+
+
+def test_interim_1xx_answers_are_passed_over():
+    answer = b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+    with raw_server(answer) as (url, _):
+        with Client().request("POST", url + "/x", b"{}") as response:
+            assert response.status == 200 and response.read() == b"ok"
+
+
+def test_repeated_headers_are_joined_and_names_are_lowercase():
+    answer = b"HTTP/1.1 200 OK\r\nX-Tag: a\r\nx-tag: b\r\nContent-Length: 0\r\n\r\n"
+    with raw_server(answer) as (url, _):
+        with Client().request("GET", url) as response:
+            assert response.headers["x-tag"] == "a, b" and response.read() == b""
+
+
+def test_a_no_body_answer_leaves_its_connection_reusable():
+    answers = (b"HTTP/1.1 204 No Content\r\n\r\n", b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nz")
+    with raw_server(*answers) as (url, received):
+        client = Client()
+        with client.request("POST", url, b"{}") as response:
+            assert response.status == 204 and response.complete
+        with client.request("POST", url, b"{}") as response:
+            assert response.read() == b"z"
+        assert len(received) == 2  # both on the one connection the raw server accepts
+
+
+@pytest.mark.parametrize("answer, message", [
+    (b"SSH-2.0-OpenSSH_9.6\r\n\r\n", "not HTTP"),
+    (b"HTTP/1.1 OK 200\r\n\r\n", "not HTTP"),
+    (b"HTTP/1.1 200 OK\r\nno colon here\r\n\r\n", "malformed header"),
+    (b"HTTP/1.1 200 OK\r\nContent-Length: lots\r\n\r\n", "Content-Length"),
+])
+def test_an_answer_that_is_not_http_is_an_error_naming_what_is_wrong(answer, message):
+    with raw_server(answer) as (url, _):
+        with pytest.raises(HTTPError, match=message):
+            Client().request("GET", url)
+
+
+@pytest.mark.parametrize("body, message", [
+    (b"zz\r\nab\r\n0\r\n\r\n", "chunk size"),
+    (b"2\r\nabcdef\r\n0\r\n\r\n", "longer than its size"),
+])
+def test_malformed_chunks_are_an_error(body, message):
+    with raw_server(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + body) as (url, _):
+        with Client().request("GET", url) as response, pytest.raises(HTTPError, match=message):
+            response.read()
+
+
+def test_a_head_longer_than_max_head_is_refused(monkeypatch):
+    monkeypatch.setattr(httpclient, "MAX_HEAD", 100)
+    with raw_server(b"HTTP/1.1 200 OK\r\nX-Big: " + b"x" * 300 + b"\r\n\r\n") as (url, _):
+        with pytest.raises(HTTPError, match="too long"):
+            Client().request("GET", url)
+
+
+def test_lines_end_at_lf_cr_or_crlf_even_when_a_crlf_is_split_between_reads():
+    body = [b"one\r", b"\ntwo\rthree\n", b"\r\nfour"]
+    chunked = b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in body) + b"0\r\n\r\n"
+    with raw_server(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + chunked) as (url, _):
+        with Client().request("GET", url) as response:
+            assert list(response.iter_lines()) == [b"one", b"two", b"three", b"", b"four"]
+
+
+def test_a_redirect_is_not_followed_and_the_error_says_where_it_points(fake):
+    url = fake.server().url
+    fake.add("POST", url + "/v1/chat/completions", status=308, headers={"Location": "https://elsewhere.test/v1"})
+    backend = OpenAICompatBackend(BackendConfig(name="up", type="openai", urls=(url + "/v1",)))
+    with pytest.raises(UpstreamError, match="308: a redirect to https://elsewhere.test/v1"):
+        run(backend, g.GenerationRequest(model="m", messages=HI))
+
+
+def test_an_open_stream_holds_only_the_bytes_it_has_not_taken(fake):
+    gate = threading.Event()
+    fake.add("GET", url_of(fake), body=[b"line one\n", gate, b"line two\n"], framing="chunked")
+    with Client().request("GET", url_of(fake)) as response:
+        lines = response.iter_lines()
+        assert next(lines) == b"line one"
+        assert len(response._conn.buf) <= 2  # at most the chunk's own CRLF: no read buffer is held
+        gate.set()
+        assert list(lines) == [b"line two"]
