@@ -69,13 +69,14 @@ def latencies(port, path, body, count):
     return times
 
 
-def wrk(port, path, body, seconds, connections=32):
-    """Requests per second wrk measures with `connections` clients."""
+def wrk(port, path, body, seconds, connections=32, pids=()):
+    """(requests per second wrk measures with `connections` clients, CPU seconds the pids spent per request)."""
     if not shutil.which("wrk"):
         raise SystemExit("benchmark 3 needs wrk: apt-get install wrk")
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
         script.write(f'wrk.method = "POST"\nwrk.body = {json.dumps(json.dumps(body))}\n'
                      'wrk.headers["Content-Type"] = "application/json"\n')
+    before = cpu_seconds(pids)
     try:
         out = subprocess.run(["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "-s", script.name,
                               f"http://127.0.0.1:{port}{path}"], capture_output=True, text=True, check=True).stdout
@@ -84,7 +85,26 @@ def wrk(port, path, body, seconds, connections=32):
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     if errors:
         raise SystemExit(f"wrk saw {errors.group(1)} failed responses on {path} {body}:\n{out}")
-    return float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    spent = cpu_seconds(pids) - before
+    count = int(re.search(r"(\d+) requests in", out).group(1))
+    return float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)), spent / max(count, 1)
+
+
+def cpu_seconds(pids):
+    """User + system CPU seconds the processes have used (those that have exited count nothing)."""
+    total = 0.0
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            with open(f"/proc/{pid}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+def listening_pids(port):
+    """The processes holding the listening socket of port (a gunicorn master and its workers)."""
+    out = subprocess.run(["ss", "-Hltnp", f"sport = :{port}"], capture_output=True, text=True).stdout
+    return sorted({int(pid) for pid in re.findall(r"pid=(\d+)", out)})
 
 
 @contextlib.contextmanager
@@ -137,11 +157,13 @@ def measure(table, rounds, seconds, count):
     for round_ in range(rounds):
         for name, port, path, body, stream, _ in table:
             lat, json_rate, stream_rate = results[name]
+            pids = listening_pids(port)
             lat.extend(latencies(port, path, body, count))
-            json_rate.append(wrk(port, path, body, seconds))
-            stream_rate.append(wrk(port, path, stream, seconds))
-            print(f"round {round_ + 1}: {name}: p50 {median(lat) * 1000:.2f} ms, {json_rate[-1]:.0f} req/s, "
-                  f"{stream_rate[-1]:.0f} streams/s, load {os.getloadavg()[0]:.1f}", file=sys.stderr)
+            json_rate.append(wrk(port, path, body, seconds, pids=pids))
+            stream_rate.append(wrk(port, path, stream, seconds, pids=pids))
+            print(f"round {round_ + 1}: {name}: p50 {median(lat) * 1000:.2f} ms, {json_rate[-1][0]:.0f} req/s "
+                  f"({json_rate[-1][1] * 1e6:.0f} µs CPU each), {stream_rate[-1][0]:.0f} streams/s "
+                  f"({stream_rate[-1][1] * 1e6:.0f} µs), load {os.getloadavg()[0]:.1f}", file=sys.stderr)
     return results
 
 
@@ -149,8 +171,8 @@ def render(table, results):
     """The markdown table: p50 and added p50 at 1 client, JSON req/s and 16-token streams/s at 32 clients."""
     direct = {name.split("(")[1].split(" API")[0]: median(results[name][0]) for name, *_ in table
               if name.startswith("upstream direct")}
-    lines = ["| path | p50, 1 client | added p50 | added p99 | JSON req/s, 32 clients | "
-             "16-token streams/s, 32 clients |", "|---|---|---|---|---|---|"]
+    lines = ["| path | p50, 1 client | added p50 | added p99 | JSON req/s, 32 clients (CPU per request) | "
+             "16-token streams/s, 32 clients (CPU per stream) |", "|---|---|---|---|---|---|"]
     for name, *_, compare in table:
         lat, json_rate, stream_rate = results[name]
         added = added99 = "—"
@@ -158,9 +180,14 @@ def render(table, results):
             base = [r for r in table if r[0] == f"upstream direct ({compare} API)"][0][0]
             added = f"+{(median(lat) - direct[compare]) * 1000:.2f} ms"
             added99 = f"+{(pct(lat, 99) - pct(results[base][0], 99)) * 1000:.2f} ms"
-        lines.append(f"| {name} | {median(lat) * 1000:.2f} ms | {added} | {added99} | {median(json_rate):.0f} | "
-                     f"{median(stream_rate):.0f} |")
+        lines.append(f"| {name} | {median(lat) * 1000:.2f} ms | {added} | {added99} | {_rate(json_rate)} | "
+                     f"{_rate(stream_rate)} |")
     return "\n".join(lines)
+
+
+def _rate(figures):
+    """Median rate and median CPU per request of (rate, CPU seconds per request) figures."""
+    return f"{median([f[0] for f in figures]):.0f} ({median([f[1] for f in figures]) * 1e6:.0f} µs)"
 
 
 def run():

@@ -27,6 +27,10 @@ class ConnectError(HTTPError):
     """No connection could be opened (nothing was sent)."""
 
 
+class ReadTimeout(HTTPError):
+    """The upstream did not send the next bytes in time."""
+
+
 class _ClosedEarly(HTTPError):
     """The connection closed before the first byte of an answer."""
 
@@ -51,10 +55,19 @@ class Client:
         target = self._targets.get((method, url)) or self._target(method, url)
         if body is not None and not isinstance(body, bytes):
             body = json.dumps(body, allow_nan=False).encode()
-        head = target.head
+        head = target.line + target.head
         if body is not None:
             head += b"Content-Type: %s\r\nContent-Length: %d\r\n" % (content_type.encode(), len(body))
-        data = head + b"\r\n" + (body or b"")
+        return self._exchange(target, method, head + b"\r\n" + (body or b""))
+
+    def send(self, method, url, headers, body=b""):
+        """The answer to method url with exactly these headers ((name, value) bytes, Host among them) and body."""
+        target = self._targets.get((method, url)) or self._target(method, url)
+        head = b"".join([target.line, *(b"%s: %s\r\n" % pair for pair in headers), b"\r\n"])
+        return self._exchange(target, method, head + body)
+
+    def _exchange(self, target, method, data):
+        """Send data (a whole request) over a pooled connection and read the answer's head."""
         for attempt in (0, 1):
             conn, reused = self._checkout(target)
             try:
@@ -72,6 +85,8 @@ class Client:
                 conn.close()
                 if reused and not attempt and isinstance(err, (BrokenPipeError, ConnectionResetError)):
                     continue
+                if isinstance(err, TimeoutError):
+                    raise ReadTimeout(f"{target.shown} did not answer in time") from err
                 raise HTTPError(f"{type(err).__name__} talking to {target.shown}") from err
         raise AssertionError("unreachable")
 
@@ -132,8 +147,8 @@ class Target:
         self.shown = f"{parts.scheme}://{host}"
         path = urllib.parse.quote(parts.path or "/", safe="/%:@!$&'()*+,;=-._~")
         path += "?" + parts.query if parts.query else ""
-        lines = [f"{method} {path} HTTP/1.1", f"Host: {host}"]
-        lines += [f"{name}: {value}" for name, value in headers.items()]
+        self.line = f"{method} {path} HTTP/1.1\r\n".encode("latin-1")
+        lines = [f"Host: {host}"] + [f"{name}: {value}" for name, value in headers.items()]
         if parts.username is not None:  # credentials in the URL become Basic auth, as requests makes them
             pair = f"{urllib.parse.unquote(parts.username)}:{urllib.parse.unquote(parts.password or '')}"
             lines = [line for line in lines if not line.lower().startswith("authorization:")]
@@ -256,6 +271,8 @@ class Response:
             yield from self._body
         except HTTPError:
             raise
+        except TimeoutError as err:
+            raise ReadTimeout("the answer stopped arriving") from err
         except OSError as err:
             raise HTTPError(f"{type(err).__name__} reading the answer") from err
 

@@ -13,6 +13,8 @@ from .. import generation as g
 from ..errors import ShimError, UpstreamError
 from ..protocols import ollama as protocol
 from . import toolcalls, upstream
+from .httpclient import Client
+from .httpx_transport import Transport
 
 log = logging.getLogger("shim.ollama_upstream")
 _STREAM_ERRORS = (httpx.HTTPError, ollama.ResponseError, ValueError, KeyError, TypeError)
@@ -160,7 +162,11 @@ def _client(url, timeout, headers):
     auth = None
     if parts.username is not None:  # the ollama client itself would drop them
         auth = httpx.BasicAuth(urllib.parse.unquote(parts.username), urllib.parse.unquote(parts.password or ""))
-    return ollama.Client(host=upstream.without_userinfo(url), timeout=timeout, headers=headers, auth=auth)
+    # The client's own transport (httpcore) costs about as much as the rest of a proxied request: measured in
+    # docs/performance.md. Its requests go out through shim's lean client instead, exactly as httpx builds them.
+    transport = Transport(Client(connect_timeout=timeout.connect, read_timeout=timeout.read))
+    return ollama.Client(host=upstream.without_userinfo(url), timeout=timeout, headers=headers, auth=auth,
+                         transport=transport)
 
 
 def _prepend(first, rest):

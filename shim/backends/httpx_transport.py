@@ -1,0 +1,52 @@
+"""An httpx transport over shim's HTTP/1.1 client, so the official ollama client sends through shim's own pool."""
+from __future__ import annotations
+
+import httpx
+
+from .httpclient import Client, ConnectError, HTTPError, ReadTimeout
+
+
+class Transport(httpx.BaseTransport):
+    """Sends each httpx request as it is built, over kept-alive connections of a shim Client."""
+
+    def __init__(self, client: Client):
+        self.client = client
+
+    def handle_request(self, request):
+        """The answer to request, its body streamed."""
+        try:
+            answer = self.client.send(request.method, str(request.url), request.headers.raw, request.read())
+        except HTTPError as err:
+            raise _httpx_error(err, request) from err
+        return httpx.Response(answer.status, headers=list(answer.headers.items()), stream=_Body(answer, request),
+                              extensions={"reason_phrase": answer.reason.encode("latin-1", "replace")})
+
+    def close(self):
+        """Close the pooled connections."""
+        self.client.close()
+
+
+class _Body(httpx.SyncByteStream):
+    """An answer's body as httpx reads it: pieces as they arrive; closing pools or closes the connection."""
+
+    def __init__(self, answer, request):
+        self.answer, self.request = answer, request
+
+    def __iter__(self):
+        try:
+            yield from self.answer.pieces()
+        except HTTPError as err:
+            raise _httpx_error(err, self.request) from err
+
+    def close(self):
+        """Done with the answer."""
+        self.answer.close()
+
+
+def _httpx_error(err, request):
+    """The httpx exception a shim HTTPError stands for (what the ollama client and its callers catch)."""
+    if isinstance(err, ConnectError):
+        return httpx.ConnectError(str(err), request=request)
+    if isinstance(err, ReadTimeout):
+        return httpx.ReadTimeout(str(err), request=request)
+    return httpx.ReadError(str(err), request=request)
