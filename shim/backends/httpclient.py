@@ -333,11 +333,10 @@ class Response:
     def _chunked(self):
         conn = self._conn
         while True:
-            size_line = conn.line().split(b";", 1)[0].strip()
-            try:
-                size = int(size_line, 16)
-            except ValueError:
-                raise HTTPError(f"a malformed chunk size in the answer: {size_line[:20]!r}") from None
+            whole = self._whole_chunks()
+            if whole:
+                yield whole
+            size = _chunk_size(conn.line())  # the next chunk is not all here yet: read it as it comes
             if not size:
                 break
             while size:
@@ -350,6 +349,24 @@ class Response:
             pass
         self.complete = True
 
+    def _whole_chunks(self):
+        """The data of the complete chunks already buffered, as one piece (events that arrived together, together)."""
+        buf, pos, out = self._conn.buf, 0, []
+        while True:
+            end_of_size = buf.find(b"\n", pos)
+            if end_of_size < 0:
+                break
+            size = _chunk_size(buf[pos:end_of_size].rstrip(b"\r"))
+            start = end_of_size + 1
+            if not size or len(buf) < start + size + 2:
+                break
+            if buf[start + size:start + size + 2] != b"\r\n":
+                raise HTTPError("a chunk of the answer is longer than its size says")
+            out.append(buf[start:start + size])
+            pos = start + size + 2
+        self._conn.buf = buf[pos:]
+        return b"".join(out)
+
     def _until_close(self):
         conn = self._conn
         while True:
@@ -361,6 +378,15 @@ class Response:
                 break
             conn.buf = data
         self.complete = True
+
+
+def _chunk_size(line):
+    """The size a chunk's size line gives (extensions after ';' ignored)."""
+    digits = line.split(b";", 1)[0].strip()
+    try:
+        return int(digits, 16)
+    except ValueError:
+        raise HTTPError(f"a malformed chunk size in the answer: {digits[:20]!r}") from None
 
 
 def _is_token(name):
