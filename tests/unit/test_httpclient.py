@@ -2,6 +2,8 @@
 import base64
 import contextlib
 import socket
+import ssl
+import subprocess
 import threading
 
 import pytest
@@ -195,3 +197,56 @@ def test_an_open_stream_holds_only_the_bytes_it_has_not_taken(fake):
         assert len(response._conn.buf) <= 2  # at most the chunk's own CRLF: no read buffer is held
         gate.set()
         assert list(lines) == [b"line two"]
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory):
+    """A self-signed certificate for 127.0.0.1 (openssl), as (cert path, key path)."""
+    folder = tmp_path_factory.mktemp("tls")
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    made = subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj",
+                           "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key),
+                           "-out", str(cert)], capture_output=True)
+    if made.returncode:
+        pytest.skip(f"openssl cannot make a certificate here: {made.stderr[-200:]!r}")
+    return str(cert), str(key)
+
+
+@contextlib.contextmanager
+def tls_server(certificate, answer):
+    """A loopback HTTPS server answering one request with answer."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(*certificate)
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+
+    def serve():
+        with contextlib.suppress(OSError):
+            conn, _ = listener.accept()
+            with context.wrap_socket(conn, server_side=True) as tls:
+                data = b""
+                while b"\r\n\r\n" not in data:
+                    data += tls.recv(65536)
+                tls.sendall(answer)
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield f"https://127.0.0.1:{listener.getsockname()[1]}"
+    finally:
+        listener.close()
+        thread.join(5)
+
+
+def test_https_is_verified_against_the_ca_store_sslcertfile_names(certificate, monkeypatch):
+    monkeypatch.setenv("SSL_CERT_FILE", certificate[0])
+    with tls_server(certificate, b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nsecret") as url:
+        with Client().request("GET", url + "/x") as response:
+            assert response.read() == b"secret"
+
+
+def test_an_https_upstream_whose_certificate_is_not_trusted_is_not_connected_to(certificate, monkeypatch):
+    monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+    with tls_server(certificate, b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nsecret") as url:
+        with pytest.raises(httpclient.ConnectError, match="SSLCertVerificationError"):
+            Client().request("GET", url + "/x")
