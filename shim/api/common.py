@@ -248,28 +248,42 @@ def _admitted(open_events, key, admission):
     """The events open_events() gives, measured, while holding one of key's admission places."""
     # Entered inside the generator so that its finally frees the place whatever fails, even generate() itself.
     admission.enter(key)
-    metrics.QUEUE_DEPTH.labels(key).inc()
+    in_flight = metrics.child(metrics.QUEUE_DEPTH, key)
+    in_flight.inc()
     try:
         started = time.perf_counter()
         yield from _observed(open_events(), key, started)
     finally:
         admission.leave(key)
-        metrics.QUEUE_DEPTH.labels(key).dec()
+        in_flight.dec()
+
+
+ITL_BATCH = 64
+"Inter-token latencies are written to the metrics this many at a time (and at the end of the generation)."
 
 
 def _observed(events, key, started):
     """The events, measured: time to first token, time between tokens, tokens in and out."""
     last = None
-    itl, ttft = metrics.ITL.labels(key), metrics.TTFT.labels(key)  # once, not per token
-    for event in events:
-        if isinstance(event, (TextDelta, ReasoningDelta, ToolCallArgumentsDelta, ToolCallDelta)):
-            now = time.perf_counter()
-            itl.observe(now - last) if last else ttft.observe(now - started)
-            last = now
-        elif isinstance(event, Finish):
-            metrics.TOKENS_IN.labels(key).inc(event.usage.prompt_tokens)
-            metrics.TOKENS_OUT.labels(key).inc(event.usage.completion_tokens)
-        yield event
+    itl, intervals = metrics.child(metrics.ITL, key), []
+    try:
+        for event in events:
+            if isinstance(event, (TextDelta, ReasoningDelta, ToolCallArgumentsDelta, ToolCallDelta)):
+                now = time.perf_counter()
+                if last:
+                    intervals.append(now - last)
+                    if len(intervals) >= ITL_BATCH:
+                        metrics.observe_all(itl, intervals)
+                        intervals = []
+                else:
+                    metrics.child(metrics.TTFT, key).observe(now - started)
+                last = now
+            elif isinstance(event, Finish):
+                metrics.child(metrics.TOKENS_IN, key).inc(event.usage.prompt_tokens)
+                metrics.child(metrics.TOKENS_OUT, key).inc(event.usage.completion_tokens)
+            yield event
+    finally:
+        metrics.observe_all(itl, intervals)
 
 
 def prime(items):
