@@ -221,7 +221,10 @@ class Started:
 def start(generation_request):
     """Admit and route the request, and pull its first event, so early errors get a real status code."""
     route = services().router.route(generation_request.model)
-    routed = dataclasses.replace(generation_request, model=route.target, keep_alive=keep_alive_of(generation_request))
+    keep_alive = keep_alive_of(generation_request)
+    routed = generation_request
+    if (route.target, keep_alive) != (routed.model, routed.keep_alive):  # a copy costs as much as the routing
+        routed = dataclasses.replace(routed, model=route.target, keep_alive=keep_alive)
     return start_routed(route, lambda cancel: route.backend.generate(routed, cancel))
 
 
