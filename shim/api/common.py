@@ -391,11 +391,15 @@ def gather(started):
     """All events of a non-streaming generation; stops it if the client hangs up meanwhile."""
     gone = client_watch()
     events = []
+    # Looked at every WATCH_SECONDS, not per event: each look is a system call, and start() watched until the first.
+    next_look = time.monotonic() + WATCH_SECONDS
     try:
         for event in started.events:
-            if gone():
-                log.info("client went away; generation stopped")
-                raise Cancelled("the client closed the connection")
+            if time.monotonic() >= next_look:
+                if gone():
+                    log.info("client went away; generation stopped")
+                    raise Cancelled("the client closed the connection")
+                next_look = time.monotonic() + WATCH_SECONDS
             if event is not HEARTBEAT:
                 events.append(event)
         return events
