@@ -9,23 +9,26 @@ SSE_PING = b": ping\n\n"
 
 
 _LINE_BREAKERS = str.maketrans({"\u2028": "\\u2028", "\u2029": "\\u2029", "\u0085": "\\u0085"})
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+"Made once: json.dumps with arguments builds a new encoder for every chunk."
 
 
 def dumps(obj):
     """Compact JSON text, as both protocols write it, with no character a line reader could split on."""
     # Python's str.splitlines (which httpx's line reader uses) breaks at U+2028, U+2029 and U+0085; inside
-    # JSON strings they may be written escaped, so they are.
-    return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).translate(_LINE_BREAKERS)
+    # JSON strings they may be written escaped, so they are. All three are outside ASCII, which most text is not.
+    text = _ENCODER.encode(obj)
+    return text if text.isascii() else text.translate(_LINE_BREAKERS)
 
 
 def sse_frame(obj):
     """One SSE data event."""
-    return b"data: " + dumps(obj).encode() + b"\n\n"
+    return f"data: {dumps(obj)}\n\n".encode()
 
 
 def ndjson_line(obj):
     """One NDJSON line; json.dumps never emits a raw newline, so a line is always exactly one object."""
-    return dumps(obj).encode() + b"\n"
+    return f"{dumps(obj)}\n".encode()
 
 
 class SSE:
@@ -85,7 +88,7 @@ class NDJSON:
 
 def sse_named_frame(obj):
     """One SSE event whose name is the object's `type`."""
-    return b"event: " + obj["type"].encode() + b"\n" + sse_frame(obj)
+    return f"event: {obj['type']}\ndata: {dumps(obj)}\n\n".encode()
 
 
 def parse_sse(lines):

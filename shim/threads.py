@@ -222,16 +222,20 @@ def watching(condition, then, interval):
         yield
         return
     import gevent
+    # A timer on the event loop, not a greenlet: every request is watched, and a greenlet spawned and killed per
+    # request cost more than the checks (none of which runs for a request answered within the interval).
+    timer = gevent.get_hub().loop.timer(interval, interval)
 
     def poll():
-        while not condition():
-            gevent.sleep(interval)
-        then()
-    watcher = gevent.spawn(poll)
+        if condition():
+            timer.stop()
+            then()
+    timer.start(poll)
     try:
         yield
     finally:
-        watcher.kill()
+        timer.stop()
+        timer.close()
 
 
 def call_in_thread(fn):

@@ -221,7 +221,10 @@ class Started:
 def start(generation_request):
     """Admit and route the request, and pull its first event, so early errors get a real status code."""
     route = services().router.route(generation_request.model)
-    routed = dataclasses.replace(generation_request, model=route.target, keep_alive=keep_alive_of(generation_request))
+    keep_alive = keep_alive_of(generation_request)
+    routed = generation_request
+    if (route.target, keep_alive) != (routed.model, routed.keep_alive):  # a copy costs as much as the routing
+        routed = dataclasses.replace(routed, model=route.target, keep_alive=keep_alive)
     return start_routed(route, lambda cancel: route.backend.generate(routed, cancel))
 
 
@@ -248,28 +251,42 @@ def _admitted(open_events, key, admission):
     """The events open_events() gives, measured, while holding one of key's admission places."""
     # Entered inside the generator so that its finally frees the place whatever fails, even generate() itself.
     admission.enter(key)
-    metrics.QUEUE_DEPTH.labels(key).inc()
+    in_flight = metrics.child(metrics.QUEUE_DEPTH, key)
+    in_flight.inc()
     try:
         started = time.perf_counter()
         yield from _observed(open_events(), key, started)
     finally:
         admission.leave(key)
-        metrics.QUEUE_DEPTH.labels(key).dec()
+        in_flight.dec()
+
+
+ITL_BATCH = 64
+"Inter-token latencies are written to the metrics this many at a time (and at the end of the generation)."
 
 
 def _observed(events, key, started):
     """The events, measured: time to first token, time between tokens, tokens in and out."""
     last = None
-    itl, ttft = metrics.ITL.labels(key), metrics.TTFT.labels(key)  # once, not per token
-    for event in events:
-        if isinstance(event, (TextDelta, ReasoningDelta, ToolCallArgumentsDelta, ToolCallDelta)):
-            now = time.perf_counter()
-            itl.observe(now - last) if last else ttft.observe(now - started)
-            last = now
-        elif isinstance(event, Finish):
-            metrics.TOKENS_IN.labels(key).inc(event.usage.prompt_tokens)
-            metrics.TOKENS_OUT.labels(key).inc(event.usage.completion_tokens)
-        yield event
+    itl, intervals = metrics.child(metrics.ITL, key), []
+    try:
+        for event in events:
+            if isinstance(event, (TextDelta, ReasoningDelta, ToolCallArgumentsDelta, ToolCallDelta)):
+                now = time.perf_counter()
+                if last:
+                    intervals.append(now - last)
+                    if len(intervals) >= ITL_BATCH:
+                        metrics.observe_all(itl, intervals)
+                        intervals = []
+                else:
+                    metrics.child(metrics.TTFT, key).observe(now - started)
+                last = now
+            elif isinstance(event, Finish):
+                metrics.child(metrics.TOKENS_IN, key).inc(event.usage.prompt_tokens)
+                metrics.child(metrics.TOKENS_OUT, key).inc(event.usage.completion_tokens)
+            yield event
+    finally:
+        metrics.observe_all(itl, intervals)
 
 
 def prime(items):
@@ -374,11 +391,15 @@ def gather(started):
     """All events of a non-streaming generation; stops it if the client hangs up meanwhile."""
     gone = client_watch()
     events = []
+    # Looked at every WATCH_SECONDS, not per event: each look is a system call, and start() watched until the first.
+    next_look = time.monotonic() + WATCH_SECONDS
     try:
         for event in started.events:
-            if gone():
-                log.info("client went away; generation stopped")
-                raise Cancelled("the client closed the connection")
+            if time.monotonic() >= next_look:
+                if gone():
+                    log.info("client went away; generation stopped")
+                    raise Cancelled("the client closed the connection")
+                next_look = time.monotonic() + WATCH_SECONDS
             if event is not HEARTBEAT:
                 events.append(event)
         return events

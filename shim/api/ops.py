@@ -61,7 +61,7 @@ def after(response):
         response.headers["Access-Control-Allow-Methods"] = "GET, POST, DELETE, HEAD, OPTIONS"
         response.headers["Access-Control-Expose-Headers"] = "X-Request-ID"
     route = request.url_rule.rule if request.url_rule else "unmatched"
-    metrics.REQUESTS.labels(route, str(response.status_code), g.get("model", "")).inc()
+    metrics.child(metrics.REQUESTS, route, str(response.status_code), g.get("model", "")).inc()
     return response
 
 

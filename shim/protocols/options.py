@@ -34,6 +34,8 @@ class Options:
 def parse_options(options, param_prefix="options."):
     """Parse and type-check an Ollama options object; unknown keys are ignored, as Ollama does."""
     f.require_object(options, "'options' value")
+    if not options:  # what nearly every request sends: nothing to check
+        return Options()
     for names, kind in ((INT_OPTIONS, int), (FLOAT_OPTIONS, float), (BOOL_OPTIONS, bool)):
         for name in names:
             f.get(options, name, kind, param=param_prefix + name)
@@ -66,7 +68,7 @@ def merge_sampling(base, override):
     """Sampling with override's set fields on top of base's."""
     changes = {k.name: getattr(override, k.name) for k in dataclasses.fields(override)
                if getattr(override, k.name) not in (None, {})}
-    return dataclasses.replace(base, **changes)
+    return dataclasses.replace(base, **changes) if changes else base
 
 
 _DURATION = re.compile(r"(-?\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")

@@ -264,3 +264,23 @@ def test_stream_response_frames_begin_chunks_end_then_closes(client):
         response = common.stream_response(common.Started(iter(["a", "b"])), Letters(), SSE())
         assert b"".join(response.response) == (b'data: {"at":"begin"}\n\ndata: {"at":"a"}\n\n'
                                                b'data: {"at":"b"}\n\ndata: [DONE]\n\n')
+
+
+def _gathered(monkeypatch, events, gone, watch_seconds):
+    from shim.api import common
+    looks = []
+    monkeypatch.setattr(common, "client_watch", lambda: lambda: looks.append(1) or gone)
+    monkeypatch.setattr(common, "WATCH_SECONDS", watch_seconds)
+    return common.gather(common.Started(iter(events))), looks
+
+
+def test_gather_looks_for_a_gone_client_once_per_interval_not_per_event(monkeypatch):
+    events = [g.TextDelta("x")] * 100 + [g.Finish("stop")]
+    gathered, looks = _gathered(monkeypatch, events, gone=False, watch_seconds=60)
+    assert gathered == events and looks == []
+
+
+def test_gather_stops_when_the_client_is_gone(monkeypatch):
+    from shim.errors import Cancelled
+    with pytest.raises(Cancelled):
+        _gathered(monkeypatch, [g.TextDelta("x")] * 3, gone=True, watch_seconds=0)

@@ -194,3 +194,33 @@ def test_spellings_of_one_model_share_its_queue():
     fake.hold.set()
     for response in held:
         response.close()
+
+
+def test_observe_all_writes_what_one_observe_per_amount_writes():
+    from prometheus_client import CollectorRegistry, Histogram
+
+    from shim import metrics
+    amounts = [0.0005, 0.001, 0.0011, 0.0025, 0.003, 0.003, 0.7, 1.0, 5.0]  # on and between bounds, and past the last
+    one_by_one, batched = CollectorRegistry(), CollectorRegistry()
+    for registry in (one_by_one, batched):
+        Histogram("h", "h", ["model"], buckets=(0.001, 0.0025, 0.005, 1), registry=registry)
+    for amount in amounts:
+        one_by_one._names_to_collectors["h"].labels("m").observe(amount)
+    metrics.observe_all(batched._names_to_collectors["h"].labels("m"), amounts)
+    samples = [[(s.name, s.labels, s.value) for family in r.collect() for s in family.samples
+                if not s.name.endswith("_created")] for r in (one_by_one, batched)]
+    assert samples[0] == samples[1]
+
+
+def test_every_interval_between_tokens_is_counted():
+    def count():
+        text = client.get("/metrics").get_data(as_text=True)
+        line = next((line for line in text.splitlines()
+                     if line.startswith('shim_inter_token_latency_seconds_count{model="fake-model"}')), " 0")
+        return float(line.split()[-1])
+    fake = FakeBackend()
+    fake.say(*["t"] * 70)  # more intervals than one batch of writes holds
+    client = make_client(fake, heartbeat_seconds=0)
+    before = count()
+    client.post("/v1/chat/completions", json={**CHAT, "stream": True}).get_data()
+    assert count() - before == 69

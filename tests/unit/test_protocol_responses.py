@@ -295,3 +295,20 @@ def test_reasoning_items_become_the_reasoning_of_the_assistant_turn_after_them()
     messages = parse(input=items).request.messages
     assert [(m.role, m.reasoning) for m in messages] == [("user", ""), ("assistant", "They ask."), ("tool", ""),
                                                          ("assistant", "It rains.")]
+
+
+def test_render_response_of_many_deltas_is_what_the_stream_ends_with():
+    lp = g.TokenLogprob("a", -0.5, b"a", ())
+    events = [g.ReasoningDelta("th"), g.ReasoningDelta("ink"), g.TextDelta("He", logprobs=(lp,)),
+              g.TextDelta("llo", logprobs=(lp,)), g.TextDelta(""), g.ReasoningDelta("more"), g.TextDelta("!"),
+              g.Finish("stop", usage=g.Usage(3, 6))]
+    streamed = rs.ResponseStream(META, logprobs=True)
+    for event in events:
+        streamed.chunks(event)
+    streamed.end()
+    whole = rs.render_response(events, META, logprobs=True)
+    ids = lambda response: [item.pop("id") for item in response["output"]]
+    assert len(ids(whole)) == len(ids(streamed.response)) == 4
+    assert whole == streamed.response
+    assert [part["text"] for item in whole["output"] for part in item["content"]] == ["think", "Hello", "more", "!"]
+    assert len(whole["output"][1]["content"][0]["logprobs"]) == 2

@@ -12,7 +12,7 @@ from shim.backends import toolcalls as tc
 from shim.backends.output import ChoiceOutput
 from shim.backends.stops import StopScanner
 from shim.config import BackendConfig, ModelConfig, Settings
-from shim.errors import ConfigError, ModelNotFound, UpstreamError
+from shim.errors import ConfigError, InvalidRequest, ModelNotFound, UpstreamError
 from shim.router import Route, Router
 from tests.fakes import choice_of
 
@@ -689,3 +689,19 @@ def test_a_character_cut_off_at_the_end_is_left_out_not_replaced(reason):
     output.add("😎".encode()[:2], None)
     output.close(reason)
     assert "".join(e.text for e in events if isinstance(e, g.TextDelta)) == "Hi "
+
+
+def test_empty_options_parse_as_the_defaults_and_set_ones_still_apply():
+    from shim.protocols import options as opts
+    assert opts.parse_options({}) == opts.Options()
+    parsed = opts.parse_options({"temperature": 0.5, "num_predict": 7, "stop": ["x"]})
+    assert (parsed.sampling.temperature, parsed.max_tokens, parsed.stop) == (0.5, 7, ("x",))
+    with pytest.raises(InvalidRequest):
+        opts.parse_options([])
+
+
+def test_merge_sampling_keeps_base_values_the_override_leaves_unset():
+    from shim.protocols import options as opts
+    base = g.Sampling(temperature=0.3, top_k=5)
+    assert opts.merge_sampling(base, g.Sampling()) == base
+    assert opts.merge_sampling(base, g.Sampling(top_k=9)) == g.Sampling(temperature=0.3, top_k=9)

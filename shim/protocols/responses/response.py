@@ -74,10 +74,40 @@ def render_response(events, meta, **options):
     stream = ResponseStream(meta, **options)
     for _ in stream.begin():
         pass
-    for event in events:
+    for event in _coalesced(events):
         stream.chunks(event)
     stream.end()
     return stream.response
+
+
+_RUNS = (g.TextDelta, g.ReasoningDelta)
+
+
+def _coalesced(events):
+    """The events with each run of one choice's text (or reasoning) deltas as one delta: the same Response, built
+    without a stream event per delta."""
+    run: list = []
+    for event in events:
+        if run and type(event) is type(run[0]) and event.index == run[0].index:
+            run.append(event)
+            continue
+        if run:
+            yield _joined(run)
+        run = [event] if isinstance(event, _RUNS) else []
+        if not run:
+            yield event
+    if run:
+        yield _joined(run)
+
+
+def _joined(run):
+    first = run[0]
+    if len(run) == 1:
+        return first
+    text = "".join(event.text for event in run)
+    if isinstance(first, g.TextDelta):
+        return g.TextDelta(text, first.index, tuple(lp for event in run for lp in event.logprobs))
+    return g.ReasoningDelta(text, first.index)
 
 
 def _logprob(lp):
