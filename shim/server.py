@@ -35,7 +35,7 @@ class AccessLogger(glogging.Logger):
 def gunicorn_options(settings):
     """Gunicorn's settings for shim's settings (`shim serve` and shim.gunicorn_conf both use these)."""
     return {
-        "worker_class": "gevent",
+        "worker_class": "shim.worker.Worker",
         "workers": settings.workers,
         "worker_connections": settings.worker_connections,
         "bind": f"{settings.host}:{settings.port}",
