@@ -3,10 +3,12 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import socket
 import ssl
 import time
 import urllib.parse
+import weakref
 
 READ_SIZE = 16384
 "Bytes asked of the socket per read; only what arrives is kept, so an open stream holds just its unread bytes."
@@ -49,6 +51,7 @@ class Client:
         self._idle: dict = {}
         "(host, port, tls): idle connections, the most recent last."
         self._tls = None
+        _CLIENTS.add(self)
 
     def request(self, method, url, body=None, content_type="application/json"):
         """The answer to method url (a body of bytes, or of JSON when not bytes), its head read, its body not."""
@@ -378,6 +381,19 @@ class Response:
                 break
             conn.buf = data
         self.complete = True
+
+
+_CLIENTS: weakref.WeakSet = weakref.WeakSet()
+
+
+def _forget_connections_after_fork():
+    # A connection opened before a fork (an app built in gunicorn's master with --preload) would be shared by every
+    # process, their requests and answers interleaved on one socket: a forked process opens its own.
+    for client in list(_CLIENTS):
+        client._idle = {}
+
+
+os.register_at_fork(after_in_child=_forget_connections_after_fork)
 
 
 def _chunk_size(line):

@@ -1,6 +1,7 @@
 """The lean HTTP/1.1 client the upstream backends talk through: framing, keep-alive, credentials, malformed answers."""
 import base64
 import contextlib
+import os
 import socket
 import ssl
 import subprocess
@@ -250,3 +251,22 @@ def test_an_https_upstream_whose_certificate_is_not_trusted_is_not_connected_to(
     with tls_server(certificate, b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nsecret") as url:
         with pytest.raises(httpclient.ConnectError, match="SSLCertVerificationError"):
             Client().request("GET", url + "/x")
+
+
+def test_a_forked_process_opens_its_own_connections_and_the_parent_keeps_its_own(fake):
+    fake.add("GET", url_of(fake), body="x")
+    client = Client()
+    with client.request("GET", url_of(fake)) as response:
+        response.read()
+    pid = os.fork()
+    if pid == 0:  # the child: one request, then out without running pytest's teardown
+        code = 1
+        try:
+            with client.request("GET", url_of(fake)) as response:
+                code = 0 if response.read() == b"x" else 1
+        finally:
+            os._exit(code)
+    assert os.waitpid(pid, 0)[1] == 0
+    with client.request("GET", url_of(fake)) as response:
+        response.read()
+    assert [c.connection for c in fake.calls] == [1, 2, 1]
