@@ -178,18 +178,18 @@ class ResponseStream(StreamRenderer):
 
     def _text(self, event):
         """A text delta's event, after the events that open a message item if none is open."""
-        opened = self._open("message")
         item = self.item
+        if item is None or item["type"] != "message":
+            return self._open("message") + self._text(event)
         item["pieces"].append(event.text)
         rendered = []
         if self.logprobs:
             rendered = _logprobs(event.logprobs)
             item["logprobs"] += rendered
-        # Most of a stream's events are these: built as one literal, not through _event and _where.
+        # Most of a stream's events are these: built as one literal, not through _open, _event and _where.
         self.sequence += 1
-        delta = {"type": "response.output_text.delta", "sequence_number": self.sequence - 1, "item_id": item["id"],
-                 "output_index": len(self.output), "content_index": 0, "delta": event.text, "logprobs": rendered}
-        return [*opened, delta] if opened else [delta]
+        return [{"type": "response.output_text.delta", "sequence_number": self.sequence - 1, "item_id": item["id"],
+                 "output_index": len(self.output), "content_index": 0, "delta": event.text, "logprobs": rendered}]
 
     def _event(self, kind, **fields):
         event = {"type": kind, "sequence_number": self.sequence, **fields}
