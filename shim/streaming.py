@@ -1,5 +1,6 @@
 """Wire framing only: SSE data-only, SSE with event names, and NDJSON; one framing object per wire format."""
 import json
+from json.encoder import c_make_encoder  # type: ignore[attr-defined]
 
 HEARTBEAT = object()
 "Yielded by a generation source that has nothing new yet; SSE turns it into a comment, NDJSON drops it."
@@ -11,13 +12,16 @@ SSE_PING = b": ping\n\n"
 _LINE_BREAKERS = str.maketrans({"\u2028": "\\u2028", "\u2029": "\\u2029", "\u0085": "\\u0085"})
 _ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 "Made once: json.dumps with arguments builds a new encoder for every chunk."
+_C_ENCODER = c_make_encoder and c_make_encoder(None, _ENCODER.default, json.encoder.encode_basestring, None, ":",
+                                               ",", False, False, True)
+"_ENCODER's C encoder, made once: JSONEncoder.encode makes it anew for every call, a third of a small chunk's cost."
 
 
 def dumps(obj):
     """Compact JSON text, as both protocols write it, with no character a line reader could split on."""
     # Python's str.splitlines (which httpx's line reader uses) breaks at U+2028, U+2029 and U+0085; inside
     # JSON strings they may be written escaped, so they are. All three are outside ASCII, which most text is not.
-    text = _ENCODER.encode(obj)
+    text = "".join(_C_ENCODER(obj, 0)) if _C_ENCODER else _ENCODER.encode(obj)
     return text if text.isascii() else text.translate(_LINE_BREAKERS)
 
 

@@ -659,6 +659,16 @@ def test_framing_objects_write_each_wire_format():
     assert NamedSSE(ping={"type": "ping"}).heartbeat() == b'event: ping\ndata: {"type":"ping"}\n\n'
 
 
+def test_framing_json_is_what_json_dumps_writes_for_every_kind_of_value():
+    from shim.streaming import dumps
+    value = {"s": "héllo \"q\" \\ \n 世界 🎉", "i": -3, "big": 10 ** 30, "f": 0.1, "e": 1e300, "nan": float("nan"),
+             "t": True, "n": None, "list": [1, [], {}, (2, 3)], 7: "int key", "nested": {"a": [{"b": None}]}}
+    assert dumps(value) == json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    assert dumps("top") == '"top"' and dumps(None) == "null"
+    with pytest.raises(TypeError, match="not JSON serializable"):
+        dumps({"x": object()})
+
+
 def test_with_heartbeats_hands_over_whatever_is_queued_at_once_and_beats_when_nothing_comes():
     from shim.streaming import HEARTBEAT
     from shim.threads import with_heartbeats

@@ -126,17 +126,20 @@ class UpstreamReader:
             index = choice.get("index", 0)
             delta = choice.get("delta") or {}
             text = delta.get("content") if "delta" in choice else choice.get("text")
-            reasoning = _reasoning(delta)
+            # Most chunks carry text alone: the helpers for what they lack are not called (this runs per token).
+            reasoning = _reasoning(delta) if "reasoning_content" in delta or "reasoning" in delta else ""
             if reasoning:
                 self.reasoning_pieces += 1
                 events.append(g.ReasoningDelta(reasoning, index))
-            logprobs = _read_logprobs(choice.get("logprobs"))
+            logprobs = _read_logprobs(choice["logprobs"]) if choice.get("logprobs") else ()
             if text or logprobs:
                 self.pieces += 1
-                events += self._close(index)
+                if index in self.calls:
+                    events += self._close(index)
                 events.append(g.TextDelta(text or "", index, logprobs))
-            for call in delta.get("tool_calls") or ():
-                events += self._add_call(index, call)
+            if "tool_calls" in delta:
+                for call in delta["tool_calls"] or ():
+                    events += self._add_call(index, call)
             if choice.get("finish_reason"):
                 self.reasons[index] = choice["finish_reason"]
             if isinstance(choice.get("stop_reason"), str):  # vLLM: the stop string that matched (a token id is not)

@@ -143,15 +143,10 @@ class ResponseStream(StreamRenderer):
     def chunks(self, event):
         """The stream events that carry one generation event."""
         if isinstance(event, g.TextDelta):
-            opened = self._open("message")
-            self.item["text"] += event.text
-            rendered = _logprobs(event.logprobs) if self.logprobs else []
-            self.item["logprobs"] += rendered
-            return opened + [self._event("response.output_text.delta", **self._where(), delta=event.text,
-                                         logprobs=rendered)]
+            return self._text(event)
         if isinstance(event, g.ReasoningDelta):
             opened = self._open("reasoning")
-            self.item["text"] += event.text
+            self.item["pieces"].append(event.text)
             return opened + [self._event("response.reasoning_text.delta", **self._where(), delta=event.text)]
         if isinstance(event, g.ToolCallArgumentsDelta):
             return self._call_piece(event)
@@ -181,6 +176,21 @@ class ResponseStream(StreamRenderer):
                                         error={"code": failure_code(err), "message": err.message})
         return [self._event("response.failed", response=self.response)]
 
+    def _text(self, event):
+        """A text delta's event, after the events that open a message item if none is open."""
+        item = self.item
+        if item is None or item["type"] != "message":
+            return self._open("message") + self._text(event)
+        item["pieces"].append(event.text)
+        rendered = []
+        if self.logprobs:
+            rendered = _logprobs(event.logprobs)
+            item["logprobs"] += rendered
+        # Most of a stream's events are these: built as one literal, not through _open, _event and _where.
+        self.sequence += 1
+        return [{"type": "response.output_text.delta", "sequence_number": self.sequence - 1, "item_id": item["id"],
+                 "output_index": len(self.output), "content_index": 0, "delta": event.text, "logprobs": rendered}]
+
     def _event(self, kind, **fields):
         event = {"type": kind, "sequence_number": self.sequence, **fields}
         self.sequence += 1
@@ -194,18 +204,18 @@ class ResponseStream(StreamRenderer):
         if self.item is not None and self.item["type"] == kind:
             return []
         closed = self._close()
-        self.item = {"type": kind, "id": new_id("msg" if kind == "message" else "rs"), "text": "", "logprobs": []}
+        self.item = {"type": kind, "id": new_id("msg" if kind == "message" else "rs"), "pieces": [], "logprobs": []}
         part = self._part()
-        part["text"] = ""
         return closed + [self._event("response.output_item.added", output_index=len(self.output),
                                      item=self._item("in_progress", empty=True)),
                          self._event("response.content_part.added", **self._where(), part=part)]
 
     def _part(self):
         kind = PARTS[self.item["type"]][0]
+        text = "".join(self.item["pieces"])
         if kind == "reasoning_text":
-            return {"type": kind, "text": self.item["text"]}
-        return {"type": kind, "text": self.item["text"], "annotations": [], "logprobs": list(self.item["logprobs"])}
+            return {"type": kind, "text": text}
+        return {"type": kind, "text": text, "annotations": [], "logprobs": list(self.item["logprobs"])}
 
     def _item(self, status, empty=False):
         item = self.item
@@ -220,7 +230,8 @@ class ResponseStream(StreamRenderer):
         if self.item is None:
             return []
         prefix = PARTS[self.item["type"]][1]
-        done = {"text": self.item["text"]}
+        self.item["pieces"] = ["".join(self.item["pieces"])]  # joined once for the three events below
+        done = {"text": self.item["pieces"][0]}
         if self.item["type"] == "message":
             done["logprobs"] = self.item["logprobs"]
         item = self._item("completed")
