@@ -14,6 +14,7 @@ class Transport(httpx.BaseTransport):
 
     def handle_request(self, request):
         """The answer to request, its body streamed."""
+        # The request's body is read whole: what shim asks of Ollama is JSON (it uploads no blobs).
         try:
             answer = self.client.send(request.method, str(request.url), request.headers.raw, request.read())
         except HTTPError as err:
