@@ -147,7 +147,7 @@ class ResponseStream(StreamRenderer):
         if isinstance(event, g.ReasoningDelta):
             opened = self._open("reasoning")
             self.item["pieces"].append(event.text)
-            return opened + [self._event("response.reasoning_text.delta", **self._where(), delta=event.text)]
+            return opened + [self._delta("response.reasoning_text.delta", event.text)]
         if isinstance(event, g.ToolCallArgumentsDelta):
             return self._call_piece(event)
         if isinstance(event, g.ToolCallDelta):
@@ -182,14 +182,16 @@ class ResponseStream(StreamRenderer):
         if item is None or item["type"] != "message":
             return self._open("message") + self._text(event)
         item["pieces"].append(event.text)
-        rendered = []
-        if self.logprobs:
-            rendered = _logprobs(event.logprobs)
-            item["logprobs"] += rendered
-        # Most of a stream's events are these: built as one literal, not through _open, _event and _where.
+        delta = self._delta("response.output_text.delta", event.text)
+        delta["logprobs"] = _logprobs(event.logprobs) if self.logprobs else []
+        item["logprobs"] += delta["logprobs"]
+        return [delta]
+
+    def _delta(self, kind, text):
+        """A delta event of the open item; most of a stream's events are these, so one literal (not _event, _where)."""
         self.sequence += 1
-        return [{"type": "response.output_text.delta", "sequence_number": self.sequence - 1, "item_id": item["id"],
-                 "output_index": len(self.output), "content_index": 0, "delta": event.text, "logprobs": rendered}]
+        return {"type": kind, "sequence_number": self.sequence - 1, "item_id": self.item["id"],
+                "output_index": len(self.output), "content_index": 0, "delta": text}
 
     def _event(self, kind, **fields):
         event = {"type": kind, "sequence_number": self.sequence, **fields}
