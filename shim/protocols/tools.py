@@ -34,13 +34,18 @@ def parse_tools(body):
         f.require_object(tool, where)
         f.one_of(f.get(tool, "type", str, default="function", param=f"{where}.type"), f"{where}.type", ("function",))
         function = f.get(tool, "function", dict, required=True, param=f"{where}.function")
-        tools.append(g.Tool(
-            name=f.get(function, "name", str, required=True, param=f"{where}.function.name"),
-            description=f.get(function, "description", str, default="", param=f"{where}.function.description"),
-            parameters=f.get(function, "parameters", dict, default={"type": "object", "properties": {}},
-                             param=f"{where}.function.parameters"),
-        ))
+        tools.append(declared_tool(function, f"{where}.function", "parameters"))
     return tuple(tools)
+
+
+def declared_tool(spec, where, schema_field):
+    """A Tool from an object with a name, a description and a JSON schema under schema_field (errors name where)."""
+    return g.Tool(
+        name=f.get(spec, "name", str, required=True, param=f"{where}.name"),
+        description=f.get(spec, "description", str, default="", param=f"{where}.description"),
+        parameters=f.get(spec, schema_field, dict, default={"type": "object", "properties": {}},
+                         param=f"{where}.{schema_field}"),
+    )
 
 
 def parse_tool_choice(body, tools):

@@ -11,6 +11,7 @@ from typing import Optional
 from ... import generation as g
 from ...errors import InvalidRequest, Unsupported
 from .. import fields as f
+from ..tools import declared_tool
 
 BILLING_HEADER = "x-anthropic-billing-header:"
 "Claude Code's first system block starts so; it changes on every request and would defeat prefix caching."
@@ -259,12 +260,7 @@ def parse_tools(body):
         if kind != "custom":
             raise Unsupported(f"'{where}.type': server tool {kind!r} is not supported (only client tools, "
                               "with an input_schema, are)", param=f"{where}.type")
-        tools.append(g.Tool(
-            name=f.get(tool, "name", str, required=True, param=f"{where}.name"),
-            description=f.get(tool, "description", str, default="", param=f"{where}.description"),
-            parameters=f.get(tool, "input_schema", dict, default={"type": "object", "properties": {}},
-                             param=f"{where}.input_schema"),
-        ))
+        tools.append(declared_tool(tool, where, "input_schema"))
     return tuple(tools)
 
 
