@@ -153,6 +153,8 @@ class GenerationRequest:
     "A prompt too long for the window is cut to fit (Ollama's manner: oldest turns first) rather than refused."
     extra_fields: Mapping = field(default_factory=dict)
     "Fields of an OpenAI request shim does not know (e.g. chat_template_kwargs), for an OpenAI-compatible upstream."
+    stream: bool = True
+    "Whether the client reads the answer as it is made; False lets an upstream backend ask for it whole."
 
 
 @dataclass(frozen=True)

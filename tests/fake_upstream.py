@@ -69,6 +69,49 @@ def sse(*objects, done=True, status=200):
     return Response(body, status=status, mimetype="text/event-stream")
 
 
+def openai_answer(record, *chunks):
+    """An OpenAI-compatible answer: the chunks as SSE when the request streams, else the one whole chat.completion
+    a real server sends instead (the chunks folded together)."""
+    if record.json.get("stream"):
+        return sse(*chunks)
+    return Response(json.dumps(folded(chunks)), mimetype="application/json")
+
+
+REASONING = ("reasoning_content", "reasoning")
+
+
+def folded(chunks):
+    """Chat completion chunks folded into the whole chat.completion they stream."""
+    choices, usage = {}, None
+    for chunk in chunks:
+        usage = chunk.get("usage") or usage
+        for part in chunk.get("choices") or ():
+            choice = choices.setdefault(part.get("index", 0), {"index": part.get("index", 0), "message": {},
+                                                               "finish_reason": None})
+            message = choice["message"]
+            for name, value in (part.get("delta") or {}).items():
+                if name == "tool_calls":
+                    for call in value:
+                        calls = message.setdefault("tool_calls", [])
+                        if call["index"] == len(calls):
+                            calls.append({"id": call.get("id"), "type": "function",
+                                          "function": {"name": "", "arguments": ""}})
+                        function = calls[call["index"]]["function"]
+                        for key, text in (call.get("function") or {}).items():
+                            function[key] += text
+                elif isinstance(value, str) and name != "role":
+                    if name in REASONING:  # one field in a whole answer, named as its first piece was
+                        name = next((n for n in REASONING if n in message), name)
+                    message[name] = message.get(name, "") + value
+                else:
+                    message[name] = value
+            choice["finish_reason"] = part.get("finish_reason") or choice["finish_reason"]
+    first = chunks[0] if chunks else {}
+    return {"id": first.get("id", "c"), "object": "chat.completion", "created": first.get("created", 0),
+            "model": first.get("model", "m"), "choices": [choices[i] for i in sorted(choices)],
+            **({"usage": usage} if usage else {})}
+
+
 def error_json(status, error):
     """An error answer with a JSON body {"error": error}."""
     return Response(json.dumps({"error": error}), status=status, mimetype="application/json")

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import json
 
-from ..errors import UpstreamError
+from ..errors import Cancelled, UpstreamError
 from . import upstream
-from .httpclient import Client, HTTPError
+from .httpclient import Client, HTTPError, Interrupted
 
 ERROR_TEXT_CHARS = 200
 "How much of an upstream's error text is passed on."
@@ -32,12 +32,17 @@ class HTTPBackend(upstream.UpstreamBackend):
         """The shim error (maybe Retryable) an upstream's error answer stands for."""
         return upstream.error_for_status(status, message, self.name, model)
 
-    def _open(self, endpoint, path, body, model):
-        """The streamed answer to a POST of body as JSON; an error answer raises its shim error."""
+    def _open(self, endpoint, path, body, model, cancel=None):
+        """The answer to a POST of body as JSON, its body unread; an error answer raises its shim error.
+
+        Waiting for the answer stops once cancel is set (the client went away): the upstream sees the connection close.
+        """
         try:
-            response = self.client.request("POST", endpoint.url + path, body)
+            response = self.client.request("POST", endpoint.url + path, body, cancel=cancel)
         except HTTPError as err:
             raise upstream.unreachable(self.name, err) from err
+        except Interrupted:
+            raise Cancelled(f"the client went away while {self.name} was working on the answer") from None
         if response.status >= 300:
             raise self._refusal(response, model)
         return response

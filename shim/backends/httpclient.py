@@ -19,6 +19,8 @@ MAX_IDLE = 1024
 IDLE_SECONDS = 60.0
 "An idle connection older than this is closed rather than reused: many servers have dropped it by then."
 NO_BODY = (204, 304)
+CANCEL_LOOK_SECONDS = 0.25
+"How often a request waiting for its answer's head looks at its cancel flag."
 
 
 class HTTPError(OSError):
@@ -37,6 +39,10 @@ class _ClosedEarly(HTTPError):
     """The connection closed before the first byte of an answer."""
 
 
+class Interrupted(Exception):
+    """The caller's cancel flag was set while it waited for an answer; its connection is closed."""
+
+
 class Client:
     """Sends requests over kept-alive connections, one pool of idle ones per host."""
 
@@ -53,29 +59,37 @@ class Client:
         self._tls = None
         _CLIENTS.add(self)
 
-    def request(self, method, url, body=None, content_type="application/json"):
-        """The answer to method url (a body of bytes, or of JSON when not bytes), its head read, its body not."""
+    def request(self, method, url, body=None, content_type="application/json", cancel=None):
+        """The answer to method url (a body of bytes, or of JSON when not bytes), its head read, its body not.
+
+        With a cancel flag (anything with is_set()), waiting for the head stops with Interrupted once it is set.
+        """
         target = self._targets.get((method, url)) or self._target(method, url)
         if body is not None and not isinstance(body, bytes):
             body = json.dumps(body, allow_nan=False).encode()
         head = target.line + target.head
         if body is not None:
             head += b"Content-Type: %s\r\nContent-Length: %d\r\n" % (content_type.encode(), len(body))
-        return self._exchange(target, method, head + b"\r\n" + (body or b""))
+        return self._exchange(target, method, head + b"\r\n" + (body or b""), cancel)
 
-    def send(self, method, url, headers, body=b""):
+    def send(self, method, url, headers, body=b"", cancel=None):
         """The answer to method url with exactly these headers ((name, value) bytes, Host among them) and body."""
         target = self._targets.get((method, url)) or self._target(method, url)
         head = b"".join([target.line, *(b"%s: %s\r\n" % pair for pair in headers), b"\r\n"])
-        return self._exchange(target, method, head + body)
+        return self._exchange(target, method, head + body, cancel)
 
-    def _exchange(self, target, method, data):
+    def _exchange(self, target, method, data, cancel=None):
         """Send data (a whole request) over a pooled connection and read the answer's head."""
         for attempt in (0, 1):
             conn, reused = self._checkout(target)
             try:
                 conn.sock.sendall(data)
+                if cancel is not None:
+                    _wait_for_answer(conn, cancel, self.read_timeout)
                 return Response(self, conn, method, *_read_head(conn))
+            except Interrupted:
+                conn.close()  # the upstream sees the request's connection close, and stops working on it
+                raise
             except _ClosedEarly:
                 conn.close()
                 if reused and not attempt:  # the server dropped an idle connection: it never saw this request
@@ -198,6 +212,27 @@ class Connection:
             self.sock.close()
         except OSError:
             pass
+
+
+def _wait_for_answer(conn, cancel, timeout):
+    """Wait until the answer's first bytes arrive, looking at cancel every CANCEL_LOOK_SECONDS."""
+    deadline = time.monotonic() + timeout
+    conn.sock.settimeout(min(CANCEL_LOOK_SECONDS, timeout))
+    try:
+        while not conn.buf:
+            try:
+                data = conn.sock.recv(READ_SIZE)
+            except TimeoutError:
+                if cancel.is_set():
+                    raise Interrupted("cancelled while waiting for the answer") from None
+                if time.monotonic() >= deadline:
+                    raise
+                continue
+            if not data:
+                raise _ClosedEarly("the connection closed before an answer")
+            conn.buf = data
+    finally:
+        conn.sock.settimeout(timeout)
 
 
 def _read_head(conn):

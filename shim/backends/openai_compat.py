@@ -23,31 +23,43 @@ class OpenAICompatBackend(HTTPBackend):
         self.unknown_fields = config.unknown_fields
 
     def generate(self, request, cancel):
-        """Yield Accepted, then the upstream's deltas as they arrive, then the Finish events."""
+        """Yield Accepted, then the upstream's deltas as they arrive (or its whole answer's), then the Finish events."""
         # A raw prompt goes to /completions, which takes no reasoning_effort; a chat takes no suffix.
         upstream.refuse(request, self.name, "context", *(("think",) if request.raw else ("suffix",)))
         path, body = protocol.upstream_request(self._with_unknown_fields(request))
         started = time.perf_counter_ns()
-        endpoint, response = upstream.with_failover(self.pool, lambda e: self._open(e, path, body, request.model))
+        endpoint, response = upstream.with_failover(self.pool,
+                                                    lambda e: self._open(e, path, body, request.model, cancel))
         with self.pool.use(endpoint), response:
             yield g.Accepted()
-            reader = protocol.UpstreamReader()
-            first, complete = None, False
-            for data in parse_sse(self._lines(response)):
+            reader = protocol.UpstreamReader(whole=not request.stream)
+            if request.stream:
+                first = yield from self._streamed(reader, response, cancel)
                 if cancel.is_set():
                     return
-                if data.strip() == "[DONE]":
-                    complete = True
-                    release(response)
-                    break
-                for event in self._read(reader, data):
-                    first = first or time.perf_counter_ns()
-                    yield event
-            if not complete and not reader.reasons:
-                raise UpstreamError(f"{self.name} ended its answer without finishing it (no [DONE], no finish_reason)")
+            else:  # asked whole: one answer to read; when its first token came is not known, so none is prefill
+                first = started
+                yield from self._read(reader, self._json(response), protocol.whole_as_chunk)
             now = time.perf_counter_ns()
             first = first or now
             yield from reader.end(g.Timings(now - started, 0, first - started, now - first))
+
+    def _streamed(self, reader, response, cancel):
+        """Yield the events of an upstream's stream as they arrive; returns when the first one came."""
+        first, complete = None, False
+        for data in parse_sse(self._lines(response)):
+            if cancel.is_set():
+                return first
+            if data.strip() == "[DONE]":
+                complete = True
+                release(response)
+                break
+            for event in self._read(reader, self._json_event(data)):
+                first = first or time.perf_counter_ns()
+                yield event
+        if not complete and not reader.reasons:
+            raise UpstreamError(f"{self.name} ended its answer without finishing it (no [DONE], no finish_reason)")
+        return first
 
     def _with_unknown_fields(self, request):
         """The request with the fields shim does not know kept, dropped or refused, as the backend is set up."""
@@ -88,10 +100,10 @@ class OpenAICompatBackend(HTTPBackend):
         with self._open(endpoint, path, {**body}, model) as response:
             return self._json(response)
 
-    def _read(self, reader, data):
-        chunk = self._json_event(data)
+    def _read(self, reader, chunk, shaped=lambda chunk: chunk):
+        """The events of one upstream chunk (of a whole answer, given `shaped` = whole_as_chunk)."""
         try:
-            return reader.events(chunk)
+            return reader.events(shaped(chunk))
         except (ValueError, KeyError, TypeError, AttributeError) as err:
             raise UpstreamError(f"{self.name} sent an error or an unreadable event: {self.scrub(err)}") from err
 

@@ -16,7 +16,8 @@ import pytest
 import requests
 
 from harness.servers import npm_cli, running_shim
-from tests.fake_upstream import FakeUpstream, sse
+from tests import fake_upstream
+from tests.fake_upstream import FakeUpstream
 
 KEY = "anthropic-e2e-key"
 MODELS = ("smollm2:135m", "via-ollama", "via-openai", "via-anthropic")
@@ -241,7 +242,8 @@ def openai_answer(record):
                 "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
     usage = {"id": "c", "object": "chat.completion.chunk", "created": 1, "model": model, "choices": [],
              "usage": {"prompt_tokens": 20000, "completion_tokens": 7, "total_tokens": 20007}}
-    return sse(chunk({"role": "assistant", "content": CLAUDE_ANSWER}), chunk({}, "stop"), usage)
+    return fake_upstream.openai_answer(record, chunk({"role": "assistant", "content": CLAUDE_ANSWER}), chunk({}, "stop"),
+                                      usage)
 
 
 def run_claude(claude_cli, url, model, tmp_path):

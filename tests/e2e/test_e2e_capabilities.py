@@ -11,7 +11,7 @@ import requests
 from werkzeug.wrappers import Response
 
 from harness.servers import running_shim
-from tests.fake_upstream import FakeUpstream, sse
+from tests.fake_upstream import FakeUpstream, openai_answer
 
 MODELS = {"object": "list", "data": [{"id": "meta/llama", "object": "model", "created": 1, "owned_by": "vllm",
                                       "max_model_len": 32768},
@@ -70,7 +70,7 @@ target = "smollm2:135m"
 def vllm(record):
     if record.method == "GET":
         return Response(json.dumps(MODELS), mimetype="application/json")
-    return sse(ANSWER)
+    return openai_answer(record, ANSWER)
 
 
 @pytest.fixture(scope="module")

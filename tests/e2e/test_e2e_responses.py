@@ -15,7 +15,7 @@ import requests
 from werkzeug.wrappers import Response
 
 from harness.servers import npm_cli, running_shim
-from tests.fake_upstream import FakeUpstream, sse
+from tests.fake_upstream import FakeUpstream, openai_answer
 
 ANSWER = "Shim relayed this answer from the fake upstream."
 CONFIG = """
@@ -44,9 +44,10 @@ def upstream_answer(record):
     if "get_weather" in offered and not answered:
         call = {"index": 0, "id": "call_w", "type": "function",
                 "function": {"name": "get_weather", "arguments": '{"city": "Oslo"}'}}
-        return sse(_chunk({"role": "assistant", "tool_calls": [call]}), _chunk({}, "tool_calls"), usage)
+        return openai_answer(record, _chunk({"role": "assistant", "tool_calls": [call]}), _chunk({}, "tool_calls"),
+                             usage)
     text = "It is sunny in Oslo." if answered else ANSWER
-    return sse(_chunk({"role": "assistant", "content": text}), _chunk({}, "stop"), usage)
+    return openai_answer(record, _chunk({"role": "assistant", "content": text}), _chunk({}, "stop"), usage)
 
 
 @pytest.fixture(scope="module")

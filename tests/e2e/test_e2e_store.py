@@ -14,7 +14,7 @@ import requests
 
 from harness.servers import free_port, running_shim
 from shim import store as store_pkg
-from tests.fake_upstream import FakeUpstream, sse
+from tests.fake_upstream import FakeUpstream, openai_answer
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("shim.api.responses") is None,
                                 reason="the /v1/responses endpoints are not on this branch")
@@ -33,9 +33,9 @@ def echo(record):
     said = [m["content"] if isinstance(m["content"], str) else "".join(p.get("text", "") for p in m["content"])
             for m in record.json["messages"] if m["role"] == "user"]
     chunk = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 0, "model": "echo"}
-    return sse({**chunk, "choices": [{"index": 0, "delta": {"role": "assistant", "content": " | ".join(said)}}]},
-               {**chunk, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}],
-                "usage": {"prompt_tokens": 3, "completion_tokens": 3, "total_tokens": 6}})
+    return openai_answer(record, {**chunk, "choices": [{"index": 0, "delta": {"role": "assistant", "content": " | ".join(said)}}]},
+                         {**chunk, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}],
+                          "usage": {"prompt_tokens": 3, "completion_tokens": 3, "total_tokens": 6}})
 
 
 @pytest.fixture(scope="module")

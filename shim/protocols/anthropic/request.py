@@ -33,13 +33,14 @@ class Call:
 
 def parse_messages(body) -> Call:
     """Parse a /v1/messages body; unknown fields are ignored, as Claude Code depends on."""
-    request = parse_count_tokens(body, max_tokens=_max_tokens(body))
+    stream = f.get(body, "stream", bool, default=False)
+    request = parse_count_tokens(body, max_tokens=_max_tokens(body), stream=stream)
     metadata = f.get(body, "metadata", dict, default={})
-    return Call(request, stream=f.get(body, "stream", bool, default=False),
+    return Call(request, stream=stream,
                 user_id=f.get(metadata, "user_id", str, param="metadata.user_id"))
 
 
-def parse_count_tokens(body, max_tokens=None) -> g.GenerationRequest:
+def parse_count_tokens(body, max_tokens=None, stream=True) -> g.GenerationRequest:
     """Parse a /v1/messages/count_tokens body (a messages body without max_tokens)."""
     f.require_object(body)
     if body.get("mcp_servers"):
@@ -65,6 +66,7 @@ def parse_count_tokens(body, max_tokens=None) -> g.GenerationRequest:
         parallel_tool_calls=parallel,
         response_format=_response_format(body),
         think=parse_thinking(body),
+        stream=stream,
     )
 
 

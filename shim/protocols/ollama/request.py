@@ -48,7 +48,7 @@ def parse_generate(body) -> Call:
         messages=None,
         **_common(body, images=_images(body.get("images"), "images")),
     )
-    return Call(request, stream=f.get(body, "stream", bool, default=True), load_only=not prompt and not context)
+    return Call(request, stream=request.stream, load_only=not prompt and not context)
 
 
 def parse_chat(body) -> Call:
@@ -64,7 +64,7 @@ def parse_chat(body) -> Call:
         tool_choice=tool_fields.parse_tool_choice(body, tools),
         **_common(body),
     )
-    return Call(request, stream=f.get(body, "stream", bool, default=True), load_only=not parsed)
+    return Call(request, stream=request.stream, load_only=not parsed)
 
 
 def parse_embed(body):
@@ -145,6 +145,7 @@ def _common(body, images=()):
         think=opts.parse_think({"think": body.get("think")}),
         keep_alive=opts.parse_keep_alive(body.get("keep_alive")),
         backend_options=options.raw,
+        stream=f.get(body, "stream", bool, default=True),
     )
     if images:
         request["images"] = images

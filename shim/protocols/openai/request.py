@@ -55,6 +55,7 @@ def parse_chat(body) -> Call:
     if not messages:
         raise InvalidRequest("'messages' must hold at least one message", param="messages")
     tools = tool_fields.parse_tools(body)
+    flags = _stream_flags(body)
     request = g.GenerationRequest(
         model=_model(body),
         messages=name_tool_results(tuple(_parse_message(m, i) for i, m in enumerate(messages))),
@@ -65,9 +66,10 @@ def parse_chat(body) -> Call:
         logprobs=f.get(body, "logprobs", bool, default=False),
         top_logprobs=_top_logprobs(body),
         extra_fields=_unknown(body, CHAT_FIELDS),
+        stream=flags["stream"],
         **_common(body, max_names=("max_completion_tokens", "max_tokens")),
     )
-    return Call(request, **_stream_flags(body))
+    return Call(request, **flags)
 
 
 def parse_completion(body) -> Call:
@@ -87,6 +89,7 @@ def parse_completion(body) -> Call:
     if logprobs is not None and body.get("echo") is True:
         raise Unsupported("'echo' with 'logprobs' is not supported: shim does not compute the prompt tokens' "
                           "log probabilities", param="echo")
+    flags = _stream_flags(body)
     request = g.GenerationRequest(
         model=_model(body),
         prompt=prompt,
@@ -95,9 +98,10 @@ def parse_completion(body) -> Call:
         logprobs=logprobs is not None,
         top_logprobs=logprobs or 0,
         extra_fields=_unknown(body, COMPLETION_FIELDS),
+        stream=flags["stream"],
         **_common(body, max_names=("max_tokens",), default_max=16),
     )
-    return Call(request, echo=f.get(body, "echo", bool, default=False), **_stream_flags(body))
+    return Call(request, echo=f.get(body, "echo", bool, default=False), **flags)
 
 
 def parse_embeddings(body):

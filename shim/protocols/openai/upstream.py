@@ -10,11 +10,13 @@ from .. import tools as tool_fields
 
 
 def upstream_request(request):
-    """(path, body) of the streaming request that asks an OpenAI-compatible server for this generation.
+    """(path, body) of the request that asks an OpenAI-compatible server for this generation (streamed or whole).
 
     Fields the client sent that shim does not know go first, as they are; every field shim sets wins over them.
     """
-    body = {**request.extra_fields, "model": request.model, "stream": True, "stream_options": {"include_usage": True}}
+    body = {**request.extra_fields, "model": request.model, "stream": request.stream}
+    if request.stream:
+        body["stream_options"] = {"include_usage": True}
     s = request.sampling
     for name, value in (("temperature", s.temperature), ("top_p", s.top_p), ("seed", s.seed),
                         ("presence_penalty", s.presence_penalty), ("frequency_penalty", s.frequency_penalty),
@@ -103,7 +105,9 @@ class UpstreamReader:
     ToolCallDelta follows once the upstream has moved on to another call or to text, or at the end.
     """
 
-    def __init__(self):
+    def __init__(self, whole=False):
+        self.whole = whole
+        "Reading one whole answer: its pieces are not tokens, so only the upstream's usage counts tokens."
         self.calls = {}
         "Per choice: the calls in the order they began, each {id, name, args, sent, done}."
         self.reasons = {}
@@ -189,11 +193,12 @@ class UpstreamReader:
     def end(self, timings):
         """The tool calls still open and the Finish of each choice, once the stream is over."""
         usage = self.usage or {}
+        pieces, reasoning_pieces = (0, 0) if self.whole else (self.pieces, self.reasoning_pieces)
         prompt = usage.get("prompt_tokens", 0)
-        completion = usage.get("completion_tokens", self.pieces + self.reasoning_pieces)
+        completion = usage.get("completion_tokens", pieces + reasoning_pieces)
         cached = (usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0
         # Not every upstream counts reasoning tokens (vLLM does not): then its reasoning chunks, a token each, are.
-        reasoning = (usage.get("completion_tokens_details") or {}).get("reasoning_tokens") or self.reasoning_pieces
+        reasoning = (usage.get("completion_tokens_details") or {}).get("reasoning_tokens") or reasoning_pieces
         events: list[g.Event] = []
         indexes = sorted(set(self.reasons) | set(self.calls)) or [0]
         for index in indexes:
@@ -205,6 +210,24 @@ class UpstreamReader:
                                    timings,
                                    stop_sequence=self.stop_sequences.get(index)))
         return events
+
+
+def whole_as_chunk(answer):
+    """An upstream's whole answer (a chat or text completion) in the shape of one stream chunk, for UpstreamReader."""
+    if not isinstance(answer, dict):
+        raise ValueError("the answer is not a JSON object")
+    choices = []
+    for choice in answer.get("choices") or ():
+        if not isinstance(choice, dict):
+            raise ValueError("a choice is not a JSON object")
+        piece = {name: choice[name] for name in ("index", "text", "logprobs", "finish_reason", "stop_reason")
+                 if name in choice}
+        if "message" in choice:
+            message = choice["message"] or {}
+            piece["delta"] = {**message, "tool_calls": [{**call, "index": position} for position, call
+                                                        in enumerate(message.get("tool_calls") or ())]}
+        choices.append(piece)
+    return {**answer, "choices": choices}
 
 
 def _reasoning(delta):

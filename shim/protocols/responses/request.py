@@ -78,6 +78,7 @@ def parse_request(body, history=()) -> Call:
     items = with_ids(_input_items(body))
     include = f.get(body, "include", list, default=[])
     top_logprobs = f.in_range(f.get(body, "top_logprobs", int), "top_logprobs", 0, 20) or 0
+    stream = f.get(body, "stream", bool, default=False)
     request = g.GenerationRequest(
         model=model,
         messages=to_messages(tuple(history) + items, f.get(body, "instructions", str), custom),
@@ -91,8 +92,9 @@ def parse_request(body, history=()) -> Call:
         logprobs=LOGPROBS_INCLUDE in include or bool(top_logprobs),
         top_logprobs=top_logprobs,
         think=_reasoning(body),
+        stream=stream,
     )
-    return Call(request, stream=f.get(body, "stream", bool, default=False),
+    return Call(request, stream=stream,
                 store=f.get(body, "store", bool, default=True), input_items=items, custom_tools=custom,
                 namespaces=_namespaces(body),
                 logprobs=request.logprobs, echo=_echo(body))
