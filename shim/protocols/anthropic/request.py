@@ -33,6 +33,7 @@ class Call:
 
 def parse_messages(body) -> Call:
     """Parse a /v1/messages body; unknown fields are ignored, as Claude Code depends on."""
+    f.require_object(body)
     stream = f.get(body, "stream", bool, default=False)
     request = parse_count_tokens(body, max_tokens=_max_tokens(body), stream=stream)
     metadata = f.get(body, "metadata", dict, default={})
