@@ -3,8 +3,10 @@ import logging
 from types import SimpleNamespace
 
 from flask import Flask, request
+from flask.json.provider import DefaultJSONProvider
 from werkzeug.exceptions import HTTPException
 
+from . import streaming
 from .admission import Admission
 from .api import anthropic as anthropic_api
 from .api import common
@@ -18,15 +20,28 @@ from .store import open_store
 from .threads import configure_pool
 
 
+class JSONProvider(DefaultJSONProvider):
+    """Flask's JSON with shim's encoder, made once (Flask's json.dumps builds a new encoder for every answer)."""
+
+    ensure_ascii = False
+    sort_keys = False
+    compact = True
+
+    def dumps(self, obj, **kwargs):
+        """Compact JSON text of obj; a type only Flask's own encoder knows (dates, dataclasses) goes to it."""
+        try:
+            return streaming.dumps(obj)
+        except TypeError:
+            return super().dumps(obj, **kwargs)
+
+
 def create_app(settings=None, router=None):
     """The WSGI app; settings default to the environment's, router to the one the settings describe."""
     settings = settings or Settings.load()
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     configure_pool(settings.thread_pool_size)
     app = Flask(__name__)
-    app.json.ensure_ascii = False
-    app.json.sort_keys = False
-    app.json.compact = True
+    app.json = JSONProvider(app)
     router = router or build_router(settings)
     if settings.preload:
         for backend in router.backends.values():

@@ -1,4 +1,5 @@
 """The HTTP layer over the fake backend: framing, shapes and error paths of both protocols."""
+import datetime
 import json
 
 import pytest
@@ -30,6 +31,18 @@ def test_chat_completion_json(client, fake):
     assert body["usage"] == {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5,
                            "prompt_tokens_details": {"cached_tokens": 0}}
     assert fake.history[0].messages[0].content == "hi"
+
+
+def test_whole_answers_are_compact_json_in_the_fields_order_with_line_breakers_escaped(client, fake):
+    fake.say("a\u2028b", " é")
+    raw = client.post("/v1/chat/completions", json=CHAT).get_data()
+    assert raw.startswith(b'{"id":"chatcmpl-') and b'"content":"a\\u2028b \xc3\xa9"' in raw
+    assert json.loads(raw)["choices"][0]["message"]["content"] == "a\u2028b é"
+
+
+def test_the_json_provider_hands_types_only_flask_knows_to_flask(client):
+    provider = client.application.json
+    assert json.loads(provider.dumps({"when": datetime.date(2026, 1, 2)})) == {"when": "Fri, 02 Jan 2026 00:00:00 GMT"}
 
 
 def test_chat_completion_alias_resolves_and_echoes_requested_name(client, fake):
