@@ -1,6 +1,9 @@
 """Against real gunicorn and the real model: hostile stop lists and embedding floods get a 4xx naming the limit, and
 the normal request beside them is unharmed."""
+import json
 import re
+import socket
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -173,3 +176,53 @@ def test_a_client_that_hangs_up_while_waiting_its_turn_never_runs(server):
     wait_for_cancel(server, before + 1)
     cancelled = [tuple(map(int, found)) for found in CANCELLED.findall(server.log_text())[before:]]
     assert cancelled[0] == (0, 50) and cancelled[1][1] == 400 and cancelled[1][0] < 400
+
+
+class SilentUpstream:
+    """An upstream that reads each request and never answers: records what it was asked and when each asker left."""
+
+    def __init__(self):
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+        self.asked, self.left = [], []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._hold, args=(conn,), daemon=True).start()
+
+    def _hold(self, conn):
+        data = b""
+        while b"\r\n\r\n" not in data:
+            data += conn.recv(65536)
+        head, _, body = data.partition(b"\r\n\r\n")
+        length = int(re.search(rb"(?i)content-length: *(\d+)", head).group(1))
+        while len(body) < length:
+            body += conn.recv(65536)
+        self.asked.append((head.split(b" ")[1].decode(), json.loads(body), time.monotonic()))
+        while conn.recv(65536):  # until the asker closes the connection
+            pass
+        self.left.append(time.monotonic())
+        conn.close()
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
+@pytest.mark.parametrize("kind", ["openai"])
+def test_a_client_that_hangs_up_while_the_upstream_works_closes_the_upstream_connection(kind, stream):
+    silent = SilentUpstream()
+    url = silent.url + ("/v1" if kind == "openai" else "")
+    config = f'embedded_model = false\n[backends.up]\ntype = "{kind}"\nurl = "{url}"\nmodels = ["slow"]\n'
+    with running_shim(config) as front:
+        with pytest.raises(requests.ReadTimeout):
+            requests.post(front + "/v1/chat/completions", timeout=(5, 0.5),
+                          json={"model": "slow", "messages": HI, "stream": stream})
+        deadline = time.monotonic() + 10
+        while not silent.left and time.monotonic() < deadline:
+            time.sleep(0.05)
+    assert len(silent.asked) == 1 and silent.asked[0][1]["stream"] is stream
+    # The client left 0.5 s after asking; shim looks for it every 0.25 s and then closes the upstream connection.
+    assert silent.left and silent.left[0] - silent.asked[0][2] < 2.0
