@@ -74,7 +74,7 @@ class OpenAICompatBackend(HTTPBackend):
     def relay_responses(self, body, cancel):
         """The upstream's own /responses answer: its stream's events one by one, or its one whole Response."""
         endpoint, response = upstream.with_failover(self.pool, lambda e: self._open(e, "/responses", body,
-                                                                                    body.get("model")))
+                                                                                    body.get("model"), cancel))
         with self.pool.use(endpoint), response:
             if not body.get("stream"):
                 yield self._json(response)
