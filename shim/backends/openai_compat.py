@@ -32,14 +32,14 @@ class OpenAICompatBackend(HTTPBackend):
                                                     lambda e: self._open(e, path, body, request.model, cancel))
         with self.pool.use(endpoint), response:
             yield g.Accepted()
-            reader = protocol.UpstreamReader(whole=not request.stream)
+            reader = protocol.UpstreamReader()
             if request.stream:
                 first = yield from self._streamed(reader, response, cancel)
                 if cancel.is_set():
                     return
             else:  # asked whole: one answer to read; when its first token came is not known, so none is prefill
                 first = started
-                yield from self._read(reader, self._json(response), protocol.whole_as_chunk)
+                yield from self._read(reader.answer, self._json(response))
             now = time.perf_counter_ns()
             first = first or now
             yield from reader.end(g.Timings(now - started, 0, first - started, now - first))
@@ -54,7 +54,7 @@ class OpenAICompatBackend(HTTPBackend):
                 complete = True
                 release(response)
                 break
-            for event in self._read(reader, self._json_event(data)):
+            for event in self._read(reader.events, self._json_event(data)):
                 first = first or time.perf_counter_ns()
                 yield event
         if not complete and not reader.reasons:
@@ -100,10 +100,10 @@ class OpenAICompatBackend(HTTPBackend):
         with self._open(endpoint, path, {**body}, model) as response:
             return self._json(response)
 
-    def _read(self, reader, chunk, shaped=lambda chunk: chunk):
-        """The events of one upstream chunk (of a whole answer, given `shaped` = whole_as_chunk)."""
+    def _read(self, read, data):
+        """The events read(data) finds in an upstream chunk or whole answer; what it cannot read is an upstream error."""
         try:
-            return reader.events(shaped(chunk))
+            return read(data)
         except (ValueError, KeyError, TypeError, AttributeError) as err:
             raise UpstreamError(f"{self.name} sent an error or an unreadable event: {self.scrub(err)}") from err
 

@@ -105,9 +105,9 @@ class UpstreamReader:
     ToolCallDelta follows once the upstream has moved on to another call or to text, or at the end.
     """
 
-    def __init__(self, whole=False):
-        self.whole = whole
-        "Reading one whole answer: its pieces are not tokens, so only the upstream's usage counts tokens."
+    def __init__(self):
+        self.whole = False
+        "Whether it read one whole answer, whose pieces are not tokens: then only the upstream's usage counts them."
         self.calls = {}
         "Per choice: the calls in the order they began, each {id, name, args, sent, done}."
         self.reasons = {}
@@ -149,6 +149,11 @@ class UpstreamReader:
             if isinstance(choice.get("stop_reason"), str):  # vLLM: the stop string that matched (a token id is not)
                 self.stop_sequences[index] = choice["stop_reason"]
         return events
+
+    def answer(self, whole):
+        """The events of one whole (non-streaming) answer, a chat or a text completion."""
+        self.whole = True
+        return self.events(whole_as_chunk(whole))
 
     def _add_call(self, index, call):
         """The events of one tool-call piece: earlier calls closed, then the arguments not yet passed on."""
