@@ -12,6 +12,10 @@ CANCEL: contextvars.ContextVar = contextvars.ContextVar("shim_transport_cancel",
 "The cancel flag of the generation sending requests from this greenlet or thread, if any (see cancelled_by)."
 
 
+class BrokenOff(httpx.ReadError):
+    """The connection failed in the middle of an answer's body: the upstream was reached, and broke off its answer."""
+
+
 @contextlib.contextmanager
 def cancelled_by(cancel):
     """Requests sent meanwhile from this greenlet or thread stop waiting for their answer once cancel is set.
@@ -58,7 +62,7 @@ class _Body(httpx.SyncByteStream):
         try:
             yield from self.answer.pieces()
         except HTTPError as err:
-            raise _httpx_error(err, self.request) from err
+            raise BrokenOff(str(err), request=self.request) from err
 
     def close(self):
         """Done with the answer."""

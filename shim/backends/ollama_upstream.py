@@ -14,7 +14,7 @@ from ..errors import Cancelled, ShimError, UpstreamError
 from ..protocols import ollama as protocol
 from . import toolcalls, upstream
 from .httpclient import Client, Interrupted
-from .httpx_transport import Transport, cancelled_by
+from .httpx_transport import BrokenOff, Transport, cancelled_by
 
 log = logging.getLogger("shim.ollama_upstream")
 _STREAM_ERRORS = (httpx.HTTPError, ollama.ResponseError, ValueError, KeyError, TypeError)
@@ -141,6 +141,8 @@ class OllamaBackend(upstream.UpstreamBackend):
         """The shim error for a failed call, every upstream-originated text in it scrubbed of credentials."""
         if isinstance(err, ollama.ResponseError):
             return upstream.error_for_status(err.status_code, self.scrub(err.error), self.name, model)
+        if isinstance(err, BrokenOff):
+            return UpstreamError(f"{self.name} broke off its answer: {self._describe(err)}")
         if isinstance(err, (ConnectionError, httpx.TransportError)):
             return upstream.unreachable(self.name, err)
         return UpstreamError(f"{self.name} sent an answer shim cannot read: {self._describe(err)}")

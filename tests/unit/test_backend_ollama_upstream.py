@@ -369,6 +369,13 @@ def test_a_whole_answer_that_is_an_error_or_unreadable_is_an_upstream_error(up, 
     assert err.value.status == 502 and message in err.value.message
 
 
+def test_a_whole_answer_broken_off_is_an_upstream_error_not_an_unreachable_upstream(up):
+    up.handler = lambda r: dying(r, [b'{"model": "m", "message": {"role": "assis'], "application/json")
+    with pytest.raises(UpstreamError) as err:
+        run(make_backend(up), chat(stream=False))
+    assert err.value.status == 502 and "broke off its answer" in err.value.message
+
+
 @pytest.fixture
 def stalling():
     """A fake Ollama that answers /api/chat only after 5 s (a long prefill), and sees a client hang up."""
