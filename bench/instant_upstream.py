@@ -8,22 +8,24 @@ import json
 import sys
 
 TOKENS = 16
+TEXT = "".join(f" t{i}" for i in range(TOKENS))
+"The text of every answer, streamed a token a chunk or whole: the same 16 tokens either way, so both cost alike."
 CHAT = json.dumps({
     "id": "chatcmpl-instant", "object": "chat.completion", "created": 0, "model": "instant",
-    "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}],
-    "usage": {"prompt_tokens": 5, "completion_tokens": 1, "total_tokens": 6}}).encode()
+    "choices": [{"index": 0, "message": {"role": "assistant", "content": TEXT[1:]}, "finish_reason": "stop"}],
+    "usage": {"prompt_tokens": 5, "completion_tokens": TOKENS, "total_tokens": TOKENS + 5}}).encode()
 MODELS = json.dumps({"object": "list", "data": [{"id": "instant", "object": "model", "created": 0,
                                                  "owned_by": "bench"}]}).encode()
 TAGS = json.dumps({"models": [{"name": "instant", "model": "instant", "modified_at": "2026-01-01T00:00:00Z",
                                "size": 1, "digest": "0", "details": {"format": "gguf"}}]}).encode()
 OLLAMA_CHAT = json.dumps({"model": "instant", "created_at": "2026-01-01T00:00:00Z",
-                          "message": {"role": "assistant", "content": "ok"}, "done": True, "done_reason": "stop",
-                          "prompt_eval_count": 5, "eval_count": 1}).encode()
-OLLAMA_GENERATE = json.dumps({"model": "instant", "created_at": "2026-01-01T00:00:00Z", "response": "ok", "done": True,
-                              "done_reason": "stop", "prompt_eval_count": 5, "eval_count": 1}).encode()
+                          "message": {"role": "assistant", "content": TEXT}, "done": True, "done_reason": "stop",
+                          "prompt_eval_count": 5, "eval_count": TOKENS}).encode()
+OLLAMA_GENERATE = json.dumps({"model": "instant", "created_at": "2026-01-01T00:00:00Z", "response": TEXT, "done": True,
+                              "done_reason": "stop", "prompt_eval_count": 5, "eval_count": TOKENS}).encode()
 MESSAGE = json.dumps({"id": "msg_instant", "type": "message", "role": "assistant", "model": "instant",
-                      "content": [{"type": "text", "text": "ok"}], "stop_reason": "end_turn", "stop_sequence": None,
-                      "usage": {"input_tokens": 5, "output_tokens": 1}}).encode()
+                      "content": [{"type": "text", "text": TEXT}], "stop_reason": "end_turn", "stop_sequence": None,
+                      "usage": {"input_tokens": 5, "output_tokens": TOKENS}}).encode()
 
 
 def sse_chunks():

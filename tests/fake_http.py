@@ -10,9 +10,11 @@ import contextlib
 import http
 import http.client
 import json as jsonlib
+import select
 import socket
 import struct
 import threading
+import time
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
@@ -56,7 +58,8 @@ class Answer:
     end: "finish" ends the body properly; "reset" resets the connection (RST) and "close" closes it (FIN) before
     the body's end (with "length" framing, Content-Length then claims one byte more than is sent).
     hold: seconds to wait after the last piece before the end (an answer kept open after its last event).
-    stall: seconds to wait before the status line (for read timeouts). drop: close without answering.
+    stall: seconds to wait before the status line (for read timeouts); a client that hangs up meanwhile is counted in
+    its server's hang_ups and not answered. drop: close without answering.
     keep_alive: False sends `Connection: close` and closes after the answer.
     """
 
@@ -98,6 +101,8 @@ class Server:
         self.calls = []
         self.connections = 0
         "How many connections it has accepted."
+        self.hang_ups = 0
+        "How many clients closed their connection while it stalled before answering them."
         self._registrations = []
         self._lock = threading.Condition()
         self._open = {}
@@ -120,6 +125,11 @@ class Server:
         for conn in idle:
             with contextlib.suppress(OSError):
                 conn.shutdown(socket.SHUT_RDWR)
+
+    def hung_up(self, count=1, timeout=5.0):
+        """Whether count clients have hung up on a stall (see Answer.stall), waiting up to timeout seconds."""
+        with self._lock:
+            return self._lock.wait_for(lambda: self.hang_ups >= count, timeout)
 
     def close(self):
         """Stop listening and end every connection, cutting short any pause."""
@@ -189,7 +199,7 @@ class Server:
 
     def _answer(self, conn, answer, keep_alive):
         """Send the answer; whether the connection may carry another request."""
-        if self._pause(answer.stall):
+        if answer.stall and self._stall(conn, answer.stall):
             return False
         data = [p for p in answer.pieces if isinstance(p, bytes)]
         keep_alive = keep_alive and answer.framing != "close" and answer.end == "finish"
@@ -216,6 +226,22 @@ class Server:
         if not keep_alive:
             conn.shutdown(socket.SHUT_WR)
         return keep_alive
+
+    def _stall(self, conn, seconds):
+        """Wait seconds before answering; True if the client hung up (counted) or the server closed meanwhile."""
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            readable = select.select([conn], [], [], min(left, 0.01))[0]
+            if self._stopping.is_set():
+                return True
+            if readable and not _peek(conn):
+                with self._lock:
+                    self.hang_ups += 1
+                    self._lock.notify_all()
+                return True
+            if readable:  # bytes of a next request: not a hang-up, but nothing to wait for in select either
+                self._stopping.wait(0.01)
+        return False
 
     def _pause(self, what):
         """Wait `what` seconds or until the Event `what` is set; True if the server closed meanwhile."""
@@ -279,6 +305,14 @@ class FakeHTTP:
             server.close()
         for sock in self._refusing:
             sock.close()
+
+
+def _peek(conn):
+    """The next byte waiting on conn, without taking it; b"" once the client closed or reset it."""
+    try:
+        return conn.recv(1, socket.MSG_PEEK)
+    except ConnectionResetError:
+        return b""
 
 
 def _reason(status):

@@ -63,6 +63,40 @@ def ndjson(*objects, status=200):
     return Response(body, status=status, mimetype="application/x-ndjson")
 
 
+def ollama_answer(record, *parts):
+    """An Ollama answer: the parts as NDJSON when the request streams (Ollama's default when it does not say), else
+    the one whole object a real server sends instead (the parts folded together; an error part is a 500)."""
+    if (record.json or {}).get("stream", True):
+        return ndjson(*parts)
+    failed = next((p for p in parts if p.get("error")), None)
+    if failed:
+        return Response(json.dumps({"error": failed["error"]}), status=500, mimetype="application/json")
+    return Response(json.dumps(ollama_folded(parts)), mimetype="application/json")
+
+
+def ollama_folded(parts):
+    """The parts of an Ollama chat or generate stream folded into the whole answer they stream."""
+    whole: dict = {}
+    for part in parts:
+        for name, value in part.items():
+            if name == "message":
+                message = whole.setdefault("message", {})
+                for key, piece in value.items():
+                    if key == "tool_calls":
+                        message.setdefault(key, []).extend(piece)
+                    elif key in ("content", "thinking"):
+                        message[key] = message.get(key, "") + piece
+                    else:
+                        message[key] = piece
+            elif name in ("response", "thinking"):
+                whole[name] = whole.get(name, "") + value
+            elif name == "logprobs":
+                whole.setdefault(name, []).extend(value)
+            else:
+                whole[name] = value
+    return whole
+
+
 def sse(*objects, done=True, status=200):
     """A complete SSE answer, ending in [DONE] unless done is False."""
     body = "".join("data: " + json.dumps(o) + "\n\n" for o in objects) + ("data: [DONE]\n\n" if done else "")
@@ -81,14 +115,14 @@ REASONING = ("reasoning_content", "reasoning")
 
 
 def folded(chunks):
-    """Chat completion chunks folded into the whole chat.completion they stream."""
+    """Chat (or text) completion chunks folded into the whole chat.completion (or text_completion) they stream."""
     choices, usage = {}, None
     for chunk in chunks:
         usage = chunk.get("usage") or usage
         for part in chunk.get("choices") or ():
-            choice = choices.setdefault(part.get("index", 0), {"index": part.get("index", 0), "message": {},
-                                                               "finish_reason": None})
-            message = choice["message"]
+            choice = choices.setdefault(part.get("index", 0), {"index": part.get("index", 0), "finish_reason": None,
+                                                               **({"text": ""} if "text" in part else {"message": {}})})
+            message = choice.get("message", {})
             for name, value in (part.get("delta") or {}).items():
                 if name == "tool_calls":
                     for call in value:
@@ -105,9 +139,14 @@ def folded(chunks):
                     message[name] = message.get(name, "") + value
                 else:
                     message[name] = value
+            if "text" in part:  # a legacy text completion's choice
+                choice["text"] += part["text"]
+            for name, value in (part.get("logprobs") or {}).items():  # content lists, or the legacy parallel lists
+                choice.setdefault("logprobs", {}).setdefault(name, []).extend(value)
             choice["finish_reason"] = part.get("finish_reason") or choice["finish_reason"]
     first = chunks[0] if chunks else {}
-    return {"id": first.get("id", "c"), "object": "chat.completion", "created": first.get("created", 0),
+    kind = "text_completion" if any("text" in c for c in choices.values()) else "chat.completion"
+    return {"id": first.get("id", "c"), "object": kind, "created": first.get("created", 0),
             "model": first.get("model", "m"), "choices": [choices[i] for i in sorted(choices)],
             **({"usage": usage} if usage else {})}
 

@@ -1,4 +1,5 @@
 """What several test modules share: seed model names, requests and helpers over events, small fake servers."""
+import dataclasses
 import json
 import re
 import threading
@@ -49,6 +50,13 @@ def text_of(events):
 def finishes(events):
     """The Finish events among the events."""
     return [e for e in events if isinstance(e, g.Finish)]
+
+
+def read_whole(events):
+    """The choices a client reading the answer whole gets from events, timings aside (a whole answer has no first
+    token to time)."""
+    return [dataclasses.replace(c, finish=c.finish and dataclasses.replace(c.finish, timings=None))
+            for c in g.collect(events)]
 
 
 def events_of(data):

@@ -19,7 +19,8 @@ TOO_LONG = ("prompt is too long", "context window", "context length")
 
 
 class AnthropicBackend(HTTPBackend):
-    """Streams every generation from an Anthropic-compatible upstream and reads its named SSE events into events."""
+    """Streams each generation from an Anthropic-compatible upstream (reading its named SSE events into events), or
+    asks for the whole Message when the client reads the answer whole."""
 
     description = "an Anthropic-compatible server"
 
@@ -31,42 +32,42 @@ class AnthropicBackend(HTTPBackend):
         self.max_tokens_default = config.max_tokens_default
 
     def generate(self, request, cancel):
-        """Yield Accepted, then the upstream's deltas as they arrive, then the Finish."""
+        """Yield Accepted, then the upstream's deltas as they arrive (or its whole answer's), then the Finish."""
         upstream.refuse(request, self.name, "context", "suffix", "logit_bias")
         protocol.refuse_unsupported(request, self.name)
         body = protocol.request_body(request, self.max_tokens_default)
         started = time.perf_counter_ns()
         endpoint, response = upstream.with_failover(
-            self.pool, lambda e: self._open(e, "/v1/messages", body, request.model))
+            self.pool, lambda e: self._open(e, "/v1/messages", body, request.model, cancel))
         with self.pool.use(endpoint), response:
             yield g.Accepted()
             reader = protocol.StreamReader()
-            first = None
-            for event in self._events(reader, response, cancel):
-                first = first or time.perf_counter_ns()
-                yield event
-            if cancel.is_set():
-                return
+            if request.stream and not response.headers.get("content-type", "").startswith("application/json"):
+                first = yield from self._stream(reader, response, cancel)
+                if cancel.is_set():
+                    return
+            else:  # a whole Message: when its first token came is not known, so none of the time is prefill
+                first = started
+                yield from self._read(reader.message, self._json(response))
             if not reader.finished and reader.reason is None:
                 raise UpstreamError(f"{self.name} ended its answer without finishing it (no message_stop)")
             now = time.perf_counter_ns()
             first = first or now
             yield from reader.end(g.Timings(now - started, 0, first - started, now - first))
 
-    def _events(self, reader, response, cancel):
-        """The events of the answer: a stream read as it arrives, or a whole Message from an upstream that sent one."""
-        if response.headers.get("content-type", "").startswith("application/json"):
-            return self._read(reader.message, self._json(response))
-        return self._stream(reader, response, cancel)
-
     def _stream(self, reader, response, cancel):
+        """Yield the events of the upstream's stream as they arrive; returns when the first one came."""
+        first = None
         for data in parse_sse(self._lines(response)):
             if cancel.is_set():
-                return
-            yield from self._read(reader.events, self._json_event(data))
+                break
+            for event in self._read(reader.events, self._json_event(data)):
+                first = first or time.perf_counter_ns()
+                yield event
             if reader.finished:
                 release(response)
-                return
+                break
+        return first
 
     def _read(self, read, value):
         try:

@@ -1,9 +1,33 @@
 """An httpx transport over shim's HTTP/1.1 client, so the official ollama client sends through shim's own pool."""
 from __future__ import annotations
 
+import contextlib
+import contextvars
+
 import httpx
 
 from .httpclient import Client, ConnectError, HTTPError, ReadTimeout
+
+CANCEL: contextvars.ContextVar = contextvars.ContextVar("shim_transport_cancel", default=None)
+"The cancel flag of the generation sending requests from this greenlet or thread, if any (see cancelled_by)."
+
+
+class BrokenOff(httpx.ReadError):
+    """The connection failed in the middle of an answer's body: the upstream was reached, and broke off its answer."""
+
+
+@contextlib.contextmanager
+def cancelled_by(cancel):
+    """Requests sent meanwhile from this greenlet or thread stop waiting for their answer once cancel is set.
+
+    The httpx client in between cannot carry the flag: it stays in this context, which each greenlet and thread has
+    its own of. Waiting stops with httpclient.Interrupted, which httpx and the ollama client pass on untouched.
+    """
+    token = CANCEL.set(cancel)
+    try:
+        yield
+    finally:
+        CANCEL.reset(token)
 
 
 class Transport(httpx.BaseTransport):
@@ -16,7 +40,8 @@ class Transport(httpx.BaseTransport):
         """The answer to request, its body streamed."""
         # The request's body is read whole: what shim asks of Ollama is JSON (it uploads no blobs).
         try:
-            answer = self.client.send(request.method, str(request.url), request.headers.raw, request.read())
+            answer = self.client.send(request.method, str(request.url), request.headers.raw, request.read(),
+                                      cancel=CANCEL.get())
         except HTTPError as err:
             raise _httpx_error(err, request) from err
         return httpx.Response(answer.status, headers=list(answer.headers.items()), stream=_Body(answer, request),
@@ -37,7 +62,7 @@ class _Body(httpx.SyncByteStream):
         try:
             yield from self.answer.pieces()
         except HTTPError as err:
-            raise _httpx_error(err, self.request) from err
+            raise BrokenOff(str(err), request=self.request) from err
 
     def close(self):
         """Done with the answer."""

@@ -10,18 +10,19 @@ import httpx
 import ollama
 
 from .. import generation as g
-from ..errors import ShimError, UpstreamError
+from ..errors import Cancelled, ShimError, UpstreamError
 from ..protocols import ollama as protocol
 from . import toolcalls, upstream
-from .httpclient import Client
-from .httpx_transport import Transport
+from .httpclient import Client, Interrupted
+from .httpx_transport import BrokenOff, Transport, cancelled_by
 
 log = logging.getLogger("shim.ollama_upstream")
 _STREAM_ERRORS = (httpx.HTTPError, ollama.ResponseError, ValueError, KeyError, TypeError)
 
 
 class OllamaBackend(upstream.UpstreamBackend):
-    """Streams every generation from an Ollama instance, token by token."""
+    """Streams each generation from an Ollama instance token by token, or asks for it whole for a client that reads
+    it whole."""
 
     description = "an Ollama instance"
     can_manage = True
@@ -45,25 +46,28 @@ class OllamaBackend(upstream.UpstreamBackend):
             schema = toolcalls.forced_schema(request.tools, request.tool_choice)
             request = dataclasses.replace(request, response_format=g.ResponseFormat("json_schema", schema),
                                           tool_choice=g.ToolChoice("none"))
-        opened = self._open_choice(request, 0)
+        opened = self._open_choice(request, 0, cancel)
         yield g.Accepted()
         for index in range(request.n):
             if cancel.is_set():
                 return
-            events = self._stream(opened if index == 0 else self._open_choice(request, index), index, cancel)
+            events = self._stream(opened if index == 0 else self._open_choice(request, index, cancel), index, cancel,
+                                  whole=not request.stream)
             events = _as_tool_call(events, request, index) if forced else events
             # Ollama has no parallel_tool_calls: shim keeps the first call itself, as the local backend does.
             yield from (events if request.parallel_tool_calls else _first_call_only(events))
 
-    def _open_choice(self, request, index):
+    def _open_choice(self, request, index, cancel):
         """(endpoint, first part, the rest) of one choice's call, failing over before anything is read."""
         method, kwargs = protocol.upstream_call(request, seed_offset=index)
-        endpoint, (first, parts) = upstream.with_failover(self.pool, lambda e: self._open(e, method, kwargs, request))
+        endpoint, (first, parts) = upstream.with_failover(
+            self.pool, lambda e: self._open(e, method, kwargs, request, cancel))
         return endpoint, first, parts
 
-    def _stream(self, opened, index, cancel):
+    def _stream(self, opened, index, cancel, whole=False):
+        """The events of one choice's parts (a whole answer is its only part)."""
         endpoint, first, parts = opened
-        reader = protocol.UpstreamReader(index, toolcalls.new_call_id)
+        reader = protocol.UpstreamReader(index, toolcalls.new_call_id, whole)
         done = False
         with self.pool.use(endpoint):
             try:
@@ -80,12 +84,21 @@ class OllamaBackend(upstream.UpstreamBackend):
         if not done:
             raise UpstreamError(f"{self.name} ended the stream before it was done")
 
-    def _open(self, endpoint, method, kwargs, request):
-        """Start the streaming call and read its first part, so failures before any output can fail over."""
-        parts = getattr(self.clients[endpoint.url], method)(**kwargs)
+    def _open(self, endpoint, method, kwargs, request, cancel):
+        """(first part, the rest) of the call: read before any output, so failures can fail over.
+
+        Waiting for the first part stops once cancel is set (the client went away): Ollama sees the connection close,
+        and stops generating.
+        """
         try:
-            return next(parts, None), parts
-        except (ollama.ResponseError, ConnectionError, httpx.HTTPError, ValueError) as err:
+            with cancelled_by(cancel):
+                answer = getattr(self.clients[endpoint.url], method)(**kwargs)
+                if not kwargs["stream"]:
+                    return answer, _nothing_more()
+                return next(answer, None), answer
+        except Interrupted:
+            raise Cancelled(f"the client went away while {self.name} was working on the answer") from None
+        except (ollama.ResponseError, ConnectionError, httpx.HTTPError, ValueError, TypeError) as err:
             raise self._error(err, request.model) from err
 
     def load(self, name, keep_alive=None):
@@ -128,6 +141,8 @@ class OllamaBackend(upstream.UpstreamBackend):
         """The shim error for a failed call, every upstream-originated text in it scrubbed of credentials."""
         if isinstance(err, ollama.ResponseError):
             return upstream.error_for_status(err.status_code, self.scrub(err.error), self.name, model)
+        if isinstance(err, BrokenOff):
+            return UpstreamError(f"{self.name} broke off its answer: {self._describe(err)}")
         if isinstance(err, (ConnectionError, httpx.TransportError)):
             return upstream.unreachable(self.name, err)
         return UpstreamError(f"{self.name} sent an answer shim cannot read: {self._describe(err)}")
@@ -167,6 +182,11 @@ def _client(url, timeout, headers):
     transport = Transport(Client(connect_timeout=timeout.connect, read_timeout=timeout.read))
     return ollama.Client(host=upstream.without_userinfo(url), timeout=timeout, headers=headers, auth=auth,
                          transport=transport)
+
+
+def _nothing_more():
+    """The parts after a whole answer: none."""
+    yield from ()
 
 
 def _prepend(first, rest):

@@ -2,6 +2,7 @@
 requests it sends, how it reads named SSE into events, errors (scrubbed), cancellation, failover and model lists."""
 import json
 import logging
+import threading
 
 import pytest
 from werkzeug.wrappers import Response
@@ -11,12 +12,13 @@ from shim import generation as g
 from shim.backends import build_router
 from shim.backends.anthropic_upstream import AnthropicBackend
 from shim.config import BackendConfig, Settings
-from shim.errors import (BackendUnavailable, ConfigError, ContextLengthExceeded, ModelNotFound, ServerBusy, ShimError,
-                         Unsupported, UpstreamError)
+from shim.errors import (BackendUnavailable, Cancelled, ConfigError, ContextLengthExceeded, ModelNotFound, ServerBusy,
+                         ShimError, Unsupported, UpstreamError)
 from tests import fake_anthropic
+from tests.fake_http import FakeHTTP
 from tests.fake_upstream import FakeUpstream
 from tests.support import WEATHER_TOOL as WEATHER
-from tests.support import run, text_of
+from tests.support import read_whole, run, text_of
 
 KEY = "sk-ant-SECRET-0123456789abcdef"
 
@@ -100,6 +102,83 @@ def test_a_whole_message_from_an_upstream_that_does_not_stream():
     with FakeUpstream(app) as server:
         events = run(make_backend(server.url), chat("hi there"))
     assert text_of(events) == "You said: hi there" and events[-1].reason == "stop"
+
+
+@pytest.mark.parametrize("fields", [
+    {"text": "Name three colors."},
+    {"text": "one two three four", "max_tokens": 2},
+    {"text": "see you in Paris tomorrow", "stop": ("Paris",)},
+    {"text": "What is the weather in Paris?", "tools": (WEATHER,)},
+    {"text": "hello", "tools": (WEATHER,), "tool_choice": g.ToolChoice("required")},
+    {"text": "Think first.", "think": g.Think(budget_tokens=2000)},
+], ids=["text", "max-tokens", "stop-sequence", "tool-use", "forced-tool", "thinking"])
+def test_a_whole_message_reads_as_its_stream_does_and_is_asked_for_without_streaming(fake, fields):
+    backend = make_backend(fake.url)
+    streamed = run(backend, chat(**fields))
+    whole = run(backend, chat(stream=False, **fields))
+    assert read_whole(whole) == read_whole(streamed)
+    assert whole[-1].usage.completion_tokens > 0 and whole[-1].usage.cached_tokens == 2
+    assert [r.json["stream"] for r in fake.requests] == [True, False]
+    assert fake.requests[0].json == {**fake.requests[1].json, "stream": True}
+    if fields.get("think"):
+        assert read_whole(whole)[0].thinking == fake_anthropic.THINKING
+
+
+def test_a_whole_messages_time_is_all_generation(fake):
+    timings = run(make_backend(fake.url), chat(stream=False))[-1].timings
+    assert timings.prompt_eval_ns == 0 and timings.eval_ns == timings.total_ns > 0
+
+
+def _body(body):
+    return lambda record: Response(body if isinstance(body, str) else json.dumps(body), mimetype="application/json")
+
+
+@pytest.mark.parametrize("body, error, message", [
+    ({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}, ServerBusy, "Overloaded"),
+    ({"type": "error", "error": {"type": "api_error", "message": "Internal"}}, UpstreamError, "Internal"),
+    ("<html>Bad gateway</html>", UpstreamError, "not JSON"),
+    ([{"type": "message"}], UpstreamError, "not a JSON object"),
+    ({"type": "message", "content": "hi", "stop_reason": "end_turn"}, UpstreamError, "unreadable"),
+    ({"type": "message", "content": [1], "stop_reason": "end_turn"}, UpstreamError, "unreadable"),
+    ({"type": "message", "stop_reason": "end_turn"}, UpstreamError, "unreadable"),
+], ids=["overloaded-in-200", "api-error-in-200", "not-json", "not-an-object", "content-not-a-list",
+        "block-not-an-object", "no-content"])
+def test_a_whole_message_that_is_an_error_or_unreadable_is_an_upstream_error(body, error, message):
+    with FakeUpstream(_body(body)) as server, pytest.raises(error) as err:
+        run(make_backend(server.url), chat(stream=False))
+    assert 400 <= err.value.status < 500 or err.value.status in (502, 503)
+    assert message in err.value.message
+
+
+def test_a_client_that_leaves_while_the_upstream_works_on_a_whole_message_closes_its_connection():
+    with FakeHTTP() as upstream:
+        server = upstream.server()
+        upstream.add("POST", server.url + "/v1/messages", json={"type": "message", "content": []}, stall=5)
+        cancel = g.Cancel()
+        threading.Timer(0.1, cancel.set).start()
+        with pytest.raises(Cancelled):
+            run(make_backend(server.url, read_timeout=5), chat(stream=False), cancel)
+        assert server.hung_up(timeout=2), "the upstream sees the connection close, and can stop"
+
+
+def test_a_client_that_leaves_while_the_upstream_prefills_closes_the_stream_before_its_first_event():
+    with FakeHTTP() as upstream:
+        server = upstream.server()
+        upstream.add("POST", server.url + "/v1/messages", body="event: ping\ndata: {}\n\n",
+                     content_type="text/event-stream", stall=5)
+        cancel = g.Cancel()
+        threading.Timer(0.1, cancel.set).start()
+        with pytest.raises(Cancelled):
+            run(make_backend(server.url, read_timeout=5), chat(), cancel)
+        assert server.hung_up(timeout=2)
+
+
+def test_a_whole_message_is_still_bound_by_the_read_timeout():
+    with FakeHTTP() as upstream:
+        server = upstream.server()
+        upstream.add("POST", server.url + "/v1/messages", json={"type": "message", "content": []}, stall=5)
+        with pytest.raises(BackendUnavailable):
+            run(make_backend(server.url, read_timeout=0.3), chat(stream=False))
 
 
 @pytest.mark.parametrize("param, request_", [

@@ -1,27 +1,32 @@
 """OllamaBackend against a scripted Ollama on a loopback port: the exact requests the official client sends for each
 translated field, how NDJSON parts become events, forced tool calls, error mapping, failover and model lists."""
 import base64
+import dataclasses
 import json
 import logging
+import threading
 
 import pytest
 from werkzeug.wrappers import Response
 
 from harness.servers import free_port
 from shim import generation as g
+from shim.backends import toolcalls
+from shim.backends.httpx_transport import CANCEL
 from shim.backends.ollama_upstream import OllamaBackend
 from shim.backends.toolcalls import forced_schema
 from shim.config import BackendConfig
-from shim.errors import BackendUnavailable, ModelNotFound, ShimError, Unsupported, UpstreamError
+from shim.errors import BackendUnavailable, Cancelled, ModelNotFound, ShimError, Unsupported, UpstreamError
 from shim.protocols import ollama as protocol
 from shim.protocols.options import parse_think
 from shim.streaming import ndjson_line
-from tests.fake_upstream import FakeUpstream, dying, error_json, ndjson
+from tests.fake_http import FakeHTTP
+from tests.fake_upstream import FakeUpstream, dying, error_json, ndjson, ollama_answer
 from tests.fakes import choice_of
 from tests.support import HI
 from tests.support import TIME_TOOL as TIME
 from tests.support import WEATHER_TOOL as WEATHER
-from tests.support import finishes, run, text_of
+from tests.support import finishes, read_whole, run, text_of
 
 KEY = "ollama-SECRET-key-0123456789"
 STAMP = "2024-05-01T12:00:00.000000Z"
@@ -73,10 +78,10 @@ def gen_done(**fields):
             "context": [1, 2, 3], "prompt_eval_count": 4, "eval_count": 1, **fields}
 
 
-def make_backend(*servers, urls=None):
+def make_backend(*servers, urls=None, read_timeout=10.0):
     urls = urls or tuple(s.url for s in servers)
     return OllamaBackend(BackendConfig(name="oll", type="ollama", urls=urls, api_key=KEY,
-                                       headers={"X-Org": "acme"}, connect_timeout=2.0, read_timeout=10.0))
+                                       headers={"X-Org": "acme"}, connect_timeout=2.0, read_timeout=read_timeout))
 
 
 def chat(**fields):
@@ -302,6 +307,106 @@ def test_a_shim_framed_stream_with_unicode_line_separators_reads_whole(up):
     body = ndjson_line(chat_part(text)) + ndjson_line(chat_done())
     up.handler = lambda r: Response(body, mimetype="application/x-ndjson")
     assert text_of(run(make_backend(up), chat())) == text
+
+
+# ---------------------------------------------------------------- a whole answer, for a client that reads it whole
+
+LOGPROBS = [{"token": "Hi", "logprob": -0.25, "bytes": [72, 105],
+             "top_logprobs": [{"token": "Hi", "logprob": -0.25, "bytes": [72, 105]}]}]
+WHOLE_CASES = {
+    "text-counts-durations": ([chat_part("Hello"), chat_part(" you"), chat_done("length")], {}),
+    "thinking": ([chat_part("", thinking="Hmm."), chat_part("", thinking=" Yes."), chat_part("Ok"), chat_done()], {}),
+    "tool-calls": ([chat_part("", tool_calls=[{"function": {"name": "get_weather", "arguments": {"city": "Paris"}}},
+                                              {"function": {"name": "get_time", "arguments": {}}}]), chat_done()],
+                   {"tools": (WEATHER, TIME)}),
+    "logprobs": ([{**chat_part("Hi"), "logprobs": LOGPROBS}, chat_done()], {"logprobs": True, "top_logprobs": 1}),
+    "forced-tool": ([chat_part('{"name": "get_time", '), chat_part('"arguments": {}}'), chat_done()],
+                    {"tools": (WEATHER, TIME), "tool_choice": choice_of("get_time")}),
+    "generate-context": ([gen_part("Hi"), gen_part(" there"), gen_done(total_duration=9_000, eval_duration=4_000)],
+                         {"messages": None, "prompt": "p"}),
+    "two-choices": ([chat_part("a"), chat_part("b"), chat_done()], {"n": 2}),
+}
+
+
+@pytest.mark.parametrize("case", WHOLE_CASES)
+def test_a_whole_answer_reads_as_its_stream_does_and_is_asked_for_without_streaming(up, case, monkeypatch):
+    parts, fields = WHOLE_CASES[case]
+    monkeypatch.setattr(toolcalls, "new_call_id", lambda: "call_x")  # the same ids both ways
+    up.handler = lambda r: ollama_answer(r, *parts)
+    streamed = run(make_backend(up), chat(**fields))
+    whole = run(make_backend(up), chat(stream=False, **fields))
+    # A whole answer's thinking is not split into tokens: how many it took is not known (Ollama does not say).
+    expected = [dataclasses.replace(c, finish=dataclasses.replace(c.finish, usage=dataclasses.replace(
+        c.finish.usage, reasoning_tokens=0))) for c in read_whole(streamed)]
+    assert read_whole(whole) == expected
+    assert [f.timings for f in finishes(whole)] == [f.timings for f in finishes(streamed)], "Ollama's own durations"
+    assert read_whole(whole)[0].text or read_whole(whole)[0].tool_calls, "the case has content to compare"
+    sent = [r.json for r in up.requests]
+    half = len(sent) // 2
+    assert [b["stream"] for b in sent] == [True] * half + [False] * half
+    assert [{**b, "stream": False} for b in sent[:half]] == sent[half:]
+
+
+def test_a_whole_answers_thinking_counts_no_reasoning_tokens_it_cannot_know(up):
+    up.handler = lambda r: ollama_answer(r, chat_part("", thinking="Hmm."), chat_part("Ok"), chat_done())
+    assert finishes(run(make_backend(up), chat()))[0].usage.reasoning_tokens == 1
+    assert finishes(run(make_backend(up), chat(stream=False)))[0].usage.reasoning_tokens == 0
+
+
+@pytest.mark.parametrize("body, status, message", [
+    ({"error": "llama runner process has terminated"}, 500, "llama runner process has terminated"),
+    ({"error": "boom"}, 200, "boom"),
+    ("<html>Bad gateway</html>", 200, "cannot read"),
+    ([{"done": True}], 200, "cannot read"),
+    ({"model": "m", "message": "hi", "done": True}, 200, "cannot read"),
+    ({"model": "m", "message": {"role": "assistant", "content": "cut"}, "done": False}, 200, "before it was done"),
+], ids=["error-500", "error-in-200", "not-json", "not-an-object", "message-not-an-object", "not-done"])
+def test_a_whole_answer_that_is_an_error_or_unreadable_is_an_upstream_error(up, body, status, message):
+    text = body if isinstance(body, str) else json.dumps(body)
+    up.handler = lambda r: Response(text, status=status, mimetype="application/json")
+    with pytest.raises(UpstreamError) as err:
+        run(make_backend(up), chat(stream=False))
+    assert err.value.status == 502 and message in err.value.message
+
+
+def test_a_whole_answer_broken_off_is_an_upstream_error_not_an_unreachable_upstream(up):
+    up.handler = lambda r: dying(r, [b'{"model": "m", "message": {"role": "assis'], "application/json")
+    with pytest.raises(UpstreamError) as err:
+        run(make_backend(up), chat(stream=False))
+    assert err.value.status == 502 and "broke off its answer" in err.value.message
+
+
+@pytest.fixture
+def stalling():
+    """A fake Ollama that answers /api/chat only after 5 s (a long prefill), and sees a client hang up."""
+    with FakeHTTP() as upstream:
+        server = upstream.server()
+        upstream.add("POST", server.url + "/api/chat", body=json.dumps(chat_done()), content_type="application/json",
+                     stall=5)
+        yield server
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
+def test_a_client_that_leaves_while_ollama_works_closes_the_upstream_connection(stalling, stream):
+    cancel = g.Cancel()
+    threading.Timer(0.1, cancel.set).start()
+    with pytest.raises(Cancelled):
+        run(make_backend(stalling), chat(stream=stream), cancel)
+    assert stalling.hung_up(timeout=2), "Ollama sees its client go, and stops generating"
+
+
+def test_a_whole_answer_is_still_bound_by_the_read_timeout(stalling):
+    with pytest.raises(BackendUnavailable):
+        run(make_backend(stalling, read_timeout=0.3), chat(stream=False))
+
+
+def test_calls_outside_a_generation_wait_without_a_cancel_flag(stalling):
+    """The flag is the generation's own: it does not leak into the next call of the same thread."""
+    cancel = g.Cancel()
+    threading.Timer(0.1, cancel.set).start()
+    with pytest.raises(Cancelled):
+        run(make_backend(stalling), chat(stream=False), cancel)
+    assert CANCEL.get() is None
 
 
 # ---------------------------------------------------------------- forced tool calls

@@ -17,17 +17,18 @@ from shim import generation as g
 from shim.backends import upstream
 from shim.backends.openai_compat import OpenAICompatBackend
 from shim.config import BackendConfig
-from shim.errors import (BackendUnavailable, InvalidRequest, ModelNotFound, ServerBusy, ShimError, Unsupported,
-                         UpstreamError)
+from shim.errors import (BackendUnavailable, Cancelled, InvalidRequest, ModelNotFound, ServerBusy, ShimError,
+                         Unsupported, UpstreamError)
 from shim.protocols import openai as protocol
 from shim.router import Router
 from shim.streaming import parse_sse
 from tests.fake_http import GET, POST, FakeHTTP
+from tests.fake_upstream import folded
 from tests.fakes import choice_of
 from tests.support import HI
 from tests.support import TIME_TOOL as TIME
 from tests.support import WEATHER_TOOL as WEATHER
-from tests.support import finishes, run, text_of
+from tests.support import finishes, read_whole, run, text_of
 
 KEY = "sk-test-SECRET-0123456789abcdef"
 PNG = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR"
@@ -827,6 +828,110 @@ def test_an_upstream_silent_mid_stream_breaks_off_after_the_read_timeout(rsps):
         for event in make_backend(rsps, read_timeout=0.1).generate(chat(), g.Cancel()):
             events.append(event)
     assert text_of(events) == "first" and "broke off the stream" in err.value.message
+
+
+# ---------------------------------------------------------------- a whole answer, for a client that reads it whole
+
+def add_whole(mock, body, path="/chat/completions", **modes):
+    """A non-streaming answer: body as JSON unless it is already text."""
+    body = body if isinstance(body, (str, bytes)) else json.dumps(body)
+    mock.add(POST, mock.a + path, body=body, content_type="application/json", **modes)
+
+
+def reasoning_chunk(text):
+    return {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1, "model": "m",
+            "choices": [{"index": 0, "delta": {"reasoning_content": text}, "finish_reason": None}]}
+
+
+CHAT_LOGPROBS = [{"token": t, "logprob": -0.5, "bytes": list(t.encode()), "top_logprobs": [
+    {"token": t, "logprob": -0.5, "bytes": list(t.encode())}, {"token": "x", "logprob": -3.0}]} for t in ("Hi", "!")]
+LEGACY_LOGPROBS = [{"tokens": [t], "token_logprobs": [-0.25], "top_logprobs": [{t: -0.25, "z": -2.0}],
+                    "text_offset": [i]} for i, t in enumerate(("a", "b"))]
+WHOLE_CASES = {
+    "text-usage": ([chunk("Hello", role="assistant"), chunk(" there"), chunk(finish="stop"), usage_chunk(12, 2)], {}),
+    "tool-calls": ([chunk(role="assistant", tool_calls=[{"index": 0, "id": "call_abc", "type": "function",
+                                                         "function": {"name": "get_weather", "arguments": ""}}]),
+                    chunk(tool_calls=[{"index": 0, "function": {"arguments": '{"city": "Paris"}'}}]),
+                    chunk(tool_calls=[{"index": 1, "id": "call_def", "type": "function",
+                                       "function": {"name": "get_time", "arguments": "{}"}}]),
+                    chunk(finish="tool_calls"), usage_chunk(20, 9)], {"tools": (WEATHER, TIME)}),
+    "reasoning": ([reasoning_chunk("Let me"), reasoning_chunk(" think."), chunk("Done."), chunk(finish="length"),
+                   {**usage_chunk(8, 6), "usage": {"prompt_tokens": 8, "completion_tokens": 6, "total_tokens": 14,
+                                                   "completion_tokens_details": {"reasoning_tokens": 3}}}], {}),
+    "chat-logprobs": ([chunk("Hi", logprobs={"content": CHAT_LOGPROBS[:1]}),
+                       chunk("!", logprobs={"content": CHAT_LOGPROBS[1:]}), chunk(finish="stop"), usage_chunk(3, 2)],
+                      {"logprobs": True, "top_logprobs": 2}),
+    "completion-legacy-logprobs": (
+        [{"choices": [{"index": 0, "text": t, "finish_reason": None, "logprobs": lp}]}
+         for t, lp in zip("ab", LEGACY_LOGPROBS)] + [{"choices": [{"index": 0, "text": "", "finish_reason": "length"}],
+                                                      "usage": {"prompt_tokens": 1, "completion_tokens": 2}}],
+        {"messages": None, "prompt": "p", "raw": True, "logprobs": True, "top_logprobs": 2}),
+    "two-choices": ([chunk("a", index=0), chunk("b", index=1), chunk("c", index=0), chunk(finish="stop", index=1),
+                     chunk(finish="length", index=0), usage_chunk(4, 3)], {"n": 2}),
+}
+
+
+@pytest.mark.parametrize("case", WHOLE_CASES)
+def test_a_whole_answer_reads_as_its_stream_does_and_is_asked_for_without_streaming(rsps, case):
+    chunks, fields = WHOLE_CASES[case]
+    path = "/completions" if fields.get("raw") else "/chat/completions"
+    add_stream(rsps, sse_text(*chunks), path=path)
+    add_whole(rsps, folded(chunks), path=path)
+    streamed = run(make_backend(rsps), chat(**fields))
+    whole = run(make_backend(rsps), chat(stream=False, **fields))
+    assert read_whole(whole) == read_whole(streamed)
+    assert read_whole(whole)[0].text or read_whole(whole)[0].tool_calls, "the case has content to compare"
+    assert sent(rsps, 0)["stream"] is True and sent(rsps, 0)["stream_options"] == {"include_usage": True}
+    assert sent(rsps, 1)["stream"] is False and "stream_options" not in sent(rsps, 1)
+    assert {k: v for k, v in sent(rsps, 1).items() if k != "stream"} == {
+        k: v for k, v in sent(rsps, 0).items() if k not in ("stream", "stream_options")}
+
+
+def test_a_whole_answers_time_is_all_generation(rsps):
+    add_whole(rsps, folded([chunk("ok"), chunk(finish="stop"), usage_chunk(2, 1)]))
+    timings = run(make_backend(rsps), chat(stream=False))[-1].timings
+    assert timings.prompt_eval_ns == 0 and timings.eval_ns == timings.total_ns > 0
+
+
+@pytest.mark.parametrize("body, message", [
+    ({"error": {"message": "boom", "type": "server_error"}}, "boom"),
+    ("<html>Bad gateway</html>", "not JSON"),
+    ([{"choices": []}], "not a JSON object"),
+    ({"choices": "abc"}, "not a JSON object"),
+    ({"choices": [{"index": 0, "message": "hi", "finish_reason": "stop"}]}, ""),
+    ({"choices": [{"index": 0, "message": {"tool_calls": [1]}, "finish_reason": "stop"}]}, ""),
+], ids=["error-in-200", "not-json", "not-an-object", "choices-not-a-list", "message-not-an-object",
+        "call-not-an-object"])
+def test_a_whole_answer_that_is_an_error_or_unreadable_is_an_upstream_error(rsps, body, message):
+    add_whole(rsps, body)
+    with pytest.raises(UpstreamError) as err:
+        run(make_backend(rsps), chat(stream=False))
+    assert err.value.status == 502 and message in err.value.message
+
+
+def test_a_client_that_leaves_while_the_upstream_works_on_a_whole_answer_closes_its_connection(rsps):
+    add_whole(rsps, folded([chunk("late"), chunk(finish="stop")]), stall=5)
+    cancel = g.Cancel()
+    threading.Timer(0.1, cancel.set).start()
+    with pytest.raises(Cancelled):
+        run(make_backend(rsps, read_timeout=5), chat(stream=False), cancel)
+    assert rsps.server("a").hung_up(timeout=2), "the upstream sees the connection close, and can stop"
+
+
+def test_a_client_that_leaves_while_the_upstream_prefills_closes_the_stream_before_its_first_event(rsps):
+    add_answer(rsps, "late", stall=5)
+    cancel = g.Cancel()
+    threading.Timer(0.1, cancel.set).start()
+    with pytest.raises(Cancelled):
+        run(make_backend(rsps, read_timeout=5), chat(), cancel)
+    assert rsps.server("a").hung_up(timeout=2)
+
+
+def test_a_whole_answer_is_still_bound_by_the_read_timeout(rsps):
+    add_whole(rsps, folded([chunk("late"), chunk(finish="stop")]), stall=5)
+    with pytest.raises(BackendUnavailable) as err:
+        run(make_backend(rsps, read_timeout=0.3), chat(stream=False))
+    assert "unreachable" in err.value.message
 
 
 # ---------------------------------------------------------------- failover and endpoint selection

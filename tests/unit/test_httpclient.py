@@ -88,6 +88,33 @@ def test_an_idle_connection_older_than_idle_seconds_is_not_reused(fake, monkeypa
     assert [c.connection for c in fake.calls] == [1, 2]
 
 
+def test_a_cancel_flag_set_while_the_answer_is_awaited_interrupts_the_wait_and_closes_the_connection(fake):
+    fake.add("POST", url_of(fake), body="late", stall=5)
+    cancel = g.Cancel()
+    threading.Timer(0.1, cancel.set).start()
+    client = Client(read_timeout=5)
+    with pytest.raises(httpclient.Interrupted):
+        client.request("POST", url_of(fake), b"{}", cancel=cancel)
+    assert fake.server().hung_up(timeout=2), "the upstream sees the connection close"
+    assert not any(client._idle.values()), "the connection is not pooled"
+
+
+def test_an_answer_awaited_with_a_cancel_flag_is_read_and_its_connection_reused(fake):
+    fake.add("POST", url_of(fake), body="one", stall=0.3)
+    fake.add("POST", url_of(fake), body="two")
+    client = Client()
+    for expected in (b"one", b"two"):
+        with client.request("POST", url_of(fake), b"{}", cancel=g.Cancel()) as response:
+            assert response.read() == expected
+    assert [c.connection for c in fake.calls] == [1, 1] and fake.server().hang_ups == 0
+
+
+def test_a_cancel_flag_does_not_lift_the_read_timeout(fake):
+    fake.add("POST", url_of(fake), body="late", stall=5)
+    with pytest.raises(httpclient.ReadTimeout):
+        Client(read_timeout=0.6).request("POST", url_of(fake), b"{}", cancel=g.Cancel())
+
+
 def test_a_connection_reset_by_the_upstream_while_idle_is_replaced_not_failed(fake):
     fake.add("POST", url_of(fake), body="x")
     client = Client()

@@ -59,10 +59,10 @@ def refuse_unsupported(request, backend):
 
 
 def request_body(request, max_tokens_default=MAX_TOKENS_DEFAULT):
-    """The streaming Messages request body for this generation."""
+    """The Messages request body for this generation: streamed, or whole for a client that reads it whole."""
     budget = _thinking_budget(request)
     max_tokens = request.max_tokens or max_tokens_default + (budget or 0)
-    body = {"model": request.model, "max_tokens": max_tokens, "stream": True}
+    body = {"model": request.model, "max_tokens": max_tokens, "stream": request.stream}
     system, messages = _messages(request)
     if system:
         body["system"] = system
@@ -239,18 +239,8 @@ class StreamReader:
         return []
 
     def message(self, message):
-        """The events of a whole Message object (an upstream that answered without streaming)."""
-        if not isinstance(message, dict):
-            raise ValueError("the answer is not a JSON object")
-        if message.get("type") == "error":
-            raise error_of(message)
-        events = []
-        for index, block in enumerate(message["content"]):
-            events += self._start(index, block) + self._stop(index)
-        self.reason, self.stop_sequence = message.get("stop_reason"), message.get("stop_sequence")
-        self.usage.update(message.get("usage") or {})
-        self.finished = True
-        return events
+        """The events of a whole Message object (an upstream asked for, or answering with, no stream)."""
+        return [event for piece in whole_as_events(message) for event in self.events(piece)]
 
     def _start(self, index, block):
         self.blocks[index] = {**block, "json": ""}
@@ -297,6 +287,21 @@ class StreamReader:
         prompt = (u.get("input_tokens") or 0) + (u.get("cache_creation_input_tokens") or 0) + cached
         usage = g.Usage(prompt, u.get("output_tokens") or 0, cached)
         return events + [g.Finish(reason, 0, usage, timings, stop_sequence=self.stop_sequence or None)]
+
+
+def whole_as_events(message):
+    """A whole Message (or error body) as the stream events that would carry it, for StreamReader.events."""
+    if not isinstance(message, dict):
+        raise ValueError("the answer is not a JSON object")
+    if message.get("type") == "error":
+        return [message]
+    events: list[dict] = [{"type": "message_start", "message": {}}]
+    for index, block in enumerate(message["content"]):
+        events += [{"type": "content_block_start", "index": index, "content_block": block},
+                   {"type": "content_block_stop", "index": index}]
+    delta = {"stop_reason": message.get("stop_reason"), "stop_sequence": message.get("stop_sequence")}
+    return events + [{"type": "message_delta", "delta": delta, "usage": message.get("usage")},
+                     {"type": "message_stop"}]
 
 
 def error_of(body):

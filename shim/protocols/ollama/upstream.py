@@ -32,8 +32,9 @@ def upstream_options(request, seed_offset=0):
 
 
 def upstream_call(request, seed_offset=0):
-    """("chat" or "generate", keyword arguments) for the ollama client's method that serves this request."""
-    common = {"model": request.model, "stream": True, "options": upstream_options(request, seed_offset)}
+    """("chat" or "generate", keyword arguments) for the ollama client's method that serves this request: streamed,
+    or whole for a client that reads the answer whole."""
+    common = {"model": request.model, "stream": request.stream, "options": upstream_options(request, seed_offset)}
     if request.response_format:
         common["format"] = "json" if request.response_format.kind == "json" else dict(request.response_format.schema)
     if request.keep_alive is not None:
@@ -71,14 +72,17 @@ def _upstream_message(message):
 
 
 class UpstreamReader:
-    """Turns an upstream Ollama's response objects (as dicts) into events for one choice; pure."""
+    """Turns an upstream Ollama's response objects (as dicts: the parts of a stream, or one whole answer) into events
+    for one choice; pure."""
 
-    def __init__(self, index=0, new_call_id=None):
+    def __init__(self, index=0, new_call_id=None, whole=False):
         self.index = index
         self.new_call_id = new_call_id or (lambda: f"call_{index}")
         self.calls = 0
         self.thinking_parts = 0
         "Ollama counts no reasoning tokens apart; it streams one token a part, so its thinking parts are counted."
+        self.whole = whole
+        "Reading one whole answer: its thinking is not split into tokens, so how many it took is not known."
 
     def events(self, part):
         """The events one response object carries."""
@@ -108,7 +112,7 @@ class UpstreamReader:
         reason = part.get("done_reason") or "stop"
         return g.Finish("tool_calls" if self.calls and reason == "stop" else reason, self.index,
                         g.Usage(part.get("prompt_eval_count") or 0, part.get("eval_count") or 0, 0,
-                                min(self.thinking_parts, part.get("eval_count") or 0)),
+                                0 if self.whole else min(self.thinking_parts, part.get("eval_count") or 0)),
                         g.Timings(part.get("total_duration") or 0, part.get("load_duration") or 0,
                                   part.get("prompt_eval_duration") or 0, part.get("eval_duration") or 0),
                         tuple(part.get("context") or ()))
