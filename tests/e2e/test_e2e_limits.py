@@ -211,8 +211,9 @@ class SilentUpstream:
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
-@pytest.mark.parametrize("kind", ["openai"])
+@pytest.mark.parametrize("kind", ["openai", "anthropic", "ollama"])
 def test_a_client_that_hangs_up_while_the_upstream_works_closes_the_upstream_connection(kind, stream):
+    """Every upstream backend type, whole or streamed (before the first byte of its answer)."""
     silent = SilentUpstream()
     url = silent.url + ("/v1" if kind == "openai" else "")
     config = f'embedded_model = false\n[backends.up]\ntype = "{kind}"\nurl = "{url}"\nmodels = ["slow"]\n'
