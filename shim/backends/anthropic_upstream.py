@@ -6,7 +6,6 @@ import time
 from .. import generation as g
 from ..errors import ContextLengthExceeded, ModelNotFound, ServerBusy, UpstreamError
 from ..protocols.anthropic import upstream as protocol
-from ..streaming import parse_sse
 from . import upstream
 from .http_upstream import ERROR_TEXT_CHARS, HTTPBackend, release
 
@@ -60,7 +59,7 @@ class AnthropicBackend(HTTPBackend):
         return self._stream(reader, response, cancel)
 
     def _stream(self, reader, response, cancel):
-        for data in parse_sse(self._lines(response)):
+        for data in self._sse(response):
             if cancel.is_set():
                 return
             yield from self._read(reader.events, self._json_event(data))

@@ -7,7 +7,6 @@ import time
 from .. import generation as g
 from ..errors import InvalidRequest, UpstreamError
 from ..protocols import openai as protocol
-from ..streaming import parse_sse
 from . import upstream
 from .http_upstream import HTTPBackend, release
 
@@ -33,7 +32,7 @@ class OpenAICompatBackend(HTTPBackend):
             yield g.Accepted()
             reader = protocol.UpstreamReader()
             first, complete = None, False
-            for data in parse_sse(self._lines(response)):
+            for data in self._sse(response):
                 if cancel.is_set():
                     return
                 if data.strip() == "[DONE]":
@@ -67,7 +66,7 @@ class OpenAICompatBackend(HTTPBackend):
             if not body.get("stream"):
                 yield self._json(response)
                 return
-            for data in parse_sse(self._lines(response)):
+            for data in self._sse(response):
                 if cancel.is_set():
                     return
                 yield self._json_event(data)
