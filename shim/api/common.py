@@ -295,6 +295,20 @@ def _measured(open_events, key, admission):
         in_flight.dec()
 
 
+def prime(items):
+    """The same items, the first already pulled: errors before any output are raised here, not mid-response."""
+    items = iter(items)
+    try:
+        first = next(items)
+    except StopIteration:
+        return iter(())
+
+    def chained():
+        yield first
+        yield from items
+    return chained()
+
+
 def embed(model, inputs, truncate=True, param="input"):
     """Raw embeddings of inputs from the backend that serves model: capped, admitted, stopped if the client leaves."""
     services_ = services()
