@@ -357,10 +357,14 @@ def stream_response(started, renderer, framing):
         # The frames of the events that arrived together are written together: a write per event costs the worker
         # more than the rest of the event's way through it.
         out = list(_framed(renderer.begin(), framing))
+        frame, chunks = framing.frame, renderer.chunks
         try:
             for batch in batches:
                 for event in batch:
-                    out += (framing.heartbeat(),) if event is HEARTBEAT else _framed(renderer.chunks(event), framing)
+                    if event is HEARTBEAT:
+                        out.append(framing.heartbeat())
+                    else:
+                        out += map(frame, chunks(event))
                 if any(out):  # an empty write would be a zero-length chunk, which ends a chunked HTTP body early
                     yield b"".join(out)
                 out = []
