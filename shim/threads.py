@@ -47,79 +47,45 @@ def iterate_in_thread(produce):
 def with_heartbeats(items, interval):
     """Lists of the items ready at once, or [HEARTBEAT] after `interval` s in which none came; closing stops them."""
     if gevent_active():
-        yield from _green_heartbeats(items, interval)
-        return
-    channel, stop = queue.Queue(), threading.Event()
-    threading.Thread(target=_run, args=(lambda emit: _forward(items, emit, stop.is_set), channel.put),
-                     daemon=True).start()
-    try:
-        while True:
-            try:
-                batch = [channel.get(timeout=interval)]
-            except queue.Empty:
-                yield [HEARTBEAT]
-                continue
-            while not channel.empty():
-                batch.append(channel.get_nowait())
-            yield from _until_end(batch)
-    except _Ended:
-        return
-    finally:
-        stop.set()  # a running generator can only be closed by its own thread: the feeder stops at the next item
+        import gevent
+        import gevent.queue
+        channel = gevent.queue.Queue()
+        feeder = gevent.spawn(_run, lambda emit: _forward(items, emit), channel.put)
+        try:
+            yield from _batches(channel, interval, gevent.queue.Empty)
+        finally:
+            feeder.kill()
+            close(items)
+    else:
+        channel, stop = queue.Queue(), threading.Event()
+        threading.Thread(target=_run, args=(lambda emit: _forward(items, emit, stop.is_set), channel.put),
+                         daemon=True).start()
+        try:
+            yield from _batches(channel, interval, queue.Empty)
+        finally:
+            stop.set()  # a running generator can only be closed by its own thread: the feeder stops at the next item
 
 
-def _green_heartbeats(items, interval):
-    import gevent
-    from gevent.hub import Waiter
-    # A list, a waiter and one timer rather than a gevent Queue: its get with a timeout made a Timeout per wait, and
-    # its put and get cost more than the handing over itself (this runs for every event of every stream).
-    hub, ready, waiting = gevent.get_hub(), [], []
-
-    def hand(item):
-        ready.append(item)
-        if waiting:  # woken by the hub, so once the feeder blocks: whatever it handed meanwhile goes out together
-            hub.loop.run_callback(waiting.pop().switch, None)
-    feeder = gevent.spawn(_run, lambda emit: _forward(items, emit), hand)
-    timer = hub.loop.timer(interval)
-    try:
-        while True:
-            if not ready:
-                waiter = Waiter(hub)
-                waiting.append(waiter)
-                timer.start(waiter.switch, None)
-                try:
-                    waiter.get()
-                finally:
-                    timer.stop()
-                    waiting.clear()
-                if not ready:
-                    yield [HEARTBEAT]
-                    continue
-            batch = ready[:]
-            ready.clear()
-            yield from _until_end(batch)
-    except _Ended:
-        return
-    finally:
-        timer.close()
-        feeder.kill()
-        close(items)
-
-
-class _Ended(Exception):
-    """The feeder's items have all been handed over."""
-
-
-def _until_end(batch):
-    """The batch's items (as one list) up to its end marker or error: _Ended at the end, the error raised."""
-    for position, item in enumerate(batch):
-        if item is _END or isinstance(item, _Raised):
-            if position:
-                yield batch[:position]
-            if item is _END:
-                raise _Ended
-            raise item.error
-    yield batch
+def _batches(channel, interval, empty_error):
+    # Whatever is already queued goes out with the item waited for: one write to the client, not one per item.
+    while True:
+        try:
+            batch = [channel.get(timeout=interval)]
+        except empty_error:
+            yield [HEARTBEAT]
+            continue
+        while not channel.empty():
+            batch.append(channel.get_nowait())
+        ready = []
+        for item in batch:
+            if item is _END or isinstance(item, _Raised):
+                if ready:
+                    yield ready
+                if item is _END:
+                    return
+                raise item.error
+            ready.append(item)
+        yield ready
 
 
 def _forward(items, emit, stopped=lambda: False):

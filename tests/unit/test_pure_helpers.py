@@ -691,44 +691,6 @@ def test_with_heartbeats_hands_over_whatever_is_queued_at_once_and_beats_when_no
     assert [b for b in batches if b != [HEARTBEAT]] == [["d"]]
 
 
-def test_gevent_heartbeats_hand_over_what_came_while_waiting_together_beat_and_stop_the_source_when_closed():
-    import gevent
-    import gevent.event
-    from shim.streaming import HEARTBEAT
-    from shim.threads import _green_heartbeats
-    release, closed = gevent.event.Event(), []
-
-    def items():
-        try:
-            yield "a"
-            gevent.sleep(0.01)
-            yield from "bc"  # handed over while the consumer waits: it is woken once, for both
-            gevent.sleep(0.01)
-            yield "d"
-            release.wait()
-            yield "e"
-        finally:
-            closed.append(True)
-    batches = _green_heartbeats(items(), 0.05)
-    assert [next(batches) for _ in range(3)] == [["a"], ["b", "c"], ["d"]]
-    assert next(batches) == [HEARTBEAT] and next(batches) == [HEARTBEAT]
-    batches.close()
-    assert closed == [True], "closing the batches must stop the source that is still waiting"
-
-
-def test_gevent_heartbeats_end_with_the_source_and_raise_its_error():
-    from shim.threads import _green_heartbeats
-
-    def failing():
-        yield 1
-        raise ValueError("boom")
-    assert list(_green_heartbeats(iter([1, 2]), 5)) == [[1, 2]]
-    batches = _green_heartbeats(failing(), 5)
-    assert next(batches) == [1]
-    with pytest.raises(ValueError, match="boom"):
-        next(batches)
-
-
 @pytest.mark.parametrize("reason", ["length", "stop"])
 def test_a_character_cut_off_at_the_end_is_left_out_not_replaced(reason):
     # An answer cut by max_tokens inside a multi-byte character ended in U+FFFD (the decoder's final flush).
