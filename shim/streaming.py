@@ -95,19 +95,51 @@ def sse_named_frame(obj):
     return f"event: {obj['type']}\ndata: {dumps(obj)}\n\n".encode()
 
 
-def parse_sse(lines):
-    """The data payloads of an SSE stream given as text lines: comments skipped, multi-line data joined."""
-    data: list[str] = []
-    for line in lines:
-        if line == "":
-            if data:
-                yield "\n".join(data)
-                data = []
-            continue
-        if line.startswith(":"):
-            continue
-        field, _, value = line.partition(":")
-        if field == "data":
-            data.append(value[1:] if value.startswith(" ") else value)
-    if data:
-        yield "\n".join(data)
+def parse_sse(pieces):
+    """The data payloads of an SSE stream given as bytes as they arrive (see SSEReader)."""
+    reader = SSEReader()
+    for piece in pieces:
+        yield from reader.feed(piece)
+    yield from reader.end()
+
+
+class SSEReader:
+    """Reads an SSE stream's bytes, piece by piece, into its events' data: lines end at LF, CR or CRLF (even split
+    between pieces), comments and other fields are skipped, multi-line data joined, each line decoded as UTF-8."""
+
+    def __init__(self):
+        self._pending = b""
+        "The start of a line not ended yet (or ended by a CR the next piece's LF may belong to)."
+        self._data: list[str] = []
+        "The data lines of the event being read."
+
+    def feed(self, piece):
+        """The data of the events this piece of the stream completes."""
+        lines = (self._pending + piece if self._pending else piece).splitlines(True)
+        self._pending = lines.pop() if lines and not lines[-1].endswith(b"\n") else b""
+        return self._read(lines)
+
+    def end(self):
+        """The data of the last event, when the stream ended without the blank line that should end it."""
+        ended = self._read([self._pending] if self._pending else [])
+        self._pending = b""
+        if self._data:
+            ended.append("\n".join(self._data))
+            self._data = []
+        return ended
+
+    def _read(self, lines):
+        # Bytes split only at CR/LF, then UTF-8: an SSE stream is UTF-8 whatever its Content-Type says, and a
+        # U+2028 inside a JSON string must not end a line. Only data lines are decoded.
+        found, data = [], self._data
+        for line in lines:
+            line = line.rstrip(b"\r\n")
+            if not line:
+                if data:
+                    found.append("\n".join(data))
+                    data = self._data = []
+            elif line[:5] == b"data:":
+                data.append(line[6 if line[5:6] == b" " else 5:].decode("utf-8", errors="replace"))
+            elif line == b"data":
+                data.append("")
+        return found

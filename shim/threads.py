@@ -57,9 +57,13 @@ def with_heartbeats(items, interval):
             feeder.kill()
             close(items)
     else:
-        channel = queue.Queue()
-        threading.Thread(target=_run, args=(lambda emit: _forward(items, emit), channel.put), daemon=True).start()
-        yield from _batches(channel, interval, queue.Empty)
+        channel, stop = queue.Queue(), threading.Event()
+        threading.Thread(target=_run, args=(lambda emit: _forward(items, emit, stop.is_set), channel.put),
+                         daemon=True).start()
+        try:
+            yield from _batches(channel, interval, queue.Empty)
+        finally:
+            stop.set()  # a running generator can only be closed by its own thread: the feeder stops at the next item
 
 
 def _batches(channel, interval, empty_error):
@@ -84,9 +88,14 @@ def _batches(channel, interval, empty_error):
         yield ready
 
 
-def _forward(items, emit):
-    for item in items:
-        emit(item)
+def _forward(items, emit, stopped=lambda: False):
+    try:
+        for item in items:
+            if stopped():
+                return
+            emit(item)
+    finally:
+        close(items)
 
 
 def _run(produce, emit):

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import hmac
+import itertools
 import json
 import logging
 import re
@@ -232,12 +233,14 @@ def start_routed(route, open_events):
     """Admit a routed request and pull the first item open_events(cancel) yields (see start)."""
     flask_g.model = route.key
     cancel = Cancel()
+    events = _measured(lambda: open_events(cancel), route.key, services().admission)
     try:
         # Nothing is written before the first event, which can take long (a long prompt tokenising): watch the socket.
         with watching(client_watch(), cancel.set, WATCH_SECONDS):
-            events = prime(_admitted(lambda: open_events(cancel), route.key, services().admission))
+            next(events)
     except BaseException:
         cancel.set()
+        close(events)
         raise
     return Started(events, cancel)
 
@@ -247,31 +250,31 @@ def keep_alive_of(generation_request):
     return generation_request.keep_alive if services().settings.client_keep_alive else None
 
 
-def _admitted(open_events, key, admission):
-    """The events open_events() gives, measured, while holding one of key's admission places."""
-    # Entered inside the generator so that its finally frees the place whatever fails, even generate() itself.
+ITL_BATCH = 64
+"Inter-token latencies are written to the metrics this many at a time (and at the end of the generation)."
+_DELTAS = (TextDelta, ReasoningDelta, ToolCallArgumentsDelta, ToolCallDelta)
+_NOTHING = object()
+
+
+def _measured(open_events, key, admission):
+    """The items of open_events(), measured, while holding one of key's admission places; its first next() pulls
+    the first item (so errors before any output are raised there, not mid-response) and returns None."""
+    # Admission, metrics and priming in one generator: every event passes through each layer, each a resume.
+    # Entered inside the generator so that its finally frees the place whatever fails, even open_events() itself.
     admission.enter(key)
     in_flight = metrics.child(metrics.QUEUE_DEPTH, key)
     in_flight.inc()
+    itl, intervals, last = metrics.child(metrics.ITL, key), [], 0.0
+    events = None
     try:
         started = time.perf_counter()
-        yield from _observed(open_events(), key, started)
-    finally:
-        admission.leave(key)
-        in_flight.dec()
-
-
-ITL_BATCH = 64
-"Inter-token latencies are written to the metrics this many at a time (and at the end of the generation)."
-
-
-def _observed(events, key, started):
-    """The events, measured: time to first token, time between tokens, tokens in and out."""
-    last = None
-    itl, intervals = metrics.child(metrics.ITL, key), []
-    try:
-        for event in events:
-            if isinstance(event, (TextDelta, ReasoningDelta, ToolCallArgumentsDelta, ToolCallDelta)):
+        events = iter(open_events())
+        first = next(events, _NOTHING)
+        yield None
+        if first is _NOTHING:
+            return
+        for event in itertools.chain((first,), events):
+            if isinstance(event, _DELTAS):
                 now = time.perf_counter()
                 if last:
                     intervals.append(now - last)
@@ -287,6 +290,9 @@ def _observed(events, key, started):
             yield event
     finally:
         metrics.observe_all(itl, intervals)
+        close(events)
+        admission.leave(key)
+        in_flight.dec()
 
 
 def prime(items):
@@ -351,10 +357,14 @@ def stream_response(started, renderer, framing):
         # The frames of the events that arrived together are written together: a write per event costs the worker
         # more than the rest of the event's way through it.
         out = list(_framed(renderer.begin(), framing))
+        frame, chunks = framing.frame, renderer.chunks
         try:
             for batch in batches:
                 for event in batch:
-                    out += (framing.heartbeat(),) if event is HEARTBEAT else _framed(renderer.chunks(event), framing)
+                    if event is HEARTBEAT:
+                        out.append(framing.heartbeat())
+                    else:
+                        out += map(frame, chunks(event))
                 if any(out):  # an empty write would be a zero-length chunk, which ends a chunked HTTP body early
                     yield b"".join(out)
                 out = []

@@ -6,7 +6,6 @@ import time
 from .. import generation as g
 from ..errors import ContextLengthExceeded, ModelNotFound, ServerBusy, UpstreamError
 from ..protocols.anthropic import upstream as protocol
-from ..streaming import parse_sse
 from . import upstream
 from .http_upstream import ERROR_TEXT_CHARS, HTTPBackend, release
 
@@ -58,7 +57,7 @@ class AnthropicBackend(HTTPBackend):
     def _stream(self, reader, response, cancel):
         """Yield the events of the upstream's stream as they arrive; returns when the first one came."""
         first = None
-        for data in parse_sse(self._lines(response)):
+        for data in self._sse(response):
             if cancel.is_set():
                 break
             for event in self._read(reader.events, self._json_event(data)):

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 
 from ..errors import Cancelled, UpstreamError
+from ..streaming import parse_sse
 from . import upstream
 from .httpclient import Client, HTTPError, Interrupted
 
@@ -86,12 +87,10 @@ class HTTPBackend(upstream.UpstreamBackend):
             shown = self.scrub(data)[:80]
             raise UpstreamError(f"{self.name} sent a stream event that is not JSON: {shown!r}") from None
 
-    def _lines(self, response):
+    def _sse(self, response):
+        """The data of each event of a streamed SSE answer, as they arrive."""
         try:
-            # Bytes, split only at CR/LF, then UTF-8: an SSE stream is UTF-8 whatever its Content-Type says, and a
-            # U+2028 inside a JSON string must not end a line.
-            for line in response.iter_lines():
-                yield line.decode("utf-8", errors="replace")
+            yield from parse_sse(response.pieces())
         except HTTPError as err:
             raise UpstreamError(f"{self.name} broke off the stream: {self.scrub(err)}") from err
 

@@ -390,19 +390,21 @@ class Response:
     def _whole_chunks(self):
         """The data of the complete chunks already buffered, as one piece (events that arrived together, together)."""
         buf, pos, out = self._conn.buf, 0, []
+        find, startswith, length = buf.find, buf.startswith, len(buf)
         while True:
-            end_of_size = buf.find(b"\n", pos)
+            end_of_size = find(b"\n", pos)
             if end_of_size < 0:
                 break
-            size = _chunk_size(buf[pos:end_of_size].rstrip(b"\r"))
+            size = _chunk_size(buf[pos:end_of_size])
             start = end_of_size + 1
-            if not size or len(buf) < start + size + 2:
+            if not size or length < start + size + 2:
                 break
-            if buf[start + size:start + size + 2] != b"\r\n":
+            if not startswith(b"\r\n", start + size):
                 raise HTTPError("a chunk of the answer is longer than its size says")
             out.append(buf[start:start + size])
             pos = start + size + 2
-        self._conn.buf = buf[pos:]
+        if pos:
+            self._conn.buf = buf[pos:]
         return b"".join(out)
 
     def _until_close(self):
@@ -431,13 +433,17 @@ def _forget_connections_after_fork():
 os.register_at_fork(after_in_child=_forget_connections_after_fork)
 
 
+_HEX = b"0123456789abcdefABCDEF"
+
+
 def _chunk_size(line):
-    """The size a chunk's size line gives (extensions after ';' ignored)."""
-    digits = line.split(b";", 1)[0].strip()
-    try:
-        return int(digits, 16)
-    except ValueError:
-        raise HTTPError(f"a malformed chunk size in the answer: {digits[:20]!r}") from None
+    """The size a chunk's size line gives (its CR and any extensions after ';' ignored): hex digits only."""
+    digits = line.rstrip(b"\r")
+    if not digits or digits.strip(_HEX):  # not bare digits, the usual line: extensions, spaces, or malformed
+        digits = digits.split(b";", 1)[0].strip(b" \t")
+        if not digits or digits.strip(_HEX):  # int() alone would take "-1", "+2", "1_0", "0x2"
+            raise HTTPError(f"a malformed chunk size in the answer: {digits[:20]!r}")
+    return int(digits, 16)
 
 
 def _is_token(name):

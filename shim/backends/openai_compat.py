@@ -7,7 +7,6 @@ import time
 from .. import generation as g
 from ..errors import InvalidRequest, UpstreamError
 from ..protocols import openai as protocol
-from ..streaming import parse_sse
 from . import upstream
 from .http_upstream import HTTPBackend, release
 
@@ -47,7 +46,7 @@ class OpenAICompatBackend(HTTPBackend):
     def _streamed(self, reader, response, cancel):
         """Yield the events of an upstream's stream as they arrive; returns when the first one came."""
         first, complete = None, False
-        for data in parse_sse(self._lines(response)):
+        for data in self._sse(response):
             if cancel.is_set():
                 return first
             if data.strip() == "[DONE]":
@@ -79,7 +78,7 @@ class OpenAICompatBackend(HTTPBackend):
             if not body.get("stream"):
                 yield self._json(response)
                 return
-            for data in parse_sse(self._lines(response)):
+            for data in self._sse(response):
                 if cancel.is_set():
                     return
                 yield self._json_event(data)

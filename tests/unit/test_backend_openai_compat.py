@@ -438,18 +438,34 @@ def test_an_error_body_that_is_json_but_not_an_object_fails_over(rsps, body):
 
 # ---------------------------------------------------------------- SSE parsing
 
+def sse_bytes(lines, end="\n"):
+    return end.join(lines).encode()
+
+
 def test_parse_sse_skips_comments_and_joins_multiline_data():
     lines = [": hello", "", "", "event: message", "id: 3", "retry: 10", "data: one", "", ":ping",
-             "data: first", "data:second", "data:  third", "", "data", "", "data: tail"]
-    assert list(parse_sse(lines)) == ["one", "first\nsecond\n third", "", "tail"]
+             "data: first", "data:second", "data:  third", "", "data", "", "datum: no", "data: tail"]
+    assert list(parse_sse([sse_bytes(lines)])) == ["one", "first\nsecond\n third", "", "tail"]
 
 
 def test_parse_sse_blank_lines_alone_yield_nothing():
-    assert list(parse_sse(["", "", ": c", ""])) == []
+    assert list(parse_sse([sse_bytes(["", "", ": c", ""])])) == []
 
 
 def test_parse_sse_keeps_colons_in_the_value():
-    assert list(parse_sse(['data: {"a": "b:c"}', ""])) == ['{"a": "b:c"}']
+    assert list(parse_sse([sse_bytes(['data: {"a": "b:c"}', ""])])) == ['{"a": "b:c"}']
+
+
+@pytest.mark.parametrize("end", ["\n", "\r", "\r\n"])
+def test_parse_sse_reads_the_same_events_however_the_bytes_are_split_between_reads(end):
+    lines = ["data: {\"t\": \"h\u00e9 \u2028 \U0001f389\"}", "", ": ping", "", "data: a", "data: b", "", "data: [DONE]", ""]
+    raw = sse_bytes(lines, end)
+    whole = list(parse_sse([raw]))
+    assert whole == ['{"t": "h\u00e9 \u2028 \U0001f389"}', "a\nb", "[DONE]"]
+    for cut in range(len(raw) + 1):
+        assert list(parse_sse([raw[:cut], raw[cut:]])) == whole, cut
+    assert list(parse_sse([raw[i:i + 1] for i in range(len(raw))])) == whole
+
 
 
 @pytest.mark.parametrize("newline", ["\n", "\r\n"])

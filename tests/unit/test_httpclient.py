@@ -186,6 +186,9 @@ def test_an_answer_that_is_not_http_is_an_error_naming_what_is_wrong(answer, mes
 @pytest.mark.parametrize("body, message", [
     (b"zz\r\nab\r\n0\r\n\r\n", "chunk size"),
     (b"2\r\nabcdef\r\n0\r\n\r\n", "longer than its size"),
+    (b"-1\r\nab\r\n0\r\n\r\n", "chunk size"),
+    (b"1_0\r\nab\r\n0\r\n\r\n", "chunk size"),
+    (b"+2\r\nab\r\n0\r\n\r\n", "chunk size"),
 ])
 def test_malformed_chunks_are_an_error(body, message):
     with raw_server(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + body) as (url, _):

@@ -7,6 +7,7 @@ from prometheus_client import REGISTRY
 
 from shim.app import create_app
 from shim.config import Settings
+from shim import generation as g
 from shim.errors import UpstreamError
 from shim.router import Route, Router
 from tests.fakes import FakeBackend
@@ -149,6 +150,35 @@ def test_a_generation_that_fails_before_its_first_event_frees_its_place(backend,
         assert response.status_code == 502 and response.get_json()["error"]["message"] == "upstream refused"
     assert in_flight("fake-model") == before
     assert client.application.extensions["shim"].admission.depth("fake-model") == 0
+
+
+class Endless(FakeBackend):
+    """A backend whose generation never ends by itself, and says when it was closed."""
+
+    closed = 0
+
+    def generate(self, request, cancel):
+        yield g.Accepted(prompt_tokens=3)
+        try:
+            while True:
+                yield g.TextDelta("x")
+        finally:
+            self.closed += 1
+
+
+@pytest.mark.parametrize("heartbeat_seconds", [0, 10])
+def test_a_stream_closed_midway_closes_the_generation_and_frees_its_place(heartbeat_seconds):
+    fake = Endless()
+    client = make_client(fake, max_queue=1, heartbeat_seconds=heartbeat_seconds)
+    for _ in range(2):  # the second would be refused as busy if the first had kept its place
+        response = client.post("/v1/chat/completions", json={**CHAT, "stream": True})
+        assert response.status_code == 200 and b"x" in next(response.response)
+        closed = fake.closed
+        response.close()
+        deadline = time.monotonic() + 5  # without gevent, the source runs on a thread that stops at its next item
+        while fake.closed == closed and time.monotonic() < deadline:
+            time.sleep(0.01)
+    assert fake.closed == 2 and client.application.extensions["shim"].admission.depth("fake-model") == 0
 
 
 class AnyName(FakeBackend):

@@ -355,7 +355,7 @@ def named_events(response):
     for frame in filter(None, frames):
         lines = frame.split("\n")
         assert lines[0].startswith("event: "), frame  # the SDK drops frames without an event line
-        pairs.append((lines[0][7:], json.loads(next(parse_sse(lines[1:] + [""])))))
+        pairs.append((lines[0][7:], json.loads(next(parse_sse(["\n".join(lines[1:] + [""]).encode()])))))
     return pairs
 
 
