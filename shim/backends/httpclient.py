@@ -314,17 +314,6 @@ class Response:
         except OSError as err:
             raise HTTPError(f"{type(err).__name__} reading the answer") from err
 
-    def iter_lines(self):
-        """The body's lines (split at LF, CR or CRLF) as bytes without their ends, as they arrive."""
-        pending = b""
-        for piece in self.pieces():
-            lines = (pending + piece).splitlines(True)
-            pending = lines.pop() if not lines[-1].endswith(b"\n") else b""
-            for line in lines:
-                yield line.rstrip(b"\r\n")
-        if pending:
-            yield pending.rstrip(b"\r\n")
-
     def read(self):
         """The rest of the body."""
         return b"".join(self.pieces())
