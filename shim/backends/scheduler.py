@@ -375,11 +375,12 @@ class Scheduler:
             sequence.prefilling = False
             sequence.prompt_ns = time.perf_counter_ns() - sequence.admitted
         try:
-            reason = self._sample(sequence, row)
+            # A choice of a failed job leaves at once: one admitted from the cache would be decoded with no token.
+            reason = "failed" if sequence.job.failed else self._sample(sequence, row)
         except Exception as err:  # one request's failure (a sampler, a tool-call parse) ends only that request
             log.exception("sampling failed: model=%s", self.name)
             sequence.job.fail(BackendUnavailable(f"the local runtime failed: {err}"))
-            reason = None
+            reason = "failed"
         if reason is not None:
             if not sequence.job.stopped():
                 sequence.finish(reason)

@@ -103,13 +103,15 @@ class FakeEngine:
 class FakeSampler:
     """Greedy over the fake model; ends the sequence after `stop_after` tokens when given."""
 
-    def __init__(self, stop_after=None):
-        self.stop_after, self.calls, self.closed = stop_after, 0, False
+    def __init__(self, stop_after=None, fail=False):
+        self.stop_after, self.fail, self.calls, self.closed = stop_after, fail, 0, False
 
     def sample(self, engine, row):
         return self.sample_logits(engine.logits(row))
 
     def sample_logits(self, logits):
+        if self.fail:
+            raise RuntimeError("the sampler broke")
         self.calls += 1
         return END if self.calls == self.stop_after else int(np.argmax(logits))
 
@@ -326,7 +328,21 @@ def test_an_exact_repeat_copies_the_kept_logits_with_the_cache_of_another_slot(m
     events(running)
 
 
-def test_a_failed_sequence_leaves_no_logits_behind(make):
+def test_an_exact_repeat_whose_sampler_fails_fails_alone_and_leaves_the_cache(make):
+    s = make(slots=1)
+    prompt = list(range(100, 120))
+    run(s, prompt, max_tokens=3)
+    request = g.GenerationRequest(model="m", prompt="p", max_tokens=5)
+    broken = sched.Job(request, list(prompt), None, [FakeSampler(fail=True)], g.Cancel(), Channel())
+    s.submit(broken)
+    [error] = events(broken)
+    assert isinstance(error, BackendUnavailable) and "the sampler broke" in str(error)
+    assert broken.sequences[0].sampler.closed and s.slots[0].sequence is None
+    again = run(s, prompt, max_tokens=3)
+    assert finish(again).usage.cached_tokens == 20 and text(again) == alone(prompt, 3)
+
+
+def test_after_a_failed_decode_the_same_prompt_loads_cold(make):
     s = make(slots=1, step_seconds=0.002)
     prompt = list(range(100, 110))
     run(s, prompt, max_tokens=3)
