@@ -1,4 +1,8 @@
-"""Benchmarks 1 and 2: the local runtime, one stream against llama-cpp-python itself, then concurrent clients."""
+"""Benchmarks 1 and 2: the local runtime, one stream against llama-cpp-python itself, then concurrent clients.
+
+Environment of benchmark 1: BENCH_ROUNDS (9), BENCH_BASELINE (another source tree of shim, measured in the same rounds).
+"""
+import contextlib
 import os
 import threading
 import time
@@ -21,17 +25,18 @@ def direct_stream(llm):
     return first - started, last - started, tokens
 
 
-def interleaved(url, runs):
-    """direct, SSE and NDJSON runs taken in turn, so that the machine's drift touches all three alike."""
+def interleaved(urls, runs):
+    """direct, then SSE and NDJSON runs of each shim, taken in turn, so that the machine's drift touches all alike."""
     from llama_cpp import Llama
 
     from shim.backends.llamacpp import embedded_model_path
     llm = Llama(model_path=embedded_model_path(), n_ctx=4096, n_threads=os.cpu_count(), verbose=False)
     sse_body = {"model": MODEL, "messages": PROMPT, "max_tokens": TOKENS, "temperature": 0, "stream": True}
     ndjson_body = {"model": MODEL, "messages": PROMPT, "options": {"num_predict": TOKENS, "temperature": 0}}
-    paths = {"llama-cpp-python, direct": lambda: direct_stream(llm),
-             "shim, OpenAI SSE": lambda: time_sse(url + "/v1/chat/completions", sse_body),
-             "shim, Ollama NDJSON": lambda: time_ndjson(url + "/api/chat", ndjson_body)}
+    paths = {"llama-cpp-python, direct": lambda: direct_stream(llm)}
+    for name, url in urls.items():
+        paths[f"{name}, OpenAI SSE"] = lambda url=url: time_sse(url + "/v1/chat/completions", sse_body)
+        paths[f"{name}, Ollama NDJSON"] = lambda url=url: time_ndjson(url + "/api/chat", ndjson_body)
     results = {name: [] for name in paths}
     for round_ in range(runs + 1):
         for name, run in paths.items():
@@ -48,10 +53,14 @@ def summary(results):
             median([first * 1000 for first, _, _ in results]), results[0][2])
 
 
-def single(runs=9):
+def single():
     """Benchmark 1 as a markdown table."""
-    with running_shim() as url:
-        rows = {name: summary(results) for name, results in interleaved(url, runs).items()}
+    runs, baseline = int(os.environ.get("BENCH_ROUNDS", "9")), os.environ.get("BENCH_BASELINE")
+    with contextlib.ExitStack() as stack:
+        urls = {"shim": stack.enter_context(running_shim())}
+        if baseline:
+            urls["baseline shim"] = stack.enter_context(running_shim(cwd=baseline))
+        rows = {name: summary(results) for name, results in interleaved(urls, runs).items()}
     base = rows["llama-cpp-python, direct"]
     lines = ["| path | tokens | tokens/s (end to end) | decode tokens/s | time to first token | ratio to direct |",
              "|---|---|---|---|---|---|"]

@@ -1,6 +1,8 @@
 """A loaded GGUF model with one llama.cpp context that holds several sequences, each in its own KV cache."""
 from __future__ import annotations
 
+import numpy as np
+
 from ..errors import BackendUnavailable
 
 
@@ -80,8 +82,8 @@ class Engine:
             self._batch.n_tokens = 0
 
     def logits(self, row):
-        """A pointer to the logits of a batch row."""
-        return self.ctx.get_logits_ith(row)
+        """The logits of a batch row: an array over llama.cpp's buffer, valid until the next decode."""
+        return np.ctypeslib.as_array(self.ctx.get_logits_ith(row), shape=(self.n_vocab,))
 
     def forget(self, seq_id, start=0):
         """Drop a sequence's cache from position start on (all of it where llama.cpp cannot cut there).

@@ -1,6 +1,7 @@
 """llama.cpp sampler chains and logprob readings for one sequence."""
 from __future__ import annotations
 
+import ctypes
 import json
 import math
 
@@ -20,10 +21,14 @@ def _value(sampling, name):
 
 
 def build(engine, sampling, response_format, index=0, schema=None, lazy_schema=None):
-    """A sampler chain for one sequence: bias, penalties, grammar, then greedy or the random pipeline.
+    """A Sampler for one sequence: bias, penalties, grammar, then greedy or the random pipeline.
 
     schema constrains the whole output; lazy_schema only what follows the output's first "{".
     """
+    return Sampler(_chain(engine, sampling, response_format, index, schema, lazy_schema))
+
+
+def _chain(engine, sampling, response_format, index, schema, lazy_schema):
     import llama_cpp
     from llama_cpp._internals import LlamaSampler
 
@@ -101,15 +106,46 @@ def _lazy_grammar_sampler(vocab, schema):
     return sampler
 
 
+class Sampler:
+    """One sequence's sampler chain: the next token from a batch row's logits, or from a kept copy of them."""
+
+    def __init__(self, chain):
+        self.chain = chain
+
+    def sample(self, ctx, row):
+        """Sample and accept the next token from the logits of batch row `row`."""
+        return self.chain.sample(ctx, row)
+
+    def sample_logits(self, logits):
+        """Sample and accept the next token from an array of logits, as llama_sampler_sample does from a row."""
+        import llama_cpp
+
+        candidates = np.empty(len(logits), dtype=_TOKEN_DATA)
+        candidates["id"], candidates["logit"], candidates["p"] = np.arange(len(logits)), logits, 0.0
+        array = llama_cpp.llama_token_data_array(
+            candidates.ctypes.data_as(llama_cpp.llama_token_data_p), len(logits), -1, False)
+        llama_cpp.llama_sampler_apply(self.chain.sampler, ctypes.byref(array))
+        token = int(candidates["id"][array.selected])
+        llama_cpp.llama_sampler_accept(self.chain.sampler, token)
+        return token
+
+    def close(self):
+        """Free the chain."""
+        self.chain.close()
+
+
+_TOKEN_DATA = np.dtype([("id", np.int32), ("logit", np.float32), ("p", np.float32)])
+"llama_token_data's layout."
+
+
 class LogprobReader:
     """Reads the log probabilities of the distribution the last token was sampled from."""
 
     def __init__(self, engine, top):
         self.engine, self.top = engine, top
 
-    def read(self, token, row):
-        """The TokenLogprob of token, sampled from batch row `row`, with the `top` most likely alternatives."""
-        logits = np.ctypeslib.as_array(self.engine.logits(row), shape=(self.engine.n_vocab,))
+    def read(self, token, logits):
+        """The TokenLogprob of token, sampled from these logits, with the `top` most likely alternatives."""
         shifted = logits - logits.max()
         logprobs = shifted - math.log(float(np.exp(shifted).sum()))
         top = ()

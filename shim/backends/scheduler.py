@@ -7,7 +7,9 @@ end, freeing their slot.
 Greedy output must not depend on whether a prompt came from the cache or was batched with others, but ggml's numbers
 depend on which tokens are evaluated together. So every prompt is evaluated in the same token groups: chunks aligned
 to positions that are multiples of `prefill_chunk`, whatever else runs; a cached prefix is reused only up to a chunk
-boundary, and only as far as it was itself evaluated in whole chunks of a prompt.
+boundary, and only as far as it was itself evaluated in whole chunks of a prompt. The one exception is an exact
+repeat: the logits of a prompt's last position are kept with its slot's cache, every first token is sampled from
+that copy, and the same prompt again samples from it without evaluating anything.
 """
 from __future__ import annotations
 
@@ -109,6 +111,8 @@ class Slot:
     cached: list = field(default_factory=list)
     prompt: int = 0
     "The length of the prompt that filled the cache: past its last whole chunk, the cache is not reusable."
+    logits: object = None
+    "The logits of that prompt's last position, once evaluated: its first token is sampled from them."
     sequence: Sequence | None = None
     last_used: int = 0
 
@@ -188,7 +192,10 @@ class Scheduler:
             for (sequence, chunk, _), row in zip(plan, rows):
                 sequence.slot.cached.extend(chunk)
                 del sequence.todo[:len(chunk)]
-                if row is not None:
+                if row is not None and sequence.prefilling:  # the prompt's end: its logits stay with the cache
+                    sequence.slot.logits = self.engine.logits(row).copy()
+                    self._next_token(sequence, None)
+                elif row is not None:
                     self._next_token(sequence, row)
             return
         lost = [sequence for sequence, _, _ in plan if not self._rewind(sequence)]
@@ -238,7 +245,7 @@ class Scheduler:
         slot = sequence.slot
         sequence.job.fail(error)
         self._leave(sequence)
-        slot.cached, slot.prompt = [], 0
+        slot.cached, slot.prompt, slot.logits = [], 0, None
         self.engine.forget(slot.seq_id)
 
     def _admit(self):
@@ -263,7 +270,7 @@ class Scheduler:
 
     def _resize(self, n_ctx):
         for slot in self.slots:
-            slot.cached, slot.prompt = [], 0
+            slot.cached, slot.prompt, slot.logits = [], 0, None
         self.engine.resize(n_ctx)
 
     def _worth_waiting(self, prompt):
@@ -272,15 +279,21 @@ class Scheduler:
         Then the prompt waits until that load is done and copies it (a few steps at most), instead of loading
         the same tokens a second time: what identical prompts arriving together, and the choices of n > 1, do.
         """
-        cached = max(self._reusable(s.cached, s.prompt, prompt) for s in self.slots)
+        cached = max(self._reusable(s.cached, s.prompt, prompt, s.logits is not None) for s in self.slots)
         loading = [(s.cached + s.sequence.todo, s.prompt) for s in self._running() if s.sequence.prefilling]
-        return any(self._reusable(tokens, exact, prompt) > max(cached, COPY_WORTH) for tokens, exact in loading)
+        return any(self._reusable(tokens, exact, prompt, True) > max(cached, COPY_WORTH) for tokens, exact in loading)
 
-    def _reusable(self, cached, exact, prompt):
-        """How many tokens of a cache a prompt may reuse (exact: how many were evaluated as a prompt's chunks)."""
-        # Never the prompt's last token, evaluated again so that its logits are fresh; and only up to a chunk
+    def _reusable(self, cached, exact, prompt, kept=False):
+        """How many tokens of a cache a prompt may reuse.
+
+        exact: how many were evaluated as a prompt's chunks; kept: whether that prompt's last logits are kept.
+        """
+        shared = _common(cached, prompt)
+        if kept and shared >= len(prompt) == exact:  # the same prompt again: its first token needs no evaluation
+            return shared
+        # Else never the prompt's last token, evaluated again so that its logits are fresh; and only up to a chunk
         # boundary, so that the rest loads in the same chunks as the whole prompt would.
-        shared = min(_common(cached, prompt), exact, len(prompt) - 1)
+        shared = min(shared, exact, len(prompt) - 1)
         return shared - shared % self.prefill_chunk
 
     def _place(self, sequence, free):
@@ -289,14 +302,16 @@ class Scheduler:
         sequence.window = job.n_ctx or engine.n_ctx
         sequence.max_tokens = fits(len(prompt), job.request, sequence.window)
         slot = self._slot_for(prompt, free)
-        reusable = lambda s: self._reusable(s.cached, s.prompt, prompt)  # noqa: E731
+        reusable = lambda s: self._reusable(s.cached, s.prompt, prompt, s.logits is not None)  # noqa: E731
         reuse, source, copied = reusable(slot), max(self.slots, key=reusable), None
         if reusable(source) > reuse + COPY_WORTH:
             engine.copy(source.seq_id, slot.seq_id)
-            slot.cached, slot.prompt, copied = list(source.cached), source.prompt, source.seq_id
-            reuse = reusable(slot)
+            slot.cached, slot.prompt, slot.logits = list(source.cached), source.prompt, source.logits
+            copied, reuse = source.seq_id, reusable(slot)
         reuse = engine.forget(slot.seq_id, reuse)
         del slot.cached[reuse:]
+        if reuse < len(prompt):  # the kept logits belong to the prompt the cache held, not to this one
+            slot.logits = None
         slot.prompt = len(prompt)
         sequence.cached, sequence.todo = reuse, list(prompt[reuse:])
         log.debug("placed: model=%s choice=%d slot=%d prompt=%d cached=%d copied_from=%s", self.name,
@@ -306,6 +321,8 @@ class Scheduler:
         if job.request.logprobs:
             sequence.logprobs = sampling.LogprobReader(engine, job.request.top_logprobs)
         sequence.admitted = time.perf_counter_ns()
+        if not sequence.todo:
+            self._next_token(sequence, None)
 
     @staticmethod
     def _slot_for(prompt, free):
@@ -350,16 +367,20 @@ class Scheduler:
         return row if logits else None
 
     def _next_token(self, sequence, row):
-        """Sample a sequence's next token from its logits row, hand it out, and see whether the choice ends."""
+        """Sample a sequence's next token, hand it out, and see whether the choice ends.
+
+        row: the batch row of its logits; None for the first token, sampled from the logits its slot keeps.
+        """
         if sequence.prefilling:
             sequence.prefilling = False
             sequence.prompt_ns = time.perf_counter_ns() - sequence.admitted
         try:
-            reason = self._sample(sequence, row)
+            # A choice of a failed job leaves at once: one admitted from the cache would be decoded with no token.
+            reason = "failed" if sequence.job.failed else self._sample(sequence, row)
         except Exception as err:  # one request's failure (a sampler, a tool-call parse) ends only that request
             log.exception("sampling failed: model=%s", self.name)
             sequence.job.fail(BackendUnavailable(f"the local runtime failed: {err}"))
-            reason = None
+            reason = "failed"
         if reason is not None:
             if not sequence.job.stopped():
                 sequence.finish(reason)
@@ -369,11 +390,17 @@ class Scheduler:
         """The next token into the sequence's output; returns a finish reason once the choice is over."""
         if len(sequence.generated) >= sequence.max_tokens:
             return "length"
-        token = sequence.sampler.sample(self.engine.ctx, row)
+        # The first token, cold or cached alike, comes from the logits kept with the prompt; the others from a row.
+        if row is None:
+            token = sequence.sampler.sample_logits(sequence.slot.logits)
+        else:
+            token = sequence.sampler.sample(self.engine.ctx, row)
         if self.engine.is_end(token):
             return "stop"
         sequence.generated.append(token)
-        logprob = sequence.logprobs.read(token, row) if sequence.logprobs else None
+        logprob = None
+        if sequence.logprobs:
+            logprob = sequence.logprobs.read(token, sequence.slot.logits if row is None else self.engine.logits(row))
         if sequence.out.add(self.engine.piece(token), logprob):
             return "stop"
         if len(sequence.generated) >= sequence.max_tokens or len(sequence.slot.cached) + 1 >= sequence.window:

@@ -250,3 +250,31 @@ def test_greedy_requests_give_the_same_tokens_cold_cached_and_batched(fresh_shim
         outputs = [runs[0][q][0], runs[1][q][0], together[q, 0][0], together[q, 1][0]]
         assert all(out == outputs[0] for out in outputs), q
     assert runs[0][TRICKY[0]][1] == 0 and all(runs[1][q][1] >= 64 for q in TRICKY), "the cache was used"
+
+
+@pytest.fixture(scope="module")
+def one_slot():
+    from harness.servers import running_shim
+    with running_shim("slots = 1\n") as url:  # one slot: each prompt overwrites the cache of the one before
+        yield url
+
+
+def test_an_exact_repeat_comes_whole_from_the_cache_and_gives_what_it_gave_cold(one_slot):
+    """The first token of a repeated prompt is sampled from the logits kept with the cache: the same tokens and
+    logprobs, with a grammar too, and never another prompt's logits."""
+    oai = openai.OpenAI(base_url=one_slot + "/v1", api_key="unused", max_retries=0)
+
+    def ask(question, **extra):
+        r = oai.chat.completions.create(model=MODEL, messages=[LIBRARY, {"role": "user", "content": question}],
+                                        temperature=0, max_tokens=12, logprobs=True, top_logprobs=3, **extra)
+        tops = [[(t.token, round(t.logprob, 5)) for t in lp.top_logprobs] for lp in r.choices[0].logprobs.content]
+        cached = r.usage.prompt_tokens_details.cached_tokens
+        return (r.choices[0].message.content, _logprob_tokens(r.choices[0]), tops), cached, r.usage.prompt_tokens
+    as_json = {"response_format": {"type": "json_object"}}
+    plain, plain_again = ask(TRICKY[0]), ask(TRICKY[0])
+    constrained, constrained_again = ask(TRICKY[2], **as_json), ask(TRICKY[2], **as_json)
+    plain_after_another = ask(TRICKY[0])
+    assert plain_again[0] == plain_after_another[0] == plain[0] and constrained_again[0] == constrained[0]
+    assert constrained[0][0].lstrip().startswith("{") and not plain[0][0].lstrip().startswith("{")
+    assert plain_again[1] == plain_again[2] and constrained_again[1] == constrained_again[2], "all of it cached"
+    assert plain[1] < plain[2] and constrained[1] < constrained[2] and plain_after_another[1] < plain[2]

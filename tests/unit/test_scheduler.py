@@ -9,6 +9,7 @@ batch held other sequences too (a lone token per sequence is the same in any bat
 import threading
 import time
 
+import numpy as np
 import pytest
 
 from shim import generation as g
@@ -68,6 +69,12 @@ class FakeEngine:
         cache = self.kv[seq]
         return 10 + ((sum(t * (i + 1) for i, t in enumerate(cache)) + hash(tuple(self.groups[seq]))) % 80)  # 10-89
 
+    def logits(self, row):
+        """The row's 'logits': the model's next token the most likely."""
+        logits = np.zeros(self.n_vocab, dtype=np.float32)
+        logits[self.next_token(row)] = 1.0
+        return logits
+
     def forget(self, seq_id, start=0):
         del self.kv[seq_id][start:]
         del self.groups[seq_id][start:]
@@ -96,12 +103,17 @@ class FakeEngine:
 class FakeSampler:
     """Greedy over the fake model; ends the sequence after `stop_after` tokens when given."""
 
-    def __init__(self, stop_after=None):
-        self.stop_after, self.calls, self.closed = stop_after, 0, False
+    def __init__(self, stop_after=None, fail=False):
+        self.stop_after, self.fail, self.calls, self.closed = stop_after, fail, 0, False
 
     def sample(self, engine, row):
+        return self.sample_logits(engine.logits(row))
+
+    def sample_logits(self, logits):
+        if self.fail:
+            raise RuntimeError("the sampler broke")
         self.calls += 1
-        return END if self.calls == self.stop_after else engine.next_token(row)
+        return END if self.calls == self.stop_after else int(np.argmax(logits))
 
     def close(self):
         self.closed = True
@@ -241,7 +253,7 @@ def test_greedy_output_is_the_same_cold_cached_batched_or_continuing_a_conversat
     batched = [events(j) for j in together]
     assert [text(e) for e in (cold, cached, after_sibling, batched[0], batched[2])] == [expected] * 5
     assert text(batched[1]) == alone(system + [5], 10)
-    assert finish(cached).usage.cached_tokens == 64 and finish(after_sibling).usage.cached_tokens == 32
+    assert finish(cached).usage.cached_tokens == 67 and finish(after_sibling).usage.cached_tokens == 32
     # The next turn of a conversation: its answer's tokens were evaluated one by one, so only the prompt's whole
     # chunks are reused, and the rest is loaded as a fresh load of the longer prompt would be.
     follow_up = list(finish(cold).context) + [300, 301, 302]
@@ -271,13 +283,76 @@ def test_a_shared_prefix_is_reused_from_an_idle_slot(make):
     assert evaluated == (42 + 2) + (3 + 3), "only what was not cached is evaluated"
 
 
-def test_the_same_prompt_again_evaluates_only_its_last_chunk(make):
+def prompt_tokens_evaluated(s, prompt):
+    return sum(1 for b in s.engine.batches for t, *_ in b if t in set(prompt))
+
+
+def test_the_same_prompt_again_evaluates_nothing_and_samples_what_it_did_cold(make):
+    s = make(slots=1)
+    prompt = list(range(100, 130))
+    cold = run(s, prompt, max_tokens=3)
+    batches = len(s.engine.batches)
+    evs = run(s, prompt, max_tokens=3)
+    assert finish(evs).usage.cached_tokens == 30, "the whole prompt came from the cache"
+    assert len(s.engine.batches) - batches == 2, "only the two tokens generated after the first were decoded"
+    assert text(evs) == text(cold) == alone(prompt, 3)
+
+
+def test_a_prompt_sharing_all_but_the_cache_s_prompt_still_evaluates_its_last_chunk(make):
+    """The kept logits belong to the exact prompt that filled the cache: a prefix of it, a longer prompt, or the
+    prompt after the slot served another, are evaluated (and give what they give alone)."""
     s = make(slots=1)
     prompt = list(range(100, 130))
     run(s, prompt, max_tokens=3)
-    evs = run(s, prompt, max_tokens=3)
-    assert finish(evs).usage.cached_tokens == 24, "reused up to the last chunk boundary before its last token"
-    assert text(evs) == alone(prompt, 3)
+    shorter = run(s, prompt[:-1], max_tokens=3)
+    assert text(shorter) == alone(prompt[:-1], 3) and finish(shorter).usage.cached_tokens == 24
+    longer = run(s, prompt + [7], max_tokens=3)
+    assert text(longer) == alone(prompt + [7], 3) and finish(longer).usage.cached_tokens == 24
+    again = run(s, prompt, max_tokens=3)
+    assert text(again) == alone(prompt, 3) and finish(again).usage.cached_tokens == 24
+    assert finish(run(s, prompt, max_tokens=3)).usage.cached_tokens == 30
+
+
+def test_an_exact_repeat_copies_the_kept_logits_with_the_cache_of_another_slot(make):
+    s = make(slots=2, step_seconds=0.002)
+    prompt = list(range(100, 150))
+    running = job(prompt, max_tokens=100)
+    s.submit(running)
+    next(iter(running.channel))
+    evaluated = prompt_tokens_evaluated(s, prompt)
+    again = job(prompt, max_tokens=5)
+    s.submit(again)
+    evs = events(again)
+    assert s.engine.copies == [(0, 1)] and prompt_tokens_evaluated(s, prompt) == evaluated
+    assert finish(evs).usage.cached_tokens == 50 and text(evs) == alone(prompt, 5)
+    events(running)
+
+
+def test_an_exact_repeat_whose_sampler_fails_fails_alone_and_leaves_the_cache(make):
+    s = make(slots=1)
+    prompt = list(range(100, 120))
+    run(s, prompt, max_tokens=3)
+    request = g.GenerationRequest(model="m", prompt="p", max_tokens=5)
+    broken = sched.Job(request, list(prompt), None, [FakeSampler(fail=True)], g.Cancel(), Channel())
+    s.submit(broken)
+    [error] = events(broken)
+    assert isinstance(error, BackendUnavailable) and "the sampler broke" in str(error)
+    assert broken.sequences[0].sampler.closed and s.slots[0].sequence is None
+    again = run(s, prompt, max_tokens=3)
+    assert finish(again).usage.cached_tokens == 20 and text(again) == alone(prompt, 3)
+
+
+def test_after_a_failed_decode_the_same_prompt_loads_cold(make):
+    s = make(slots=1, step_seconds=0.002)
+    prompt = list(range(100, 110))
+    run(s, prompt, max_tokens=3)
+    doomed = job(prompt, max_tokens=100)
+    s.submit(doomed)
+    next(iter(doomed.channel))
+    s.engine.fail_next = True
+    assert isinstance(events(doomed)[-1], BackendUnavailable)
+    after = run(s, prompt, max_tokens=3)
+    assert finish(after).usage.cached_tokens == 0 and text(after) == alone(prompt, 3)
 
 
 def test_a_prompt_sharing_little_takes_the_oldest_slot_and_leaves_a_recent_cache_alone(make):
@@ -319,9 +394,8 @@ def test_identical_prompts_arriving_together_are_loaded_once(make):
     for j in jobs:
         s.submit(j)
     results = [events(j) for j in jobs]
-    assert len({text(r) for r in results}) == 1
-    prompt_tokens = sum(1 for b in s.engine.batches for t, *_ in b if 100 <= t < 200)
-    assert prompt_tokens < 100 + 2 * 5, "the later jobs copied the first one's cache instead of loading it again"
+    assert {text(r) for r in results} == {alone(prompt, 3)}
+    assert prompt_tokens_evaluated(s, prompt) == 100, "the later jobs copied the first one's cache and logits"
 
 
 def test_choices_of_one_request_run_as_sequences_of_their_own(make):
@@ -330,8 +404,8 @@ def test_choices_of_one_request_run_as_sequences_of_their_own(make):
     s.submit(j)
     evs = events(j)
     assert sorted(e.index for e in evs if isinstance(e, g.Finish)) == [0, 1, 2]
-    assert len({text(evs, i) for i in range(3)}) == 1  # the fake model is greedy
-    assert sum(1 for b in s.engine.batches for t, *_ in b if 100 <= t < 150) < 50 + 2 * 5
+    assert {text(evs, i) for i in range(3)} == {alone(range(100, 150), 5, chunk=16)}  # the fake model is greedy
+    assert prompt_tokens_evaluated(s, range(100, 150)) == 50
 
 
 def test_a_cancelled_job_leaves_at_the_next_step_and_frees_its_slot(make, caplog):
