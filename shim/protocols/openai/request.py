@@ -288,10 +288,10 @@ def parse_image_url(value, where):
 
 def _parse_tool_call(call, where):
     f.require_object(call, where)
-    function = f.get(call, "function", dict, required=True, param=f"{where}.function")
+    function = f.get(call, "function", dict, required=True, within=where)
     arguments = f.get(function, "arguments", str, default="{}", param=f"{where}.function.arguments")
     return g.ToolCall(
-        id=f.get(call, "id", str, default="", param=f"{where}.id"),
+        id=f.get(call, "id", str, default="", within=where),
         name=f.get(function, "name", str, required=True, param=f"{where}.function.name"),
         arguments=arguments,
     )
