@@ -30,8 +30,7 @@ def _coerce(value, types):
 
 
 def get(body, name, *types, default=None, required=False, param=None, within=None):
-    """The value of body[name] if it has one of types; None/absent gives default; anything else is an error naming
-    param (else within.name, else name)."""
+    """body[name] if it has one of types; None/absent gives default; else an error naming param (or within.name)."""
     value = body.get(name)
     if value is None:
         if required:

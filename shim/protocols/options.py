@@ -69,7 +69,8 @@ _SAMPLING_NAMES = tuple(field.name for field in dataclasses.fields(g.Sampling))
 
 def merge_sampling(base, override):
     """Sampling with override's set fields on top of base's."""
-    changes = {name: value for name in _SAMPLING_NAMES if (value := getattr(override, name)) not in (None, {})}
+    values = {name: getattr(override, name) for name in _SAMPLING_NAMES}
+    changes = {name: value for name, value in values.items() if value not in (None, {})}
     return dataclasses.replace(base, **changes) if changes else base
 
 
