@@ -6,6 +6,7 @@ import json
 import logging
 import threading
 
+import httpx
 import pytest
 from werkzeug.wrappers import Response
 
@@ -308,6 +309,31 @@ def test_a_shim_framed_stream_with_unicode_line_separators_reads_whole(up):
     up.handler = lambda r: Response(body, mimetype="application/x-ndjson")
     assert text_of(run(make_backend(up), chat())) == text
 
+
+
+def test_a_second_request_for_a_path_parses_no_url(up, monkeypatch):
+    """The official client is built over LeanClient (the hook must survive an ollama upgrade): URLs are kept."""
+    backend = make_backend(up)
+    run(backend, chat())
+    parsed = []
+    real = httpx._urlparse.urlparse
+    monkeypatch.setattr(httpx._urlparse, "urlparse", lambda *a, **k: parsed.append(a) or real(*a, **k))
+    assert text_of(run(backend, chat())) == "Hi"
+    assert parsed == [] and [r.path for r in up.requests] == ["/api/chat"] * 2
+
+
+def test_cookies_an_upstream_sets_are_not_sent_back(up):
+    """As shim's own client, used by the other upstream backends: no cookie jar."""
+    up.handler = lambda r: with_cookie(default_answer(r))
+    backend = make_backend(up)
+    run(backend, chat())
+    run(backend, chat())
+    assert [r.headers.get("cookie") for r in up.requests] == [None, None]
+
+
+def with_cookie(response):
+    response.set_cookie("session", "abc")
+    return response
 
 # ---------------------------------------------------------------- a whole answer, for a client that reads it whole
 
