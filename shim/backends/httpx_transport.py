@@ -80,7 +80,9 @@ class Transport(httpx.BaseTransport):
                                       cancel=CANCEL.get())
         except HTTPError as err:
             raise _httpx_error(err, request) from err
-        return httpx.Response(answer.status, headers=list(answer.headers.items()), stream=_Body(answer, request),
+        # shim's client decoded the head as latin-1: encoding it back gives httpx the bytes as they came.
+        headers = [(name.encode("latin-1"), value.encode("latin-1")) for name, value in answer.headers.items()]
+        return httpx.Response(answer.status, headers=headers, stream=_Body(answer, request),
                               extensions={"reason_phrase": answer.reason.encode("latin-1", "replace")})
 
     def close(self):

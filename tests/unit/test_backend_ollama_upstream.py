@@ -331,6 +331,16 @@ def test_cookies_an_upstream_sets_are_not_sent_back(up):
     assert [r.headers.get("cookie") for r in up.requests] == [None, None]
 
 
+
+def test_an_answer_header_outside_ascii_is_read(up):
+    """HTTP headers are bytes (shim's client reads them as latin-1): httpx is given them as bytes, not re-encoded."""
+    def answer(record):
+        response = default_answer(record)
+        response.headers["X-Served-By"] = "caf\u00e9"
+        return response
+    up.handler = answer
+    assert text_of(run(make_backend(up), chat())) == "Hi"
+
 def with_cookie(response):
     response.set_cookie("session", "abc")
     return response
