@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+from json import dumps
 
 import httpx
 
@@ -48,15 +49,46 @@ class LeanClient(httpx.Client):
         """An empty jar that stays empty: filling one from every answer cost a fifth of a request."""
         return self._jarless
 
-    def build_request(self, method, url, **kwargs):
-        """httpx's request, with the URL merged as httpx merges it, parsed once per path and base URL."""
+    def build_request(self, method, url, *, content=None, json=None, timeout=httpx.USE_CLIENT_DEFAULT,
+                      extensions=None, **more):
+        """httpx's request; one carrying JSON or nothing (all the ollama client sends but blobs) built as httpx builds
+        it, without re-reading every header at each step."""
+        url = self._merged(url)
+        if content is not None or any(value is not None for value in more.values()):
+            return super().build_request(method, url, content=content, json=json, timeout=timeout,
+                                         extensions=extensions, **more)
+        body = None if json is None else dumps(json, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+        data = None if body is None else body.encode()
+        extensions = {} if extensions is None else extensions
+        if "timeout" not in extensions:
+            chosen = self.timeout if timeout is httpx.USE_CLIENT_DEFAULT else httpx.Timeout(timeout)
+            extensions = {**extensions, "timeout": chosen.as_dict()}
+        return httpx.Request(method, url, headers=self._request_headers(method.upper(), url, data),
+                             stream=httpx.ByteStream(data or b""), extensions=extensions)
+
+    def _merged(self, url):
+        """url merged with the base URL as httpx merges it, kept per path and base URL."""
         base = self.base_url
         kept = self._urls.get(url) if isinstance(url, str) else None
         if kept is None or kept[0] is not base:
             kept = (base, self._merge_url(url))
             if isinstance(url, str) and len(self._urls) < self.MAX_URLS:
                 self._urls[url] = kept
-        return super().build_request(method, kept[1], **kwargs)
+        return kept[1]
+
+    def _request_headers(self, method, url, data):
+        """The headers httpx gives a request with this JSON body (or none): the client's, and what they lack."""
+        own = self.headers.raw
+        names = {name.lower() for name, _ in own}
+        first = [(b"Host", url.netloc)] if b"host" not in names and url.host else []
+        if data is None:
+            if method in ("POST", "PUT", "PATCH") and not names & {b"content-length", b"transfer-encoding"}:
+                first.append((b"Content-Length", b"0"))
+            return first + own
+        last = [] if b"content-length" in names else [(b"Content-Length", b"%d" % len(data))]
+        if b"content-type" not in names:
+            last.append((b"Content-Type", b"application/json"))
+        return first + own + last
 
 
 class _Jarless(httpx.Cookies):

@@ -39,3 +39,33 @@ def test_no_cookie_is_kept():
     client.get("/a")
     client.get("/a")
     assert len(client.cookies) == 0 and [r.headers.get("cookie") for r in seen] == [None, None]
+
+
+OLLAMA_HEADERS = {"content-type": "application/json", "accept": "application/json", "user-agent": "ollama-python"}
+BUILT = {
+    "json": ("POST", "/api/chat", {"json": {"model": "m", "messages": [{"role": "user", "content": "h\u00e9 \u2028"}]}}),
+    "json-get": ("GET", "/api/x", {"json": {"a": [1, 2.5, None, True]}}),
+    "json-delete": ("DELETE", "/api/delete", {"json": {"model": "m"}}),
+    "empty-json": ("POST", "/api/x", {"json": {}}),
+    "no-body-get": ("GET", "/api/tags", {}),
+    "no-body-post": ("POST", "/api/x", {}),
+    "no-body-head": ("HEAD", "/api/blobs/sha256:ab", {}),
+    "lower-method": ("post", "/api/chat", {"json": {"a": 1}}),
+    "timeout": ("POST", "/api/chat", {"json": {"a": 1}, "timeout": 3.0}),
+    "extensions": ("POST", "/api/chat", {"json": {"a": 1}, "extensions": {"trace": None}}),
+    "own-timeout": ("POST", "/api/chat", {"json": {"a": 1}, "extensions": {"timeout": {"read": 1}}}),
+    "bytes": ("POST", "/api/blobs/sha256:ab", {"content": b"blob"}),
+    "params": ("GET", "/api/x", {"params": {"q": "1"}}),
+    "headers": ("POST", "/api/x", {"json": {"a": 1}, "headers": {"X-A": "b"}}),
+}
+
+
+@pytest.mark.parametrize("own", [OLLAMA_HEADERS, {}, {"Host": "v.example", "Content-Length": "0"}],
+                         ids=["ollama", "none", "host-and-length"])
+@pytest.mark.parametrize("case", BUILT)
+def test_requests_are_built_exactly_as_httpx_builds_them(case, own):
+    method, path, kwargs = BUILT[case]
+    made = [cls(base_url="http://h:1/v/", headers=own, timeout=9.0).build_request(method, path, **kwargs)
+            for cls in (LeanClient, httpx.Client)]
+    lean, plain = ((r.method, r.url, r.headers.raw, r.read(), r.extensions) for r in made)
+    assert lean == plain
