@@ -2,6 +2,7 @@
 pool, without the work of httpx's that shim never needs."""
 from __future__ import annotations
 
+import codecs
 import contextlib
 import contextvars
 from json import dumps
@@ -114,12 +115,45 @@ class Transport(httpx.BaseTransport):
             raise _httpx_error(err, request) from err
         # shim's client decoded the head as latin-1: encoding it back gives httpx the bytes as they came.
         headers = [(name.encode("latin-1"), value.encode("latin-1")) for name, value in answer.headers.items()]
-        return httpx.Response(answer.status, headers=headers, stream=_Body(answer, request),
-                              extensions={"reason_phrase": answer.reason.encode("latin-1", "replace")})
+        return _Response(answer.status, headers=headers, stream=_Body(answer, request),
+                         extensions={"reason_phrase": answer.reason.encode("latin-1", "replace")})
 
     def close(self):
         """Close the pooled connections."""
         self.client.close()
+
+
+class _Response(httpx.Response):
+    """httpx's response, whose lines (NDJSON: what the ollama client reads a stream as) are split at newlines only."""
+
+    def iter_lines(self):
+        """The body's lines, split at \\n (or \\r\\n) as bytes, then decoded; httpx's own reading where it decodes
+        the body first (a Content-Encoding, or a charset other than UTF-8)."""
+        kind = self.headers.get("content-type", "").lower()
+        if "content-encoding" in self.headers or ("charset" in kind and "charset=utf-8" not in kind
+                                                  and codecs.lookup(self.encoding or "utf-8").name != "utf-8"):
+            yield from super().iter_lines()
+            return
+        # httpx splits decoded text at every Unicode line boundary, U+0085 and U+2028 among them, which JSON strings
+        # may hold unescaped (Ollama leaves U+0085 so): the line, cut short, is no longer JSON.
+        held: list = []  # the start of a line whose end has not come yet
+        for piece in self.iter_raw():
+            if b"\n" not in piece:
+                held.append(piece)
+                continue
+            *lines, last = piece.split(b"\n")
+            if held:
+                lines[0] = b"".join(held) + lines[0]
+            held = [last] if last else []
+            for line in lines:
+                yield _text(line)
+        if held:
+            yield _text(b"".join(held))
+
+
+def _text(line):
+    """A line of the body as text, without the \\r of a \\r\\n."""
+    return line.removesuffix(b"\r").decode("utf-8", "replace")
 
 
 class _Body(httpx.SyncByteStream):

@@ -345,6 +345,14 @@ def with_cookie(response):
     response.set_cookie("session", "abc")
     return response
 
+
+def test_an_ollama_framed_stream_with_unicode_line_separators_reads_whole(up):
+    """Ollama (Go's encoding/json) leaves U+0085 unescaped inside JSON strings, and another server might U+2028."""
+    text = "one\u2028two\u2029three\x85four"
+    body = "".join(json.dumps(p, ensure_ascii=False) + "\n" for p in (chat_part(text), chat_done()))
+    up.handler = lambda r: Response(body.encode(), mimetype="application/x-ndjson")
+    assert text_of(run(make_backend(up), chat())) == text
+
 # ---------------------------------------------------------------- a whole answer, for a client that reads it whole
 
 LOGPROBS = [{"token": "Hi", "logprob": -0.25, "bytes": [72, 105],

@@ -1,8 +1,10 @@
 """LeanClient (the httpx client under the official ollama client) and Transport, against in-memory answers."""
+import gzip
+
 import httpx
 import pytest
 
-from shim.backends.httpx_transport import LeanClient
+from shim.backends.httpx_transport import LeanClient, Transport
 
 
 def echo(request):
@@ -69,3 +71,67 @@ def test_requests_are_built_exactly_as_httpx_builds_them(case, own):
             for cls in (LeanClient, httpx.Client)]
     lean, plain = ((r.method, r.url, r.headers.raw, r.read(), r.extensions) for r in made)
     assert lean == plain
+
+
+class Answer:
+    """What shim's Client.send gives back: a head read, a body in pieces."""
+
+    def __init__(self, pieces, headers):
+        self.status, self.reason, self.headers, self._pieces = 200, "OK", headers, pieces
+        self.closed = False
+
+    def pieces(self):
+        yield from self._pieces
+
+    def close(self):
+        self.closed = True
+
+
+class Sender:
+    """A shim Client stand-in answering every request with the same pieces."""
+
+    def __init__(self, pieces, headers):
+        self.answer_with = lambda: Answer(pieces, headers)
+        self.sent = []
+
+    def send(self, method, url, headers, body=b"", cancel=None):
+        self.sent.append((method, url, headers, body))
+        self.last = self.answer_with()
+        return self.last
+
+
+def lines_read(pieces, headers=None):
+    """(the lines the ollama client reads through LeanClient over Transport, those httpx itself gives, closed)."""
+    headers = {"content-type": "application/x-ndjson", **(headers or {})}
+    sender = Sender(pieces, headers)
+    with LeanClient(base_url="http://h:1", transport=Transport(sender)).stream("POST", "/api/chat", json={}) as r:
+        lean = list(r.iter_lines())
+    plain = httpx.Response(200, headers=list(headers.items()), stream=httpx.ByteStream(b"".join(pieces)))
+    return lean, list(plain.iter_lines()), sender.last.closed
+
+
+@pytest.mark.parametrize("pieces", [
+    [b'{"a": 1}\n{"b": 2}\n'], [b'{"a": 1}\n', b'{"b"', b': 2}\n', b'{"c": 3}'], [b'{"a": 1}\r', b'\n{"b": 2}\r\n'],
+    [b'{"a": "\xc3', b'\xa9"}\n'], [b'{"a": 1}\n\n{"b": 2}\n'], [b'{"a": "\xff"}\n'], [b"x" * 10, b"y" * 10, b"\n"],
+    [], [b""],
+], ids=["together", "split-anyhow", "crlf-split", "utf8-split", "blank-line", "not-utf8", "long-line", "none",
+        "empty"])
+def test_ndjson_lines_read_as_httpx_reads_them(pieces):
+    lean, plain, closed = lines_read(pieces)
+    assert lean == plain and closed
+
+
+def test_ndjson_lines_keep_the_unicode_line_separators_a_json_string_may_hold():
+    """Ollama (Go) leaves U+0085 unescaped in JSON strings; httpx would cut the line there."""
+    text = '{"c": "one\u0085two\u2028three\x1cfour"}'
+    lean, plain, _ = lines_read([(text + "\n").encode()])
+    assert lean == [text] and plain != [text]
+
+
+@pytest.mark.parametrize("headers, pieces", [
+    ({"content-encoding": "gzip"}, [gzip.compress('{"a": "\u00e9"}\n{"b": 2}\n'.encode())]),
+    ({"content-type": "application/x-ndjson; charset=latin-1"}, ['{"a": "\u00e9"}\n'.encode("latin-1")]),
+], ids=["gzip", "latin-1"])
+def test_a_body_to_decode_first_is_read_by_httpx(headers, pieces):
+    lean, plain, _ = lines_read(pieces, headers)
+    assert lean == plain and "\u00e9" in lean[0]
