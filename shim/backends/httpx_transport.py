@@ -42,13 +42,13 @@ class LeanClient(httpx.Client):
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
-        self._urls: dict = {}
-        self._jarless = _Jarless()
+        self._kept_urls: dict = {}
+        self._no_jar = _Jarless()
 
     @property
     def cookies(self):
         """An empty jar that stays empty: filling one from every answer cost a fifth of a request."""
-        return self._jarless
+        return self._no_jar
 
     def build_request(self, method, url, *, content=None, json=None, timeout=httpx.USE_CLIENT_DEFAULT,
                       extensions=None, **more):
@@ -70,11 +70,11 @@ class LeanClient(httpx.Client):
     def _merged(self, url):
         """url merged with the base URL as httpx merges it, kept per path and base URL."""
         base = self.base_url
-        kept = self._urls.get(url) if isinstance(url, str) else None
+        kept = self._kept_urls.get(url) if isinstance(url, str) else None
         if kept is None or kept[0] is not base:
             kept = (base, self._merge_url(url))
-            if isinstance(url, str) and len(self._urls) < self.MAX_URLS:
-                self._urls[url] = kept
+            if isinstance(url, str) and len(self._kept_urls) < self.MAX_URLS:
+                self._kept_urls[url] = kept
         return kept[1]
 
     def _request_headers(self, method, url, data):

@@ -7,14 +7,15 @@ import logging
 import threading
 
 import httpx
+import ollama
 import pytest
 from werkzeug.wrappers import Response
 
 from harness.servers import free_port
 from shim import generation as g
 from shim.backends import toolcalls
-from shim.backends.httpx_transport import CANCEL
-from shim.backends.ollama_upstream import OllamaBackend
+from shim.backends.httpx_transport import CANCEL, LeanClient
+from shim.backends.ollama_upstream import OllamaBackend, _client
 from shim.backends.toolcalls import forced_schema
 from shim.config import BackendConfig
 from shim.errors import BackendUnavailable, Cancelled, ModelNotFound, ShimError, Unsupported, UpstreamError
@@ -310,6 +311,18 @@ def test_a_shim_framed_stream_with_unicode_line_separators_reads_whole(up):
     assert text_of(run(make_backend(up), chat())) == text
 
 
+
+def test_the_official_client_is_built_as_ollama_builds_it_but_over_lean_client():
+    """The hook replaces only the httpx class: nothing else ollama.Client sets up may be skipped (an upgrade)."""
+    timeout, auth = httpx.Timeout(3.0, connect=1.0), httpx.BasicAuth("u", "p")
+    ours = _client("http://u:p@h:1", timeout, {"X-Org": "acme"})
+    theirs = ollama.Client(host="http://h:1", timeout=timeout, headers={"X-Org": "acme"}, auth=auth,
+                           transport=ours._client._transport)
+    assert isinstance(ours, ollama.Client) and set(vars(ours)) == set(vars(theirs))
+    assert type(ours._client) is LeanClient and type(theirs._client) is httpx.Client
+    settings = [(c.base_url, c.headers.raw, c.timeout, c.follow_redirects, c.auth._auth_header, c.trust_env)
+                for c in (ours._client, theirs._client)]
+    assert settings[0] == settings[1]
 
 def test_a_second_request_for_a_path_parses_no_url(up, monkeypatch):
     """The official client is built over LeanClient (the hook must survive an ollama upgrade): URLs are kept."""

@@ -32,7 +32,7 @@ def test_only_so_many_paths_are_kept():
     client = LeanClient(base_url="http://h:1", transport=httpx.MockTransport(echo))
     urls = [client.get(f"/api/blobs/{n}").json()["url"] for n in range(LeanClient.MAX_URLS + 10)]
     assert urls[-1] == f"http://h:1/api/blobs/{LeanClient.MAX_URLS + 9}"
-    assert len(client._urls) == LeanClient.MAX_URLS
+    assert len(client._kept_urls) == LeanClient.MAX_URLS
 
 
 def test_no_cookie_is_kept():
