@@ -1,8 +1,11 @@
-"""An httpx transport over shim's HTTP/1.1 client, so the official ollama client sends through shim's own pool."""
+"""An httpx client and transport over shim's HTTP/1.1 client, so the official ollama client sends through shim's own
+pool, without the work of httpx's that shim never needs."""
 from __future__ import annotations
 
+import codecs
 import contextlib
 import contextvars
+from json import dumps
 
 import httpx
 
@@ -30,6 +33,72 @@ def cancelled_by(cancel):
         CANCEL.reset(token)
 
 
+class LeanClient(httpx.Client):
+    """An httpx client that keeps no cookies (shim's own client keeps none either) and merges each path it is asked
+    for with its base URL once."""
+
+    MAX_URLS = 64
+    "Paths whose merged URL is kept: the ollama client asks for a handful (and one per blob digest it uploads)."
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self._kept_urls: dict = {}
+        self._no_jar = _Jarless()
+
+    @property
+    def cookies(self):
+        """An empty jar that stays empty: filling one from every answer cost a fifth of a request."""
+        return self._no_jar
+
+    def build_request(self, method, url, *, content=None, json=None, timeout=httpx.USE_CLIENT_DEFAULT,
+                      extensions=None, **more):
+        """httpx's request; one carrying JSON or nothing (all the ollama client sends but blobs) built as httpx builds
+        it, without re-reading every header at each step."""
+        url = self._merged(url)
+        if content is not None or any(value is not None for value in more.values()):
+            return super().build_request(method, url, content=content, json=json, timeout=timeout,
+                                         extensions=extensions, **more)
+        body = None if json is None else dumps(json, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+        data = None if body is None else body.encode()
+        extensions = {} if extensions is None else extensions
+        if "timeout" not in extensions:
+            chosen = self.timeout if timeout is httpx.USE_CLIENT_DEFAULT else httpx.Timeout(timeout)
+            extensions = {**extensions, "timeout": chosen.as_dict()}
+        return httpx.Request(method, url, headers=self._request_headers(method.upper(), url, data),
+                             stream=httpx.ByteStream(data or b""), extensions=extensions)
+
+    def _merged(self, url):
+        """url merged with the base URL as httpx merges it, kept per path and base URL."""
+        base = self.base_url
+        kept = self._kept_urls.get(url) if isinstance(url, str) else None
+        if kept is None or kept[0] is not base:
+            kept = (base, self._merge_url(url))
+            if isinstance(url, str) and len(self._kept_urls) < self.MAX_URLS:
+                self._kept_urls[url] = kept
+        return kept[1]
+
+    def _request_headers(self, method, url, data):
+        """The headers httpx gives a request with this JSON body (or none): the client's, and what they lack."""
+        own = self.headers.raw
+        names = {name.lower() for name, _ in own}
+        first = [(b"Host", url.netloc)] if b"host" not in names and url.host else []
+        if data is None:
+            if method in ("POST", "PUT", "PATCH") and not names & {b"content-length", b"transfer-encoding"}:
+                first.append((b"Content-Length", b"0"))
+            return first + own
+        last = [] if b"content-length" in names else [(b"Content-Length", b"%d" % len(data))]
+        if b"content-type" not in names:
+            last.append((b"Content-Type", b"application/json"))
+        return first + own + last
+
+
+class _Jarless(httpx.Cookies):
+    """A cookie jar that ignores the cookies answers set."""
+
+    def extract_cookies(self, response):
+        """Nothing to keep."""
+
+
 class Transport(httpx.BaseTransport):
     """Sends each httpx request as it is built, over kept-alive connections of a shim Client."""
 
@@ -44,12 +113,47 @@ class Transport(httpx.BaseTransport):
                                       cancel=CANCEL.get())
         except HTTPError as err:
             raise _httpx_error(err, request) from err
-        return httpx.Response(answer.status, headers=list(answer.headers.items()), stream=_Body(answer, request),
-                              extensions={"reason_phrase": answer.reason.encode("latin-1", "replace")})
+        # shim's client decoded the head as latin-1: encoding it back gives httpx the bytes as they came.
+        headers = [(name.encode("latin-1"), value.encode("latin-1")) for name, value in answer.headers.items()]
+        return _Response(answer.status, headers=headers, stream=_Body(answer, request),
+                         extensions={"reason_phrase": answer.reason.encode("latin-1", "replace")})
 
     def close(self):
         """Close the pooled connections."""
         self.client.close()
+
+
+class _Response(httpx.Response):
+    """httpx's response, whose lines (NDJSON: what the ollama client reads a stream as) are split at newlines only."""
+
+    def iter_lines(self):
+        """The body's lines, split at \\n (or \\r\\n) as bytes, then decoded; httpx's own reading where it decodes
+        the body first (a Content-Encoding, or a charset other than UTF-8)."""
+        kind = self.headers.get("content-type", "").lower()
+        if "content-encoding" in self.headers or ("charset" in kind and "charset=utf-8" not in kind
+                                                  and codecs.lookup(self.encoding or "utf-8").name != "utf-8"):
+            yield from super().iter_lines()
+            return
+        # httpx splits decoded text at every Unicode line boundary, U+0085 and U+2028 among them, which JSON strings
+        # may hold unescaped (Ollama leaves U+0085 so): the line, cut short, is no longer JSON.
+        held: list = []  # the start of a line whose end has not come yet
+        for piece in self.iter_raw():
+            if b"\n" not in piece:
+                held.append(piece)
+                continue
+            *lines, last = piece.split(b"\n")
+            if held:
+                lines[0] = b"".join(held) + lines[0]
+            held = [last] if last else []
+            for line in lines:
+                yield _text(line)
+        if held:
+            yield _text(b"".join(held))
+
+
+def _text(line):
+    """A line of the body as text, without the \\r of a \\r\\n."""
+    return line.removesuffix(b"\r").decode("utf-8", "replace")
 
 
 class _Body(httpx.SyncByteStream):

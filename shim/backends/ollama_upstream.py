@@ -8,13 +8,14 @@ import urllib.parse
 
 import httpx
 import ollama
+from ollama._client import BaseClient
 
 from .. import generation as g
 from ..errors import ShimError, UpstreamError
 from ..protocols import ollama as protocol
 from . import toolcalls, upstream
 from .httpclient import Client, Interrupted
-from .httpx_transport import BrokenOff, Transport, cancelled_by
+from .httpx_transport import BrokenOff, LeanClient, Transport, cancelled_by
 
 log = logging.getLogger("shim.ollama_upstream")
 _STREAM_ERRORS = (httpx.HTTPError, ollama.ResponseError, ValueError, KeyError, TypeError)
@@ -180,8 +181,15 @@ def _client(url, timeout, headers):
     # The client's own transport (httpcore) costs about as much as the rest of a proxied request: measured in
     # docs/performance.md. Its requests go out through shim's lean client instead, exactly as httpx builds them.
     transport = Transport(Client(connect_timeout=timeout.connect, read_timeout=timeout.read))
-    return ollama.Client(host=upstream.without_userinfo(url), timeout=timeout, headers=headers, auth=auth,
+    return _OllamaClient(host=upstream.without_userinfo(url), timeout=timeout, headers=headers, auth=auth,
                          transport=transport)
+
+
+class _OllamaClient(ollama.Client):
+    """The official client over a LeanClient instead of an httpx.Client (its requests, answers and types unchanged)."""
+
+    def __init__(self, host=None, **kwargs):
+        BaseClient.__init__(self, LeanClient, host, **kwargs)
 
 
 def _nothing_more():

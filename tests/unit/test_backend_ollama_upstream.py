@@ -6,14 +6,16 @@ import json
 import logging
 import threading
 
+import httpx
+import ollama
 import pytest
 from werkzeug.wrappers import Response
 
 from harness.servers import free_port
 from shim import generation as g
 from shim.backends import toolcalls
-from shim.backends.httpx_transport import CANCEL
-from shim.backends.ollama_upstream import OllamaBackend
+from shim.backends.httpx_transport import CANCEL, LeanClient
+from shim.backends.ollama_upstream import OllamaBackend, _client
 from shim.backends.toolcalls import forced_schema
 from shim.config import BackendConfig
 from shim.errors import BackendUnavailable, Cancelled, ModelNotFound, ShimError, Unsupported, UpstreamError
@@ -308,6 +310,61 @@ def test_a_shim_framed_stream_with_unicode_line_separators_reads_whole(up):
     up.handler = lambda r: Response(body, mimetype="application/x-ndjson")
     assert text_of(run(make_backend(up), chat())) == text
 
+
+
+def test_the_official_client_is_built_as_ollama_builds_it_but_over_lean_client():
+    """The hook replaces only the httpx class: nothing else ollama.Client sets up may be skipped (an upgrade)."""
+    timeout, auth = httpx.Timeout(3.0, connect=1.0), httpx.BasicAuth("u", "p")
+    ours = _client("http://u:p@h:1", timeout, {"X-Org": "acme"})
+    theirs = ollama.Client(host="http://h:1", timeout=timeout, headers={"X-Org": "acme"}, auth=auth,
+                           transport=ours._client._transport)
+    assert isinstance(ours, ollama.Client) and set(vars(ours)) == set(vars(theirs))
+    assert type(ours._client) is LeanClient and type(theirs._client) is httpx.Client
+    settings = [(c.base_url, c.headers.raw, c.timeout, c.follow_redirects, c.auth._auth_header, c.trust_env)
+                for c in (ours._client, theirs._client)]
+    assert settings[0] == settings[1]
+
+def test_a_second_request_for_a_path_parses_no_url(up, monkeypatch):
+    """The official client is built over LeanClient (the hook must survive an ollama upgrade): URLs are kept."""
+    backend = make_backend(up)
+    run(backend, chat())
+    parsed = []
+    real = httpx._urlparse.urlparse
+    monkeypatch.setattr(httpx._urlparse, "urlparse", lambda *a, **k: parsed.append(a) or real(*a, **k))
+    assert text_of(run(backend, chat())) == "Hi"
+    assert parsed == [] and [r.path for r in up.requests] == ["/api/chat"] * 2
+
+
+def test_cookies_an_upstream_sets_are_not_sent_back(up):
+    """As shim's own client, used by the other upstream backends: no cookie jar."""
+    up.handler = lambda r: with_cookie(default_answer(r))
+    backend = make_backend(up)
+    run(backend, chat())
+    run(backend, chat())
+    assert [r.headers.get("cookie") for r in up.requests] == [None, None]
+
+
+
+def test_an_answer_header_outside_ascii_is_read(up):
+    """HTTP headers are bytes (shim's client reads them as latin-1): httpx is given them as bytes, not re-encoded."""
+    def answer(record):
+        response = default_answer(record)
+        response.headers["X-Served-By"] = "caf\u00e9"
+        return response
+    up.handler = answer
+    assert text_of(run(make_backend(up), chat())) == "Hi"
+
+def with_cookie(response):
+    response.set_cookie("session", "abc")
+    return response
+
+
+def test_an_ollama_framed_stream_with_unicode_line_separators_reads_whole(up):
+    """Ollama (Go's encoding/json) leaves U+0085 unescaped inside JSON strings, and another server might U+2028."""
+    text = "one\u2028two\u2029three\x85four"
+    body = "".join(json.dumps(p, ensure_ascii=False) + "\n" for p in (chat_part(text), chat_done()))
+    up.handler = lambda r: Response(body.encode(), mimetype="application/x-ndjson")
+    assert text_of(run(make_backend(up), chat())) == text
 
 # ---------------------------------------------------------------- a whole answer, for a client that reads it whole
 

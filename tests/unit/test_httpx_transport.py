@@ -1,0 +1,137 @@
+"""LeanClient (the httpx client under the official ollama client) and Transport, against in-memory answers."""
+import gzip
+
+import httpx
+import pytest
+
+from shim.backends.httpx_transport import LeanClient, Transport
+
+
+def echo(request):
+    return httpx.Response(200, headers=[("Set-Cookie", "s=1")], json={"url": str(request.url)})
+
+
+@pytest.mark.parametrize("base, path", [
+    ("http://h:1", "/api/chat"), ("http://h:1/sub/", "/api/chat"), ("http://h:1/sub", "api/tags"),
+    ("http://h:1", "http://other:2/x?y=1"), ("http://h:1", "/api/blobs/sha256:ab%20cd"),
+])
+def test_urls_merge_as_httpx_merges_them_every_time(base, path):
+    lean, plain = (cls(base_url=base, transport=httpx.MockTransport(echo)) for cls in (LeanClient, httpx.Client))
+    expected = plain.get(path).json()["url"]
+    assert [lean.get(path).json()["url"] for _ in range(2)] == [expected] * 2
+
+
+def test_a_new_base_url_is_used_for_a_path_already_asked_for():
+    client = LeanClient(base_url="http://h:1", transport=httpx.MockTransport(echo))
+    client.get("/api/tags")
+    client.base_url = "http://g:2/v/"
+    assert client.get("/api/tags").json()["url"] == "http://g:2/v/api/tags"
+
+
+def test_only_so_many_paths_are_kept():
+    client = LeanClient(base_url="http://h:1", transport=httpx.MockTransport(echo))
+    urls = [client.get(f"/api/blobs/{n}").json()["url"] for n in range(LeanClient.MAX_URLS + 10)]
+    assert urls[-1] == f"http://h:1/api/blobs/{LeanClient.MAX_URLS + 9}"
+    assert len(client._kept_urls) == LeanClient.MAX_URLS
+
+
+def test_no_cookie_is_kept():
+    seen = []
+    client = LeanClient(base_url="http://h:1", transport=httpx.MockTransport(lambda r: seen.append(r) or echo(r)))
+    client.get("/a")
+    client.get("/a")
+    assert len(client.cookies) == 0 and [r.headers.get("cookie") for r in seen] == [None, None]
+
+
+OLLAMA_HEADERS = {"content-type": "application/json", "accept": "application/json", "user-agent": "ollama-python"}
+BUILT = {
+    "json": ("POST", "/api/chat", {"json": {"model": "m", "messages": [{"role": "user", "content": "h\u00e9 \u2028"}]}}),
+    "json-get": ("GET", "/api/x", {"json": {"a": [1, 2.5, None, True]}}),
+    "json-delete": ("DELETE", "/api/delete", {"json": {"model": "m"}}),
+    "empty-json": ("POST", "/api/x", {"json": {}}),
+    "no-body-get": ("GET", "/api/tags", {}),
+    "no-body-post": ("POST", "/api/x", {}),
+    "no-body-head": ("HEAD", "/api/blobs/sha256:ab", {}),
+    "lower-method": ("post", "/api/chat", {"json": {"a": 1}}),
+    "timeout": ("POST", "/api/chat", {"json": {"a": 1}, "timeout": 3.0}),
+    "extensions": ("POST", "/api/chat", {"json": {"a": 1}, "extensions": {"trace": None}}),
+    "own-timeout": ("POST", "/api/chat", {"json": {"a": 1}, "extensions": {"timeout": {"read": 1}}}),
+    "bytes": ("POST", "/api/blobs/sha256:ab", {"content": b"blob"}),
+    "params": ("GET", "/api/x", {"params": {"q": "1"}}),
+    "headers": ("POST", "/api/x", {"json": {"a": 1}, "headers": {"X-A": "b"}}),
+}
+
+
+@pytest.mark.parametrize("own", [OLLAMA_HEADERS, {}, {"Host": "v.example", "Content-Length": "0"}],
+                         ids=["ollama", "none", "host-and-length"])
+@pytest.mark.parametrize("case", BUILT)
+def test_requests_are_built_exactly_as_httpx_builds_them(case, own):
+    method, path, kwargs = BUILT[case]
+    made = [cls(base_url="http://h:1/v/", headers=own, timeout=9.0).build_request(method, path, **kwargs)
+            for cls in (LeanClient, httpx.Client)]
+    lean, plain = ((r.method, r.url, r.headers.raw, r.read(), r.extensions) for r in made)
+    assert lean == plain
+
+
+class Answer:
+    """What shim's Client.send gives back: a head read, a body in pieces."""
+
+    def __init__(self, pieces, headers):
+        self.status, self.reason, self.headers, self._pieces = 200, "OK", headers, pieces
+        self.closed = False
+
+    def pieces(self):
+        yield from self._pieces
+
+    def close(self):
+        self.closed = True
+
+
+class Sender:
+    """A shim Client stand-in answering every request with the same pieces."""
+
+    def __init__(self, pieces, headers):
+        self.answer_with = lambda: Answer(pieces, headers)
+        self.sent = []
+
+    def send(self, method, url, headers, body=b"", cancel=None):
+        self.sent.append((method, url, headers, body))
+        self.last = self.answer_with()
+        return self.last
+
+
+def lines_read(pieces, headers=None):
+    """(the lines the ollama client reads through LeanClient over Transport, those httpx itself gives, closed)."""
+    headers = {"content-type": "application/x-ndjson", **(headers or {})}
+    sender = Sender(pieces, headers)
+    with LeanClient(base_url="http://h:1", transport=Transport(sender)).stream("POST", "/api/chat", json={}) as r:
+        lean = list(r.iter_lines())
+    plain = httpx.Response(200, headers=list(headers.items()), stream=httpx.ByteStream(b"".join(pieces)))
+    return lean, list(plain.iter_lines()), sender.last.closed
+
+
+@pytest.mark.parametrize("pieces", [
+    [b'{"a": 1}\n{"b": 2}\n'], [b'{"a": 1}\n', b'{"b"', b': 2}\n', b'{"c": 3}'], [b'{"a": 1}\r', b'\n{"b": 2}\r\n'],
+    [b'{"a": "\xc3', b'\xa9"}\n'], [b'{"a": 1}\n\n{"b": 2}\n'], [b'{"a": "\xff"}\n'], [b"x" * 10, b"y" * 10, b"\n"],
+    [], [b""],
+], ids=["together", "split-anyhow", "crlf-split", "utf8-split", "blank-line", "not-utf8", "long-line", "none",
+        "empty"])
+def test_ndjson_lines_read_as_httpx_reads_them(pieces):
+    lean, plain, closed = lines_read(pieces)
+    assert lean == plain and closed
+
+
+def test_ndjson_lines_keep_the_unicode_line_separators_a_json_string_may_hold():
+    """Ollama (Go) leaves U+0085 unescaped in JSON strings; httpx would cut the line there."""
+    text = '{"c": "one\u0085two\u2028three\x1cfour"}'
+    lean, plain, _ = lines_read([(text + "\n").encode()])
+    assert lean == [text] and plain != [text]
+
+
+@pytest.mark.parametrize("headers, pieces", [
+    ({"content-encoding": "gzip"}, [gzip.compress('{"a": "\u00e9"}\n{"b": 2}\n'.encode())]),
+    ({"content-type": "application/x-ndjson; charset=latin-1"}, ['{"a": "\u00e9"}\n'.encode("latin-1")]),
+], ids=["gzip", "latin-1"])
+def test_a_body_to_decode_first_is_read_by_httpx(headers, pieces):
+    lean, plain, _ = lines_read(pieces, headers)
+    assert lean == plain and "\u00e9" in lean[0]
