@@ -106,8 +106,8 @@ def release(response):
 
 def error_text(response):
     """What an error answer says: its error message when it has one, else its body (JSON of any shape, or not)."""
-    if 300 <= response.status < 400:  # a redirect is not followed: the configured URL should be where it points
-        return f"a redirect to {response.headers.get('location', '(no location)')}; set the backend's url to it"
+    if 300 <= response.status < 400:
+        return upstream.redirect_text(response.headers.get("location"))
     raw = response.read()
     try:
         body = json.loads(raw)

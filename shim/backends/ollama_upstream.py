@@ -18,6 +18,8 @@ from .httpclient import Client, Interrupted
 from .httpx_transport import BrokenOff, LeanClient, Transport, cancelled_by
 
 log = logging.getLogger("shim.ollama_upstream")
+# httpx logs every request it sends at INFO (shim's default level): a line per Ollama call no other backend writes.
+logging.getLogger("httpx").setLevel(logging.WARNING)
 _STREAM_ERRORS = (httpx.HTTPError, ollama.ResponseError, ValueError, KeyError, TypeError)
 
 
@@ -141,7 +143,8 @@ class OllamaBackend(upstream.UpstreamBackend):
     def _error(self, err, model):
         """The shim error for a failed call, every upstream-originated text in it scrubbed of credentials."""
         if isinstance(err, ollama.ResponseError):
-            return upstream.error_for_status(err.status_code, self.scrub(err.error), self.name, model)
+            text = _redirect_text(err) or err.error
+            return upstream.error_for_status(err.status_code, self.scrub(text), self.name, model)
         if isinstance(err, BrokenOff):
             return UpstreamError(f"{self.name} broke off its answer: {self._describe(err)}")
         if isinstance(err, (ConnectionError, httpx.TransportError)):
@@ -182,7 +185,19 @@ def _client(url, timeout, headers):
     # docs/performance.md. Its requests go out through shim's lean client instead, exactly as httpx builds them.
     transport = Transport(Client(connect_timeout=timeout.connect, read_timeout=timeout.read))
     return _OllamaClient(host=upstream.without_userinfo(url), timeout=timeout, headers=headers, auth=auth,
-                         transport=transport)
+                         transport=transport, follow_redirects=False)
+
+
+def _redirect_text(err):
+    """What a redirect the ollama client refused says, None for another error.
+
+    The client keeps only the body's text in its ResponseError; the answer, with its Location, is the httpx error it
+    replaced (its context).
+    """
+    if not 300 <= err.status_code < 400:
+        return None
+    response = getattr(err.__context__, "response", None)
+    return upstream.redirect_text(response.headers.get("location") if response is not None else None)
 
 
 class _OllamaClient(ollama.Client):

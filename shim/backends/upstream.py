@@ -149,6 +149,11 @@ class ModelListCache:
         return self._value
 
 
+def redirect_text(location):
+    """What a redirect answer says: no upstream client follows one, since the configured URL should be where it points."""
+    return f"a redirect to {location or '(no location)'}; set the backend's url to it"
+
+
 def error_for_status(status, message, backend, model=None):
     """The shim error an upstream HTTP status stands for; 5xx and 429 are retryable on another endpoint."""
     text = f"{backend}: {message}"

@@ -311,18 +311,33 @@ def test_a_shim_framed_stream_with_unicode_line_separators_reads_whole(up):
     assert text_of(run(make_backend(up), chat())) == text
 
 
-
 def test_the_official_client_is_built_as_ollama_builds_it_but_over_lean_client():
     """The hook replaces only the httpx class: nothing else ollama.Client sets up may be skipped (an upgrade)."""
     timeout, auth = httpx.Timeout(3.0, connect=1.0), httpx.BasicAuth("u", "p")
     ours = _client("http://u:p@h:1", timeout, {"X-Org": "acme"})
     theirs = ollama.Client(host="http://h:1", timeout=timeout, headers={"X-Org": "acme"}, auth=auth,
-                           transport=ours._client._transport)
+                           transport=ours._client._transport, follow_redirects=False)
     assert isinstance(ours, ollama.Client) and set(vars(ours)) == set(vars(theirs))
     assert type(ours._client) is LeanClient and type(theirs._client) is httpx.Client
     settings = [(c.base_url, c.headers.raw, c.timeout, c.follow_redirects, c.auth._auth_header, c.trust_env)
                 for c in (ours._client, theirs._client)]
     assert settings[0] == settings[1]
+
+
+def test_a_redirect_is_not_followed_and_the_error_says_where_it_points(up, up2):
+    """As the other upstream backends: the configured URL should be where the upstream is."""
+    up.handler = lambda r: Response(status=307, headers={"Location": f"{up2.url}{r.path}"})
+    with pytest.raises(UpstreamError, match=f"307: a redirect to {up2.url}/api/chat; set the backend's url to it"):
+        run(make_backend(up), chat())
+    assert up2.requests == []
+
+
+def test_no_log_line_per_request(up, caplog):
+    """httpx logs each request at INFO, shim's default level; no other backend writes a line per call."""
+    caplog.set_level(logging.INFO)
+    run(make_backend(up), chat())
+    assert [r.getMessage() for r in caplog.records if r.name.startswith("httpx")] == []
+
 
 def test_a_second_request_for_a_path_parses_no_url(up, monkeypatch):
     """The official client is built over LeanClient (the hook must survive an ollama upgrade): URLs are kept."""
@@ -344,7 +359,6 @@ def test_cookies_an_upstream_sets_are_not_sent_back(up):
     assert [r.headers.get("cookie") for r in up.requests] == [None, None]
 
 
-
 def test_an_answer_header_outside_ascii_is_read(up):
     """HTTP headers are bytes (shim's client reads them as latin-1): httpx is given them as bytes, not re-encoded."""
     def answer(record):
@@ -353,6 +367,7 @@ def test_an_answer_header_outside_ascii_is_read(up):
         return response
     up.handler = answer
     assert text_of(run(make_backend(up), chat())) == "Hi"
+
 
 def with_cookie(response):
     response.set_cookie("session", "abc")
