@@ -96,10 +96,14 @@ def sse_named_frame(obj):
 
 
 def parse_sse(pieces):
-    """The data payloads of an SSE stream given as bytes as they arrive (see SSEReader)."""
+    """The data payloads of an SSE stream given as bytes as they arrive (see SSEReader); an empty piece (the
+    stream was silent a while) is passed on as None."""
     reader = SSEReader()
     for piece in pieces:
-        yield from reader.feed(piece)
+        if piece:
+            yield from reader.feed(piece)
+        else:
+            yield None
     yield from reader.end()
 
 

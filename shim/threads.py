@@ -149,6 +149,19 @@ class Channel:
     def __iter__(self):
         return _drain(self._items.get)
 
+    def beating(self, idle):
+        """The items, with HEARTBEAT after each idle seconds in which none came (idle None: just the items)."""
+        if idle is None:
+            return iter(self)
+        get = self._items.get
+
+        def get_or_beat():
+            try:
+                return get(timeout=idle)
+            except queue.Empty:  # gevent's queues raise the standard library's Empty
+                return HEARTBEAT
+        return _drain(get_or_beat)
+
 
 class Courier:
     """Gathers items for many channels and hands them over together: one wake-up of their loop per flush."""

@@ -217,20 +217,26 @@ class Started:
 
     events: object
     cancel: Cancel = dataclasses.field(default_factory=Cancel)
+    beats: bool = False
+    "Whether the events carry their own HEARTBEATs (the backend signals silence), so none need be timed here."
 
 
 def start(generation_request):
     """Admit and route the request, and pull its first event, so early errors get a real status code."""
     route = services().router.route(generation_request.model)
     keep_alive = keep_alive_of(generation_request)
+    interval = services().settings.heartbeat_seconds
+    beats = route.backend.signals_silence and generation_request.stream and interval > 0
     routed = generation_request
-    if (route.target, keep_alive) != (routed.model, routed.keep_alive):  # a copy costs as much as the routing
-        routed = dataclasses.replace(routed, model=route.target, keep_alive=keep_alive)
-    return start_routed(route, lambda cancel: route.backend.generate(routed, cancel))
+    if (route.target, keep_alive) != (routed.model, routed.keep_alive) or beats:  # a copy costs as much as routing
+        routed = dataclasses.replace(routed, model=route.target, keep_alive=keep_alive,
+                                     heartbeat_seconds=interval if beats else None)
+    return start_routed(route, lambda cancel: route.backend.generate(routed, cancel), beats)
 
 
-def start_routed(route, open_events):
-    """Admit a routed request and pull the first item open_events(cancel) yields (see start)."""
+def start_routed(route, open_events, beats=False):
+    """Admit a routed request and pull the first item open_events(cancel) yields (see start); beats: whether those
+    items carry their own HEARTBEATs."""
     flask_g.model = route.key
     cancel = Cancel()
     events = _measured(lambda: open_events(cancel), route.key, services().admission)
@@ -242,7 +248,7 @@ def start_routed(route, open_events):
         cancel.set()
         close(events)
         raise
-    return Started(events, cancel)
+    return Started(events, cancel, beats)
 
 
 def keep_alive_of(generation_request):
@@ -350,7 +356,8 @@ class _Watched(Cancel):
 def stream_response(started, renderer, framing):
     """A streaming Response: events rendered to chunks and framed; errors in-band; a hang-up cancels."""
     interval = services().settings.heartbeat_seconds
-    batches = with_heartbeats(started.events, interval) if interval > 0 else _one_by_one(started.events)
+    timed = interval > 0 and not started.beats  # else the events' own HEARTBEATs pass through, or there are none
+    batches = with_heartbeats(started.events, interval) if timed else _one_by_one(started.events)
 
     def body():
         metrics.OPEN_STREAMS.inc()

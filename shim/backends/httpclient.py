@@ -235,6 +235,19 @@ def _wait_for_answer(conn, cancel, timeout):
         conn.sock.settimeout(timeout)
 
 
+def _recv_within(sock, idle, deadline, read_timeout):
+    """What the socket has within idle seconds, or None; a timeout once the deadline has passed."""
+    sock.settimeout(max(min(idle, deadline - time.monotonic()), 0.001))
+    try:
+        return sock.recv(READ_SIZE)
+    except TimeoutError:
+        if time.monotonic() >= deadline:
+            raise
+        return None
+    finally:
+        sock.settimeout(read_timeout)
+
+
 def _read_head(conn):
     """(status, reason, headers, keep_alive) of the answer on conn, skipping 1xx interim answers."""
     while True:
@@ -291,7 +304,8 @@ class Response:
                 length = int(headers["content-length"])
             except ValueError:
                 raise HTTPError("the answer's Content-Length is not a number") from None
-            self._body = self._sized(length)
+            self._body = self._sized(length) if length else iter(())
+            self.complete = not length
         else:
             keep_alive = False
             self._body = self._until_close()
@@ -303,16 +317,38 @@ class Response:
     def __exit__(self, *exc):
         self.close()
 
-    def pieces(self):
-        """The body's bytes as they arrive."""
+    def pieces(self, idle=None):
+        """The body's bytes as they arrive; with idle (seconds), an empty piece after each idle seconds of silence."""
         try:
-            yield from self._body
+            if idle is None or idle >= self._client.read_timeout:
+                yield from self._body
+            else:
+                yield from self._pieces_or_silence(idle)
         except HTTPError:
             raise
         except TimeoutError as err:
             raise ReadTimeout("the answer stopped arriving") from err
         except OSError as err:
             raise HTTPError(f"{type(err).__name__} reading the answer") from err
+
+    def _pieces_or_silence(self, idle):
+        # The body's readers block in the socket wherever they need bytes, and a generator cannot be resumed after
+        # a timeout raised inside it: so while the body is not complete and nothing is buffered, its bytes are
+        # awaited here, idle seconds at a time. A reader then waits by itself only mid-frame (with the read timeout).
+        conn, body, read_timeout = self._conn, self._body, self._client.read_timeout
+        heard = time.monotonic()
+        while True:
+            if not conn.buf and not self.complete:
+                data = _recv_within(conn.sock, idle, heard + read_timeout, read_timeout)
+                if data is None:
+                    yield b""
+                    continue
+                conn.buf = data  # b"" at the end: the reader's own recv finds it again
+            piece = next(body, None)
+            if piece is None:
+                return
+            heard = time.monotonic()
+            yield piece
 
     def read(self):
         """The rest of the body."""
@@ -354,6 +390,7 @@ class Response:
         while length:
             piece = conn.take(length)
             length -= len(piece)
+            self.complete = not length  # with the last piece: no more bytes are to be waited for
             yield piece
         self.complete = True
 

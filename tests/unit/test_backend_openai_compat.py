@@ -462,9 +462,14 @@ def test_parse_sse_reads_the_same_events_however_the_bytes_are_split_between_rea
     raw = sse_bytes(lines, end)
     whole = list(parse_sse([raw]))
     assert whole == ['{"t": "h\u00e9 \u2028 \U0001f389"}', "a\nb", "[DONE]"]
-    for cut in range(len(raw) + 1):
+    for cut in range(1, len(raw)):  # an empty piece is not a cut: it stands for a silence (see below)
         assert list(parse_sse([raw[:cut], raw[cut:]])) == whole, cut
     assert list(parse_sse([raw[i:i + 1] for i in range(len(raw))])) == whole
+
+
+def test_parse_sse_passes_a_silence_on_as_none_between_the_events():
+    raw = sse_bytes(["data: a", "", "data: b", ""])
+    assert list(parse_sse([b"", raw[:5], b"", raw[5:]])) == [None, None, "a", "b"]
 
 
 
