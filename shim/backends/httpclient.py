@@ -436,13 +436,13 @@ class Response:
     def _until_close(self):
         conn = self._conn
         while True:
-            if conn.buf:
-                piece, conn.buf = conn.buf, b""
-                yield piece
-            data = conn.sock.recv(READ_SIZE)
-            if not data:
-                break
-            conn.buf = data
+            if not conn.buf:  # (bytes may have been put there while it waited: see _pieces_or_silence)
+                data = conn.sock.recv(READ_SIZE)
+                if not data:
+                    break
+                conn.buf = data
+            piece, conn.buf = conn.buf, b""
+            yield piece
         self.complete = True
 
 

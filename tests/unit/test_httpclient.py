@@ -222,6 +222,27 @@ def test_an_open_stream_holds_only_the_bytes_it_has_not_taken(fake):
         assert list(pieces) == [b"line two\n"]
 
 
+@pytest.mark.parametrize("framing", ["length", "chunked", "close"])
+def test_a_body_read_with_an_idle_interval_gives_an_empty_piece_per_silent_interval(fake, framing):
+    fake.add("GET", url_of(fake), body=[b"one\n", 0.35, b"two\n"], framing=framing)
+    client = Client(read_timeout=5.0)
+    with client.request("GET", url_of(fake)) as response:
+        pieces = list(response.pieces(0.1))
+    assert b"".join(pieces) == b"one\ntwo\n" and pieces.count(b"") == 3 and pieces[-1] == b"two\n"
+    assert response.complete
+
+
+def test_an_idle_interval_does_not_wait_past_a_sized_body_and_leaves_its_connection_reusable(fake):
+    for _ in range(2):
+        fake.add("GET", url_of(fake), body=[b"one\n", 0.15, b"two\n"], framing="length")
+    client = Client(read_timeout=5.0)
+    for _ in range(2):
+        with client.request("GET", url_of(fake)) as response:
+            pieces = list(response.pieces(0.1))
+            assert pieces == [b"one\n", b"", b"two\n"] and response._conn.sock.gettimeout() == 5.0
+    assert [c.connection for c in fake.calls] == [1, 1]
+
+
 @pytest.fixture(scope="module")
 def certificate(tmp_path_factory):
     """A self-signed certificate for 127.0.0.1 (openssl), as (cert path, key path)."""
