@@ -181,30 +181,20 @@ class Connection:
     def __init__(self, sock, key):
         self.sock, self.key, self.buf, self.idle_since = sock, key, b"", 0.0
 
-    def fill(self):
-        """Read what the socket has (at least one byte), or raise at its end."""
-        data = self.sock.recv(READ_SIZE)
-        if not data:
-            raise HTTPError("the connection closed in the middle of an answer")
-        self.buf += data
-
     def take(self, limit):
-        """Up to limit bytes, reading when none are buffered."""
-        if not self.buf:
-            self.fill()
+        """Up to limit of the bytes buffered."""
         piece, self.buf = self.buf[:limit], self.buf[limit:]
         return piece
 
     def line(self):
-        """The next CRLF-ended line, without its end."""
-        while True:
-            end = self.buf.find(b"\n")
-            if end >= 0:
-                line, self.buf = self.buf[:end], self.buf[end + 1:]
-                return line.rstrip(b"\r")
-            if len(self.buf) > MAX_HEAD:
-                raise HTTPError("a line of the answer's framing is too long")
-            self.fill()
+        """The next CRLF-ended line buffered, without its end; None if none is whole yet."""
+        end = self.buf.find(b"\n")
+        if end >= 0:
+            line, self.buf = self.buf[:end], self.buf[end + 1:]
+            return line.rstrip(b"\r")
+        if len(self.buf) > MAX_HEAD:
+            raise HTTPError("a line of the answer's framing is too long")
+        return None
 
     def close(self):
         """Close the socket."""
@@ -293,6 +283,8 @@ class Response:
     def __init__(self, client, conn, method, status, reason, headers, keep_alive):
         self.status, self.reason, self.headers = status, reason, headers
         self._client, self._conn = client, conn
+        self._idle = None
+        "While the body is read with an idle interval (see pieces): its seconds."
         self.complete = False
         "Whether the whole body has been read (so the connection may carry another request)."
         if method == "HEAD" or status in NO_BODY:
@@ -304,8 +296,7 @@ class Response:
                 length = int(headers["content-length"])
             except ValueError:
                 raise HTTPError("the answer's Content-Length is not a number") from None
-            self._body = self._sized(length) if length else iter(())
-            self.complete = not length
+            self._body = self._sized(length)
         else:
             keep_alive = False
             self._body = self._until_close()
@@ -319,36 +310,15 @@ class Response:
 
     def pieces(self, idle=None):
         """The body's bytes as they arrive; with idle (seconds), an empty piece after each idle seconds of silence."""
+        self._idle = idle if idle is not None and idle < self._client.read_timeout else None
         try:
-            if idle is None or idle >= self._client.read_timeout:
-                yield from self._body
-            else:
-                yield from self._pieces_or_silence(idle)
+            yield from self._body
         except HTTPError:
             raise
         except TimeoutError as err:
             raise ReadTimeout("the answer stopped arriving") from err
         except OSError as err:
             raise HTTPError(f"{type(err).__name__} reading the answer") from err
-
-    def _pieces_or_silence(self, idle):
-        # The body's readers block in the socket wherever they need bytes, and a generator cannot be resumed after
-        # a timeout raised inside it: so while the body is not complete and nothing is buffered, its bytes are
-        # awaited here, idle seconds at a time. A reader then waits by itself only mid-frame (with the read timeout).
-        conn, body, read_timeout = self._conn, self._body, self._client.read_timeout
-        heard = time.monotonic()
-        while True:
-            if not conn.buf and not self.complete:
-                data = _recv_within(conn.sock, idle, heard + read_timeout, read_timeout)
-                if data is None:
-                    yield b""
-                    continue
-                conn.buf = data  # b"" at the end: the reader's own recv finds it again
-            piece = next(body, None)
-            if piece is None:
-                return
-            heard = time.monotonic()
-            yield piece
 
     def read(self):
         """The rest of the body."""
@@ -385,12 +355,38 @@ class Response:
         else:
             conn.close()
 
+    def _fill(self):
+        """Read what the socket has into the buffer, and return it (b"" at its end); with an idle interval, yield
+        b"" after each one without bytes, the read timeout still counting the whole silence."""
+        # The readers are generators: a timeout raised inside one would end it, so a silence is yielded instead.
+        conn, read_timeout = self._conn, self._client.read_timeout
+        if self._idle is None:
+            data = conn.sock.recv(READ_SIZE)
+        else:
+            deadline = time.monotonic() + read_timeout
+            while (data := _recv_within(conn.sock, self._idle, deadline, read_timeout)) is None:
+                yield b""
+        conn.buf += data
+        return data
+
+    def _more(self):
+        """Read more of the answer (see _fill); its end here means it was cut short."""
+        if not (yield from self._fill()):
+            raise HTTPError("the connection closed in the middle of an answer")
+
+    def _line(self):
+        """The next line of the answer's framing (see Connection.line), read as it comes."""
+        while (line := self._conn.line()) is None:
+            yield from self._more()
+        return line
+
     def _sized(self, length):
         conn = self._conn
         while length:
+            if not conn.buf:
+                yield from self._more()
             piece = conn.take(length)
             length -= len(piece)
-            self.complete = not length  # with the last piece: no more bytes are to be waited for
             yield piece
         self.complete = True
 
@@ -400,16 +396,18 @@ class Response:
             whole = self._whole_chunks()
             if whole:
                 yield whole
-            size = _chunk_size(conn.line())  # the next chunk is not all here yet: read it as it comes
+            size = _chunk_size((yield from self._line()))  # the next chunk is not all here yet: read it as it comes
             if not size:
                 break
             while size:
+                if not conn.buf:
+                    yield from self._more()
                 piece = conn.take(size)
                 size -= len(piece)
                 yield piece
-            if conn.line():
+            if (yield from self._line()):
                 raise HTTPError("a chunk of the answer is longer than its size says")
-        while conn.line():  # trailers
+        while (yield from self._line()):  # trailers
             pass
         self.complete = True
 
@@ -436,13 +434,11 @@ class Response:
     def _until_close(self):
         conn = self._conn
         while True:
-            if not conn.buf:  # (bytes may have been put there while it waited: see _pieces_or_silence)
-                data = conn.sock.recv(READ_SIZE)
-                if not data:
-                    break
-                conn.buf = data
-            piece, conn.buf = conn.buf, b""
-            yield piece
+            if conn.buf:
+                piece, conn.buf = conn.buf, b""
+                yield piece
+            if not (yield from self._fill()):
+                break
         self.complete = True
 
 

@@ -243,6 +243,33 @@ def test_an_idle_interval_does_not_wait_past_a_sized_body_and_leaves_its_connect
     assert [c.connection for c in fake.calls] == [1, 1]
 
 
+def test_silence_is_told_wherever_the_framing_leaves_off_even_inside_a_chunk():
+    """The answer arrives in segments cut inside a chunk's framing (as a server writing size, data and CRLF apart
+    does), with a silence after each: every wait gives empty pieces, none blocks past the idle interval."""
+    segments = [b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\none\n", b"\r\n", b"4\r", b"\ntwo\n\r\n",
+                b"0\r\n\r\n"]
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+
+    def serve():
+        conn, _ = listener.accept()
+        with conn:
+            conn.recv(65536)
+            for segment in segments:
+                conn.sendall(segment)
+                threading.Event().wait(0.35)
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        with Client(read_timeout=5.0).request("GET", f"http://127.0.0.1:{listener.getsockname()[1]}/") as response:
+            pieces = list(response.pieces(0.1))
+    finally:
+        listener.close()
+    assert b"".join(pieces) == b"one\ntwo\n" and response.complete
+    one, two = pieces.index(b"one\n"), pieces.index(b"two\n")
+    assert set(pieces[one + 1:two]) == {b""} and len(pieces[one + 1:two]) >= 6, "three silences of 0.35 s each"
+
+
 @pytest.fixture(scope="module")
 def certificate(tmp_path_factory):
     """A self-signed certificate for 127.0.0.1 (openssl), as (cert path, key path)."""
