@@ -19,7 +19,7 @@ from .. import metrics
 from ..errors import (Cancelled, InvalidRequest, MethodNotAllowed, NotFound, PayloadTooLarge, ShimError,
                       Unauthorized)
 from ..generation import Cancel, Finish, ReasoningDelta, TextDelta, ToolCallArgumentsDelta, ToolCallDelta
-from ..streaming import HEARTBEAT
+from ..streaming import HEARTBEAT, PAUSE
 from ..threads import close, watching, with_heartbeats
 
 log = logging.getLogger("shim")
@@ -357,7 +357,8 @@ def stream_response(started, renderer, framing):
     """A streaming Response: events rendered to chunks and framed; errors in-band; a hang-up cancels."""
     interval = services().settings.heartbeat_seconds
     timed = interval > 0 and not started.beats  # else the events' own HEARTBEATs pass through, or there are none
-    batches = with_heartbeats(started.events, interval) if timed else _one_by_one(started.events)
+    batches = (with_heartbeats(started.events, interval) if timed else
+               _until_pause(started.events) if started.beats else _one_by_one(started.events))
 
     def body():
         metrics.OPEN_STREAMS.inc()
@@ -400,6 +401,24 @@ def _one_by_one(events):
         close(events)
 
 
+def _until_pause(events):
+    """Lists of the events that came together: each ends where their source paused to wait (PAUSE), or beat."""
+    batch = []
+    try:
+        for event in events:
+            if event is not PAUSE:
+                batch.append(event)
+                if event is not HEARTBEAT:
+                    continue
+            if batch:
+                yield batch
+                batch = []
+        if batch:
+            yield batch
+    finally:
+        close(events)
+
+
 def _framed(chunks, framing):
     return [framing.frame(chunk) for chunk in chunks]
 
@@ -417,7 +436,7 @@ def gather(started):
                     log.info("client went away; generation stopped")
                     raise Cancelled("the client closed the connection")
                 next_look = time.monotonic() + WATCH_SECONDS
-            if event is not HEARTBEAT:
+            if event is not HEARTBEAT and event is not PAUSE:
                 events.append(event)
         return events
     finally:

@@ -6,7 +6,7 @@ import time
 from .. import generation as g
 from ..errors import ContextLengthExceeded, ModelNotFound, ServerBusy, UpstreamError
 from ..protocols.anthropic import upstream as protocol
-from ..streaming import HEARTBEAT
+from ..streaming import HEARTBEAT, PAUSE
 from . import upstream
 from .http_upstream import ERROR_TEXT_CHARS, HTTPBackend, release
 
@@ -57,14 +57,14 @@ class AnthropicBackend(HTTPBackend):
             yield from reader.end(g.Timings(now - started, 0, first - started, now - first))
 
     def _stream(self, reader, response, cancel, idle):
-        """Yield the events of the upstream's stream as they arrive (HEARTBEAT after idle silent seconds); returns
+        """Yield the events of the upstream's stream as they arrive (PAUSE before each wait, HEARTBEAT after idle silent seconds); returns
         when the first one came."""
         first = None
         for data in self._sse(response, idle):
             if cancel.is_set():
                 break
-            if data is None:
-                yield HEARTBEAT
+            if data is HEARTBEAT or data is PAUSE:
+                yield data
                 continue
             for event in self._read(reader.events, self._json_event(data)):
                 first = first or time.perf_counter_ns()

@@ -88,8 +88,8 @@ class HTTPBackend(upstream.UpstreamBackend):
             raise UpstreamError(f"{self.name} sent a stream event that is not JSON: {shown!r}") from None
 
     def _sse(self, response, idle=None):
-        """The data of each event of a streamed SSE answer, as they arrive; with idle (seconds), None after each
-        idle seconds in which none came."""
+        """The data of each event of a streamed SSE answer, as they arrive; with idle (seconds), PAUSE before each
+        wait and HEARTBEAT after each idle seconds in which none came (see parse_sse)."""
         try:
             yield from parse_sse(response.pieces(idle))
         except HTTPError as err:

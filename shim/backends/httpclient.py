@@ -226,10 +226,12 @@ def _wait_for_answer(conn, cancel, timeout):
 
 
 def _recv_within(sock, idle, deadline, read_timeout):
-    """What the socket has within idle seconds, or None; a timeout once the deadline has passed."""
-    sock.settimeout(max(min(idle, deadline - time.monotonic()), 0.001))
+    """What the socket has within idle seconds (0: now), or None; a timeout once the deadline has passed."""
+    sock.settimeout(max(min(idle, deadline - time.monotonic()), 0.001) if idle else 0.0)
     try:
         return sock.recv(READ_SIZE)
+    except BlockingIOError:
+        return None
     except TimeoutError:
         if time.monotonic() >= deadline:
             raise
@@ -309,7 +311,8 @@ class Response:
         self.close()
 
     def pieces(self, idle=None):
-        """The body's bytes as they arrive; with idle (seconds), an empty piece after each idle seconds of silence."""
+        """The body's bytes as they arrive; with idle (seconds), None before each wait for more and an empty piece
+        after each idle seconds of silence."""
         self._idle = idle if idle is not None and idle < self._client.read_timeout else None
         try:
             yield from self._body
@@ -357,12 +360,13 @@ class Response:
 
     def _fill(self):
         """Read what the socket has into the buffer, and return it (b"" at its end); with an idle interval, yield
-        b"" after each one without bytes, the read timeout still counting the whole silence."""
+        None before waiting, then b"" after each interval without bytes, the read timeout counting the whole silence."""
         # The readers are generators: a timeout raised inside one would end it, so a silence is yielded instead.
         conn, read_timeout = self._conn, self._client.read_timeout
         if self._idle is None:
             data = conn.sock.recv(READ_SIZE)
-        else:
+        elif (data := _recv_within(conn.sock, 0.0, 0.0, read_timeout)) is None:
+            yield None  # nothing more is here: what came so far can be used before the wait
             deadline = time.monotonic() + read_timeout
             while (data := _recv_within(conn.sock, self._idle, deadline, read_timeout)) is None:
                 yield b""

@@ -7,7 +7,7 @@ import time
 from .. import generation as g
 from ..errors import InvalidRequest, UpstreamError
 from ..protocols import openai as protocol
-from ..streaming import HEARTBEAT
+from ..streaming import HEARTBEAT, PAUSE
 from . import upstream
 from .http_upstream import HTTPBackend, release
 
@@ -46,14 +46,14 @@ class OpenAICompatBackend(HTTPBackend):
             yield from reader.end(g.Timings(now - started, 0, first - started, now - first))
 
     def _streamed(self, reader, response, cancel, idle):
-        """Yield the events of an upstream's stream as they arrive (HEARTBEAT after idle silent seconds); returns
+        """Yield the events of an upstream's stream as they arrive (PAUSE before each wait, HEARTBEAT after idle silent seconds); returns
         when the first one came."""
         first, complete = None, False
         for data in self._sse(response, idle):
             if cancel.is_set():
                 return first
-            if data is None:
-                yield HEARTBEAT
+            if data is HEARTBEAT or data is PAUSE:
+                yield data
                 continue
             if data.strip() == "[DONE]":
                 complete = True

@@ -21,7 +21,7 @@ from shim.errors import (BackendUnavailable, Cancelled, InvalidRequest, ModelNot
                          Unsupported, UpstreamError)
 from shim.protocols import openai as protocol
 from shim.router import Router
-from shim.streaming import HEARTBEAT, parse_sse
+from shim.streaming import HEARTBEAT, PAUSE, parse_sse
 from tests.fake_http import GET, POST, FakeHTTP
 from tests.fake_upstream import folded
 from tests.fakes import choice_of
@@ -467,9 +467,9 @@ def test_parse_sse_reads_the_same_events_however_the_bytes_are_split_between_rea
     assert list(parse_sse([raw[i:i + 1] for i in range(len(raw))])) == whole
 
 
-def test_parse_sse_passes_a_silence_on_as_none_between_the_events():
+def test_parse_sse_passes_a_silence_on_as_heartbeat_and_a_wait_as_pause_between_the_events():
     raw = sse_bytes(["data: a", "", "data: b", ""])
-    assert list(parse_sse([b"", raw[:5], b"", raw[5:]])) == [None, None, "a", "b"]
+    assert list(parse_sse([b"", raw[:5], None, raw[5:]])) == [HEARTBEAT, PAUSE, "a", "b"]
 
 
 
@@ -854,7 +854,7 @@ def test_an_upstream_silent_mid_stream_breaks_off_after_the_read_timeout(rsps):
 def heartbeats_between(events):
     """The event types with the runs of HEARTBEATs between them counted: [Accepted, TextDelta, 2, TextDelta, ...]."""
     shown = []
-    for event in events:
+    for event in (e for e in events if e is not PAUSE):
         if event is HEARTBEAT:
             shown[-1:] = [shown[-1] + 1] if shown and isinstance(shown[-1], int) else [*shown[-1:], 1]
         else:
