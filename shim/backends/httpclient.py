@@ -230,7 +230,7 @@ def _recv_within(sock, idle, deadline, read_timeout):
     sock.settimeout(max(min(idle, deadline - time.monotonic()), 0.001) if idle else 0.0)
     try:
         return sock.recv(READ_SIZE)
-    except BlockingIOError:
+    except (BlockingIOError, ssl.SSLWantReadError):  # nothing yet, on a plain or a TLS socket
         return None
     except TimeoutError:
         if time.monotonic() >= deadline:

@@ -285,7 +285,7 @@ def certificate(tmp_path_factory):
 
 @contextlib.contextmanager
 def tls_server(certificate, answer):
-    """A loopback HTTPS server answering one request with answer."""
+    """A loopback HTTPS server answering one request with answer (a tuple: its parts, 0.25 s apart)."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(*certificate)
     listener = socket.socket()
@@ -299,7 +299,9 @@ def tls_server(certificate, answer):
                 data = b""
                 while b"\r\n\r\n" not in data:
                     data += tls.recv(65536)
-                tls.sendall(answer)
+                for i, part in enumerate(answer if isinstance(answer, tuple) else (answer,)):
+                    threading.Event().wait(0.25 if i else 0)
+                    tls.sendall(part)
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
     try:
@@ -307,6 +309,15 @@ def tls_server(certificate, answer):
     finally:
         listener.close()
         thread.join(5)
+
+
+def test_a_tls_body_read_with_an_idle_interval_tells_its_silences(certificate, monkeypatch):
+    monkeypatch.setenv("SSL_CERT_FILE", certificate[0])
+    answer = (b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nsec", b"ret")
+    with tls_server(certificate, answer) as url:
+        with Client(read_timeout=5.0).request("GET", url + "/x") as response:
+            pieces = [p for p in response.pieces(0.1) if p is not None]
+    assert b"".join(pieces) == b"secret" and pieces.count(b"") >= 1
 
 
 def test_https_is_verified_against_the_ca_store_sslcertfile_names(certificate, monkeypatch):
