@@ -57,8 +57,8 @@ class AnthropicBackend(HTTPBackend):
             yield from reader.end(g.Timings(now - started, 0, first - started, now - first))
 
     def _stream(self, reader, response, cancel, idle):
-        """Yield the events of the upstream's stream as they arrive (PAUSE before each wait, HEARTBEAT after idle silent seconds); returns
-        when the first one came."""
+        """Yield the events of the upstream's stream as they arrive (PAUSE before each wait, HEARTBEAT after idle
+        silent seconds); returns when the first one came."""
         first = None
         for data in self._sse(response, idle):
             if cancel.is_set():

@@ -46,8 +46,8 @@ class OpenAICompatBackend(HTTPBackend):
             yield from reader.end(g.Timings(now - started, 0, first - started, now - first))
 
     def _streamed(self, reader, response, cancel, idle):
-        """Yield the events of an upstream's stream as they arrive (PAUSE before each wait, HEARTBEAT after idle silent seconds); returns
-        when the first one came."""
+        """Yield the events of an upstream's stream as they arrive (PAUSE before each wait, HEARTBEAT after idle
+        silent seconds); returns when the first one came."""
         first, complete = None, False
         for data in self._sse(response, idle):
             if cancel.is_set():

@@ -199,7 +199,8 @@ def test_a_silent_stream_yields_heartbeats_at_the_interval_then_the_rest(framing
         upstream.add("POST", server.url + "/v1/messages", body=[named_sse(start, text, delta), 0.35,
                                                                 named_sse(delta, *end)],
                      content_type="text/event-stream", framing=framing)
-        events = [e for e in run(make_backend(server.url, read_timeout=5), chat(heartbeat_seconds=0.1)) if e is not PAUSE]
+        events = run(make_backend(server.url, read_timeout=5), chat(heartbeat_seconds=0.1))
+    events = [e for e in events if e is not PAUSE]
     beats = [i for i, e in enumerate(events) if e is HEARTBEAT]
     assert len(beats) == 3 and beats == list(range(beats[0], beats[0] + 3))
     assert text_of(events[:beats[0]]) == "Hi" and text_of(events[beats[-1]:]) == "Hi"
