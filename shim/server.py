@@ -34,7 +34,7 @@ class AccessLogger(glogging.Logger):
         handlers = self.access_log.handlers
         if (self.cfg.access_log_format != ACCESS_LOG_FORMAT or len(handlers) != 1 or self.access_log.filters
                 or type(handlers[0]) is not logging.StreamHandler or handlers[0].filters
-                or getattr(handlers[0].formatter, "_fmt", None) != self.access_fmt or self.access_fmt != "%(message)s"):
+                or getattr(handlers[0].formatter, "_fmt", None) != "%(message)s"):
             return None
         return handlers[0].stream
 

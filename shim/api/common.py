@@ -36,10 +36,11 @@ def services():
 
 def read_json():
     """The request body as parsed JSON, or a 4xx naming what is wrong with it."""
-    limit = services().settings.max_body_bytes
-    if request.content_length is not None and request.content_length > limit:
-        raise PayloadTooLarge(f"request body is {request.content_length} bytes; the limit is {limit}")
-    data = _read_body(limit + 1, services().settings.body_timeout)
+    settings, req = services().settings, request._get_current_object()  # each proxied lookup costs a microsecond
+    limit, length = settings.max_body_bytes, req.content_length
+    if length is not None and length > limit:
+        raise PayloadTooLarge(f"request body is {length} bytes; the limit is {limit}")
+    data = _read_body(req, limit + 1, settings.body_timeout)
     if len(data) > limit:
         raise PayloadTooLarge(f"request body is larger than the limit of {limit} bytes")
     if not data.strip():
@@ -176,14 +177,14 @@ def unexpected(exc):
     return ShimError(f"internal error: {type(exc).__name__}")
 
 
-def _read_body(size, idle_timeout):
-    """Up to size bytes of the body; a client that stalls or breaks off sending it gets a 4xx and is hung up on."""
-    sock = request.environ.get("gunicorn.socket")
+def _read_body(req, size, idle_timeout):
+    """Up to size bytes of req's body; a client that stalls or breaks off sending it gets a 4xx and is hung up on."""
+    sock = req.environ.get("gunicorn.socket")
     previous = sock.gettimeout() if sock else None
     if sock:
         sock.settimeout(idle_timeout)
     try:
-        return request.stream.read(size)
+        return req.stream.read(size)
     except TimeoutError:
         _stop_reading(sock)
         raise InvalidRequest(f"the request body stopped arriving for {idle_timeout:g} s", status=408,
@@ -223,23 +224,29 @@ class Started:
 
 def start(generation_request):
     """Admit and route the request, and pull its first event, so early errors get a real status code."""
-    route = services().router.route(generation_request.model)
-    keep_alive = keep_alive_of(generation_request)
-    interval = services().settings.heartbeat_seconds
+    services_ = services()
+    route = services_.router.route(generation_request.model)
+    keep_alive = _keep_alive(generation_request, services_.settings)
+    interval = services_.settings.heartbeat_seconds
     beats = route.backend.signals_silence and generation_request.stream and interval > 0
     routed = generation_request
     if (route.target, keep_alive) != (routed.model, routed.keep_alive) or beats:  # a copy costs as much as routing
         routed = dataclasses.replace(routed, model=route.target, keep_alive=keep_alive,
                                      heartbeat_seconds=interval if beats else None)
-    return start_routed(route, lambda cancel: route.backend.generate(routed, cancel), beats)
+    return _admitted(route, lambda cancel: route.backend.generate(routed, cancel), services_.admission, beats)
 
 
 def start_routed(route, open_events, beats=False):
     """Admit a routed request and pull the first item open_events(cancel) yields (see start); beats: whether those
     items carry their own HEARTBEATs."""
+    return _admitted(route, open_events, services().admission, beats)
+
+
+def _admitted(route, open_events, admission, beats):
+    """start_routed with the admission already looked up."""
     flask_g.model = route.key
     cancel = Cancel()
-    events = _measured(lambda: open_events(cancel), route.key, services().admission)
+    events = _measured(lambda: open_events(cancel), route.key, admission)
     try:
         # Nothing is written before the first event, which can take long (a long prompt tokenising): watch the socket.
         with watching(client_watch(), cancel.set, WATCH_SECONDS):
@@ -253,7 +260,11 @@ def start_routed(route, open_events, beats=False):
 
 def keep_alive_of(generation_request):
     """The client's keep_alive where clients may set it (client_keep_alive), else None: the server's own applies."""
-    return generation_request.keep_alive if services().settings.client_keep_alive else None
+    return _keep_alive(generation_request, services().settings)
+
+
+def _keep_alive(generation_request, settings):
+    return generation_request.keep_alive if settings.client_keep_alive else None
 
 
 ITL_BATCH = 64

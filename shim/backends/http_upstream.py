@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 
-from ..errors import Cancelled, UpstreamError
+from ..errors import UpstreamError
 from ..streaming import parse_sse
 from . import upstream
 from .httpclient import Client, HTTPError, Interrupted
@@ -43,7 +43,7 @@ class HTTPBackend(upstream.UpstreamBackend):
         except HTTPError as err:
             raise upstream.unreachable(self.name, err) from err
         except Interrupted:
-            raise Cancelled(f"the client went away while {self.name} was working on the answer") from None
+            raise upstream.client_left(self.name) from None
         if response.status >= 300:
             raise self._refusal(response, model)
         return response

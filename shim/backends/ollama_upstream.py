@@ -10,7 +10,7 @@ import httpx
 import ollama
 
 from .. import generation as g
-from ..errors import Cancelled, ShimError, UpstreamError
+from ..errors import ShimError, UpstreamError
 from ..protocols import ollama as protocol
 from . import toolcalls, upstream
 from .httpclient import Client, Interrupted
@@ -97,7 +97,7 @@ class OllamaBackend(upstream.UpstreamBackend):
                     return answer, _nothing_more()
                 return next(answer, None), answer
         except Interrupted:
-            raise Cancelled(f"the client went away while {self.name} was working on the answer") from None
+            raise upstream.client_left(self.name) from None
         except (ollama.ResponseError, ConnectionError, httpx.HTTPError, ValueError, TypeError) as err:
             raise self._error(err, request.model) from err
 
@@ -185,7 +185,7 @@ def _client(url, timeout, headers):
 
 
 def _nothing_more():
-    """The parts after a whole answer: none."""
+    """The parts after a whole answer: none, in a generator that closes as a stream's parts do."""
     yield from ()
 
 

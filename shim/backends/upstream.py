@@ -11,7 +11,7 @@ import urllib.parse
 
 from ..config import description
 from ..generation import Backend
-from ..errors import (BackendUnavailable, InvalidRequest, ModelNotFound, ServerBusy, ShimError, Unsupported,
+from ..errors import (BackendUnavailable, Cancelled, InvalidRequest, ModelNotFound, ServerBusy, ShimError, Unsupported,
                       UpstreamError)
 
 log = logging.getLogger("shim.upstream")
@@ -221,6 +221,11 @@ def without_userinfo(url):
 def unreachable(backend, err):
     """The error for an endpoint that cannot be connected to (retryable)."""
     return Retryable(BackendUnavailable(f"{backend} is unreachable: {type(err).__name__}"))
+
+
+def client_left(backend):
+    """The error for a request whose client went away while the upstream worked on its answer."""
+    return Cancelled(f"the client went away while {backend} was working on the answer")
 
 
 def refuse(request, backend, *fields):

@@ -29,17 +29,23 @@ def _coerce(value, types):
     return value
 
 
-def get(body, name, *types, default=None, required=False, param=None):
-    """The value of body[name] if it has one of types; None/absent gives default; anything else is an error."""
-    param = param or name
-    if name not in body or body[name] is None:
+def get(body, name, *types, default=None, required=False, param=None, within=None):
+    """body[name] if it has one of types; None/absent gives default; else an error naming param (or within.name)."""
+    value = body.get(name)
+    if value is None:
         if required:
+            param = _param(name, param, within)
             raise InvalidRequest(f"'{param}' is required", param=param)
         return default
-    value = body[name]
     if not _is_type(value, types):
+        param = _param(name, param, within)
         raise InvalidRequest(f"'{param}' must be {_describe(types)}, got {type_name(value)}", param=param)
     return _coerce(value, types)
+
+
+def _param(name, param, within):
+    # Spelt out only for an error: most fields are absent or right, and formatting each name costs more than the get.
+    return param or (f"{within}.{name}" if within else name)
 
 
 def in_range(value, name, low=None, high=None):

@@ -64,10 +64,13 @@ def parse_options(options, param_prefix="options."):
     )
 
 
+_SAMPLING_NAMES = tuple(field.name for field in dataclasses.fields(g.Sampling))
+
+
 def merge_sampling(base, override):
     """Sampling with override's set fields on top of base's."""
-    changes = {k.name: getattr(override, k.name) for k in dataclasses.fields(override)
-               if getattr(override, k.name) not in (None, {})}
+    values = {name: getattr(override, name) for name in _SAMPLING_NAMES}
+    changes = {name: value for name, value in values.items() if value not in (None, {})}
     return dataclasses.replace(base, **changes) if changes else base
 
 

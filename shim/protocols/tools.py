@@ -32,8 +32,8 @@ def parse_tools(body):
     for i, tool in enumerate(f.get(body, "tools", list, default=[])):
         where = f"tools[{i}]"
         f.require_object(tool, where)
-        f.one_of(f.get(tool, "type", str, default="function", param=f"{where}.type"), f"{where}.type", ("function",))
-        function = f.get(tool, "function", dict, required=True, param=f"{where}.function")
+        f.one_of(f.get(tool, "type", str, default="function", within=where), f"{where}.type", ("function",))
+        function = f.get(tool, "function", dict, required=True, within=where)
         tools.append(declared_tool(function, f"{where}.function", "parameters"))
     return tuple(tools)
 
@@ -41,8 +41,8 @@ def parse_tools(body):
 def declared_tool(spec, where, schema_field):
     """A Tool from an object with a name, a description and a JSON schema under schema_field (errors name where)."""
     return g.Tool(
-        name=f.get(spec, "name", str, required=True, param=f"{where}.name"),
-        description=f.get(spec, "description", str, default="", param=f"{where}.description"),
+        name=f.get(spec, "name", str, required=True, within=where),
+        description=f.get(spec, "description", str, default="", within=where),
         parameters=f.get(spec, schema_field, dict, default={"type": "object", "properties": {}},
                          param=f"{where}.{schema_field}"),
     )

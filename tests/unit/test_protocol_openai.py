@@ -210,6 +210,20 @@ def test_parse_chat_options_merge_under_top_level_fields():
     assert r.backend_options == {"temperature": 0.9, "top_k": 7, "num_ctx": 2048}
 
 
+def test_parse_chat_keeps_the_options_sampling_when_no_top_level_field_sets_any():
+    r = chat(options={"temperature": 0.9, "seed": 3}).request
+    assert r.sampling == g.Sampling(temperature=0.9, seed=3)
+    assert chat().request.sampling == g.Sampling()
+
+
+@pytest.mark.parametrize("field", ["temperature", "top_p", "top_k", "min_p", "seed", "repetition_penalty",
+                                   "presence_penalty", "frequency_penalty", "logit_bias"])
+def test_parse_chat_checks_each_sampling_field_alone(field):
+    with pytest.raises(InvalidRequest) as err:
+        chat(**{field: "x"})
+    assert err.value.param == field
+
+
 @pytest.mark.parametrize("effort, think", [("none", False), ("minimal", "low"), ("high", "high"), ("xhigh", "max")])
 def test_parse_chat_reasoning_effort_maps_to_think(effort, think):
     assert opts.think_value(chat(reasoning_effort=effort).request.think) == think

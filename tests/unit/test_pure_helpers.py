@@ -15,6 +15,7 @@ from shim.backends.output import ChoiceOutput
 from shim.backends.stops import StopScanner
 from shim.config import BackendConfig, ModelConfig, Settings
 from shim.errors import ConfigError, InvalidRequest, ModelNotFound, UpstreamError
+from shim.protocols import fields
 from shim.router import Route, Router
 from tests.fakes import choice_of
 
@@ -737,3 +738,15 @@ def test_merge_sampling_keeps_base_values_the_override_leaves_unset():
     base = g.Sampling(temperature=0.3, top_k=5)
     assert opts.merge_sampling(base, g.Sampling()) == base
     assert opts.merge_sampling(base, g.Sampling(top_k=9)) == g.Sampling(temperature=0.3, top_k=9)
+
+
+@pytest.mark.parametrize("body, kwargs, message", [
+    ({}, dict(required=True, within="messages[2]"), "'messages[2].role' is required"),
+    ({"role": 1}, dict(within="messages[2]"), "'messages[2].role' must be a string, got an integer"),
+    ({"role": 1}, dict(param="r", within="messages[2]"), "'r' must be a string, got an integer"),
+    ({"role": 1}, {}, "'role' must be a string, got an integer"),
+])
+def test_fields_get_names_the_field_within_its_parent(body, kwargs, message):
+    with pytest.raises(InvalidRequest) as err:
+        fields.get(body, "role", str, **kwargs)
+    assert (err.value.message, err.value.param) == (message, message.split("'")[1])

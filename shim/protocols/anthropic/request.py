@@ -95,7 +95,7 @@ def _conversation(body):
     for i, message in enumerate(messages):
         where = f"messages[{i}]"
         f.require_object(message, where)
-        role = f.one_of(f.get(message, "role", str, required=True, param=f"{where}.role"), f"{where}.role",
+        role = f.one_of(f.get(message, "role", str, required=True, within=where), f"{where}.role",
                         ("user", "assistant", "system"))
         if role == "system":  # newer clients send these mid-conversation; folded in, as vLLM does
             system.append(parse_system(message.get("content"), f"{where}.content"))
@@ -152,9 +152,9 @@ def parse_turn(role, content, where):
 def parse_block(block, kind, where):
     """(text, image bytes) of a content block that is neither a tool call nor a tool result."""
     if kind == "text":
-        return f.get(block, "text", str, required=True, param=f"{where}.text"), None
+        return f.get(block, "text", str, required=True, within=where), None
     if kind == "image":
-        return None, parse_image(f.get(block, "source", dict, required=True, param=f"{where}.source"), where)
+        return None, parse_image(f.get(block, "source", dict, required=True, within=where), where)
     if kind == "document":
         return parse_document(block, where), None
     if kind == "search_result":
@@ -183,7 +183,7 @@ def parse_image(source, where):
 
 def parse_document(block, where):
     """A plain-text document as text (its title first); PDFs and URLs are refused by name."""
-    source = f.get(block, "source", dict, required=True, param=f"{where}.source")
+    source = f.get(block, "source", dict, required=True, within=where)
     kind = f.get(source, "type", str, required=True, param=f"{where}.source.type")
     if kind == "text":
         text = f.get(source, "data", str, required=True, param=f"{where}.source.data")
@@ -208,14 +208,14 @@ def parse_tool_use(block, where):
     tool_input = block.get("input", {})
     if not isinstance(tool_input, dict):
         raise InvalidRequest(f"'{where}.input' must be an object", param=f"{where}.input")
-    return g.ToolCall(id=f.get(block, "id", str, default="", param=f"{where}.id"),
-                      name=f.get(block, "name", str, required=True, param=f"{where}.name"),
+    return g.ToolCall(id=f.get(block, "id", str, default="", within=where),
+                      name=f.get(block, "name", str, required=True, within=where),
                       arguments=json.dumps(tool_input, ensure_ascii=False))
 
 
 def parse_tool_result(block, where):
     """A tool_result block as a tool message; an error result says so in its text."""
-    call_id = f.get(block, "tool_use_id", str, required=True, param=f"{where}.tool_use_id")
+    call_id = f.get(block, "tool_use_id", str, required=True, within=where)
     content = block.get("content", "")
     images = ()
     if isinstance(content, list):
@@ -226,7 +226,7 @@ def parse_tool_result(block, where):
     elif not isinstance(content, str):
         raise InvalidRequest(f"'{where}.content' must be a string or an array of content blocks",
                              param=f"{where}.content")
-    if f.get(block, "is_error", bool, default=False, param=f"{where}.is_error"):
+    if f.get(block, "is_error", bool, default=False, within=where):
         content = f"Error: {content}"
     return g.Message("tool", content, images=images, tool_call_id=call_id)
 
@@ -259,7 +259,7 @@ def parse_tools(body):
     for i, tool in enumerate(f.get(body, "tools", list, default=[])):
         where = f"tools[{i}]"
         f.require_object(tool, where)
-        kind = f.get(tool, "type", str, default="custom", param=f"{where}.type")
+        kind = f.get(tool, "type", str, default="custom", within=where)
         if kind != "custom":
             raise Unsupported(f"'{where}.type': server tool {kind!r} is not supported (only client tools, "
                               "with an input_schema, are)", param=f"{where}.type")

@@ -177,25 +177,25 @@ def _images(value, where):
 def _parse_message(message, i):
     where = f"messages[{i}]"
     f.require_object(message, where)
-    role = (f.get(message, "role", str, required=True, param=f"{where}.role")).lower()
+    role = (f.get(message, "role", str, required=True, within=where)).lower()
     f.one_of(role, f"{where}.role", ("system", "user", "assistant", "tool"))
-    calls = f.get(message, "tool_calls", list, default=[], param=f"{where}.tool_calls")
+    calls = f.get(message, "tool_calls", list, default=[], within=where)
     return g.Message(
         role=role,
-        content=f.get(message, "content", str, default="", param=f"{where}.content"),
+        content=f.get(message, "content", str, default="", within=where),
         images=_images(message.get("images"), f"{where}.images"),
         tool_calls=tuple(_parse_tool_call(c, f"{where}.tool_calls[{j}]", j) for j, c in enumerate(calls)),
-        tool_call_id=f.get(message, "tool_call_id", str, param=f"{where}.tool_call_id"),
-        name=f.get(message, "tool_name", str, param=f"{where}.tool_name"),
-        reasoning=f.get(message, "thinking", str, default="", param=f"{where}.thinking"),
+        tool_call_id=f.get(message, "tool_call_id", str, within=where),
+        name=f.get(message, "tool_name", str, within=where),
+        reasoning=f.get(message, "thinking", str, default="", within=where),
     )
 
 
 def _parse_tool_call(call, where, position):
     f.require_object(call, where)
-    function = f.get(call, "function", dict, required=True, param=f"{where}.function")
+    function = f.get(call, "function", dict, required=True, within=where)
     arguments = f.get(function, "arguments", dict, default={}, param=f"{where}.function.arguments")
-    return g.ToolCall(id=f.get(call, "id", str, default=f"call_{position}", param=f"{where}.id"),
+    return g.ToolCall(id=f.get(call, "id", str, default=f"call_{position}", within=where),
                       name=f.get(function, "name", str, required=True, param=f"{where}.function.name"),
                       arguments=json.dumps(arguments))
 

@@ -147,11 +147,31 @@ def _common(body, max_names, default_max=None):
         value = f.in_range(f.get(body, name, int), name, 1)
         if value is not None:
             max_tokens = value
-    for name in ACCEPTED_NO_EFFECT:
-        if name == "user":
-            f.get(body, name, str)
+    f.get(body, "user", str)  # the one of ACCEPTED_NO_EFFECT whose type is checked
     native = opts.parse_options(f.get(body, "options", dict, default={}), param_prefix="options.")
-    sampling = g.Sampling(
+    sampling = native.sampling
+    if not body.keys().isdisjoint(SAMPLING_FIELDS):  # most requests set none: nothing to check or merge
+        sampling = opts.merge_sampling(sampling, _sampling(body))
+    return dict(
+        sampling=sampling,
+        max_tokens=max_tokens if max_tokens is not None else native.max_tokens,
+        stop=f.stop_list(body.get("stop"), "stop", limit=4) or native.stop,
+        n=f.in_range(f.get(body, "n", int, default=1), "n", 1, 16),
+        num_ctx=native.num_ctx,
+        keep_alive=opts.parse_keep_alive(body.get("keep_alive")),
+        think=opts.parse_think(body),
+        backend_options=native.raw,
+    )
+
+
+SAMPLING_FIELDS = ("temperature", "top_p", "top_k", "min_p", "seed", "repetition_penalty", "presence_penalty",
+                   "frequency_penalty", "logit_bias")
+"The fields _sampling reads."
+
+
+def _sampling(body):
+    """The sampling fields of body, checked."""
+    return g.Sampling(
         temperature=f.in_range(f.get(body, "temperature", float), "temperature", 0, 2),
         top_p=f.in_range(f.get(body, "top_p", float), "top_p", 0, 1),
         top_k=f.in_range(f.get(body, "top_k", int), "top_k", 0),
@@ -161,16 +181,6 @@ def _common(body, max_names, default_max=None):
         presence_penalty=f.in_range(f.get(body, "presence_penalty", float), "presence_penalty", -2, 2),
         frequency_penalty=f.in_range(f.get(body, "frequency_penalty", float), "frequency_penalty", -2, 2),
         logit_bias=_parse_logit_bias(body),
-    )
-    return dict(
-        sampling=opts.merge_sampling(native.sampling, sampling),
-        max_tokens=max_tokens if max_tokens is not None else native.max_tokens,
-        stop=f.stop_list(body.get("stop"), "stop", limit=4) or native.stop,
-        n=f.in_range(f.get(body, "n", int, default=1), "n", 1, 16),
-        num_ctx=native.num_ctx,
-        keep_alive=opts.parse_keep_alive(body.get("keep_alive")),
-        think=opts.parse_think(body),
-        backend_options=native.raw,
     )
 
 
@@ -209,18 +219,18 @@ def _parse_logit_bias(body):
 def _parse_message(message, i):
     where = f"messages[{i}]"
     f.require_object(message, where)
-    role = f.get(message, "role", str, required=True, param=f"{where}.role")
+    role = f.get(message, "role", str, required=True, within=where)
     f.one_of(role, f"{where}.role", ("system", "developer", "user", "assistant", "tool"))
     tool_calls = tuple(_parse_tool_call(c, f"{where}.tool_calls[{j}]")
-                       for j, c in enumerate(f.get(message, "tool_calls", list, default=[], param=f"{where}.tool_calls")))
+                       for j, c in enumerate(f.get(message, "tool_calls", list, default=[], within=where)))
     content, images = _parse_content(message.get("content"), where, allow_null=role == "assistant")
     return g.Message(
         role="system" if role == "developer" else role,
         content=content,
         images=images,
         tool_calls=tool_calls,
-        tool_call_id=f.get(message, "tool_call_id", str, param=f"{where}.tool_call_id"),
-        name=f.get(message, "name", str, param=f"{where}.name"),
+        tool_call_id=f.get(message, "tool_call_id", str, within=where),
+        name=f.get(message, "name", str, within=where),
         reasoning=_reasoning_of(message, where),
     )
 
@@ -228,7 +238,7 @@ def _parse_message(message, i):
 def _reasoning_of(message, where):
     """An earlier turn's reasoning, by either name clients send it back under (reasoning_content or reasoning)."""
     for name in REASONING_FIELDS:
-        text = f.get(message, name, str, param=f"{where}.{name}")
+        text = f.get(message, name, str, within=where)
         if text:
             return text
     return ""
@@ -278,10 +288,10 @@ def parse_image_url(value, where):
 
 def _parse_tool_call(call, where):
     f.require_object(call, where)
-    function = f.get(call, "function", dict, required=True, param=f"{where}.function")
+    function = f.get(call, "function", dict, required=True, within=where)
     arguments = f.get(function, "arguments", str, default="{}", param=f"{where}.function.arguments")
     return g.ToolCall(
-        id=f.get(call, "id", str, default="", param=f"{where}.id"),
+        id=f.get(call, "id", str, default="", within=where),
         name=f.get(function, "name", str, required=True, param=f"{where}.function.name"),
         arguments=arguments,
     )

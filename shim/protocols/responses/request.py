@@ -168,7 +168,7 @@ def to_messages(items, instructions, custom=frozenset()):
         elif kind in ("function_call_output", "custom_tool_call_output"):
             messages.append(g.Message("tool", _output_text(item, where),
                                       tool_call_id=f.get(item, "call_id", str, required=True,
-                                                         param=f"{where}.call_id")))
+                                                         within=where)))
         elif kind == "item_reference":
             raise Unsupported(f"'{where}': item_reference is not supported; send the item itself",
                               param=f"{where}.type")
@@ -181,9 +181,9 @@ def to_messages(items, instructions, custom=frozenset()):
 
 
 def _message(item, where):
-    role = f.one_of(f.get(item, "role", str, required=True, param=f"{where}.role"), f"{where}.role",
+    role = f.one_of(f.get(item, "role", str, required=True, within=where), f"{where}.role",
                     ("user", "system", "developer", "assistant"))
-    content = f.get(item, "content", list, required=True, param=f"{where}.content")
+    content = f.get(item, "content", list, required=True, within=where)
     texts, images = [], []
     for j, part in enumerate(content):
         here = f"{where}.content[{j}]"
@@ -205,23 +205,23 @@ def _message(item, where):
 
 def _reasoning_text(item, where):
     """A reasoning item's text: its reasoning_text parts, else its summary (encrypted content cannot be read)."""
-    parts = f.get(item, "content", list, default=[], param=f"{where}.content") or \
-        f.get(item, "summary", list, default=[], param=f"{where}.summary")
+    parts = f.get(item, "content", list, default=[], within=where) or \
+        f.get(item, "summary", list, default=[], within=where)
     return "".join(p["text"] for p in parts if isinstance(p, dict) and isinstance(p.get("text"), str))
 
 
 def _call(item, where):
-    call_id = f.get(item, "call_id", str, required=True, param=f"{where}.call_id")
-    name = flat_name(f.get(item, "namespace", str, param=f"{where}.namespace"),
-                     f.get(item, "name", str, required=True, param=f"{where}.name"))
+    call_id = f.get(item, "call_id", str, required=True, within=where)
+    name = flat_name(f.get(item, "namespace", str, within=where),
+                     f.get(item, "name", str, required=True, within=where))
     if item["type"] == "custom_tool_call":
-        text = f.get(item, "input", str, required=True, param=f"{where}.input")
+        text = f.get(item, "input", str, required=True, within=where)
         return g.ToolCall(call_id, name, json.dumps({CUSTOM_ARGUMENT: text}, ensure_ascii=False))
-    return g.ToolCall(call_id, name, f.get(item, "arguments", str, required=True, param=f"{where}.arguments"))
+    return g.ToolCall(call_id, name, f.get(item, "arguments", str, required=True, within=where))
 
 
 def _output_text(item, where):
-    output = f.get(item, "output", str, list, required=True, param=f"{where}.output")
+    output = f.get(item, "output", str, list, required=True, within=where)
     if isinstance(output, str):
         return output
     texts = []
@@ -240,14 +240,14 @@ def parse_tools(body):
     """The function tools of a request, custom tools as functions of one string; and the custom tools' names."""
     tools, custom = [], set()
     for where, tool, namespace in _flattened(f.get(body, "tools", list, default=[]), "tools"):
-        kind = f.get(tool, "type", str, required=True, param=f"{where}.type")
+        kind = f.get(tool, "type", str, required=True, within=where)
         if kind in HOSTED_TOOLS:
             continue
-        name = flat_name(namespace, f.get(tool, "name", str, required=True, param=f"{where}.name"))
-        description = f.get(tool, "description", str, default="", param=f"{where}.description")
+        name = flat_name(namespace, f.get(tool, "name", str, required=True, within=where))
+        description = f.get(tool, "description", str, default="", within=where)
         if kind == "function":
             parameters = f.get(tool, "parameters", dict, default={"type": "object", "properties": {}},
-                               param=f"{where}.parameters")
+                               within=where)
         elif kind == "custom":
             custom.add(name)
             parameters = {"type": "object", "properties": {CUSTOM_ARGUMENT: {"type": "string"}},
@@ -269,8 +269,8 @@ def _flattened(tools, param, namespace=None):
         where = f"{param}[{i}]"
         f.require_object(tool, where)
         if tool.get("type") == "namespace" and namespace is None:
-            name = f.get(tool, "name", str, required=True, param=f"{where}.name")
-            yield from _flattened(f.get(tool, "tools", list, required=True, param=f"{where}.tools"),
+            name = f.get(tool, "name", str, required=True, within=where)
+            yield from _flattened(f.get(tool, "tools", list, required=True, within=where),
                                   f"{where}.tools", name)
         else:
             yield where, tool, namespace
@@ -307,7 +307,7 @@ def parse_tool_choice(body, tools, custom=frozenset()):
             f.require_object(tool, where)
             if tool.get("type") in HOSTED_TOOLS:
                 continue
-            names.append(_known(f.get(tool, "name", str, required=True, param=f"{where}.name"), tools, where))
+            names.append(_known(f.get(tool, "name", str, required=True, within=where), tools, where))
         if not names:
             raise Unsupported("'tool_choice.tools' names no function or custom tool shim can offer",
                               param="tool_choice.tools")
