@@ -225,21 +225,6 @@ def _wait_for_answer(conn, cancel, timeout):
         conn.sock.settimeout(timeout)
 
 
-def _recv_within(sock, idle, deadline, read_timeout):
-    """What the socket has within idle seconds (0: now), or None; a timeout once the deadline has passed."""
-    sock.settimeout(max(min(idle, deadline - time.monotonic()), 0.001) if idle else 0.0)
-    try:
-        return sock.recv(READ_SIZE)
-    except (BlockingIOError, ssl.SSLWantReadError):  # nothing yet, on a plain or a TLS socket
-        return None
-    except TimeoutError:
-        if time.monotonic() >= deadline:
-            raise
-        return None
-    finally:
-        sock.settimeout(read_timeout)
-
-
 def _read_head(conn):
     """(status, reason, headers, keep_alive) of the answer on conn, skipping 1xx interim answers."""
     while True:
@@ -287,6 +272,8 @@ class Response:
         self._client, self._conn = client, conn
         self._idle = None
         "While the body is read with an idle interval (see pieces): its seconds."
+        self._nonblocking = False
+        "Whether the socket was left non-blocking for such a read (its read timeout is put back at the body's end)."
         self.complete = False
         "Whether the whole body has been read (so the connection may carry another request)."
         if method == "HEAD" or status in NO_BODY:
@@ -322,6 +309,10 @@ class Response:
             raise ReadTimeout("the answer stopped arriving") from err
         except OSError as err:
             raise HTTPError(f"{type(err).__name__} reading the answer") from err
+        finally:
+            if self._nonblocking and self._conn is not None:
+                self._nonblocking = False
+                self._conn.sock.settimeout(self._client.read_timeout)
 
     def read(self):
         """The rest of the body."""
@@ -362,16 +353,35 @@ class Response:
         """Read what the socket has into the buffer, and return it (b"" at its end); with an idle interval, yield
         None before waiting, then b"" after each interval without bytes, the read timeout counting the whole silence."""
         # The readers are generators: a timeout raised inside one would end it, so a silence is yielded instead.
-        conn, read_timeout = self._conn, self._client.read_timeout
+        conn = self._conn
         if self._idle is None:
             data = conn.sock.recv(READ_SIZE)
-        elif (data := _recv_within(conn.sock, 0.0, 0.0, read_timeout)) is None:
-            yield None  # nothing more is here: what came so far can be used before the wait
-            deadline = time.monotonic() + read_timeout
-            while (data := _recv_within(conn.sock, self._idle, deadline, read_timeout)) is None:
-                yield b""
+        else:
+            if not self._nonblocking:  # and it stays so while the body is read: a read costs no settimeout
+                conn.sock.settimeout(0.0)
+                self._nonblocking = True
+            try:
+                data = conn.sock.recv(READ_SIZE)
+            except (BlockingIOError, ssl.SSLWantReadError):  # nothing yet, on a plain or a TLS socket
+                yield None  # what came so far can be used before the wait
+                data = yield from self._wait()
         conn.buf += data
         return data
+
+    def _wait(self):
+        """The socket's next bytes, waited for at most the idle interval at a time, b"" yielded after each."""
+        sock, idle = self._conn.sock, self._idle
+        deadline = time.monotonic() + self._client.read_timeout
+        while True:
+            sock.settimeout(max(min(idle, deadline - time.monotonic()), 0.001))
+            try:
+                return sock.recv(READ_SIZE)
+            except TimeoutError:
+                if time.monotonic() >= deadline:
+                    raise
+            finally:
+                sock.settimeout(0.0)
+            yield b""
 
     def _more(self):
         """Read more of the answer (see _fill); its end here means it was cut short."""
