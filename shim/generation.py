@@ -155,6 +155,8 @@ class GenerationRequest:
     "Fields of an OpenAI request shim does not know (e.g. chat_template_kwargs), for an OpenAI-compatible upstream."
     stream: bool = True
     "Whether the client reads the answer as it is made; False lets an upstream backend ask for it whole."
+    heartbeat_seconds: Optional[float] = None
+    "For a backend that signals_silence: yield HEARTBEAT after this many seconds without an event (None: never)."
 
 
 @dataclass(frozen=True)
@@ -320,6 +322,8 @@ class Backend:
     "Whether manage() pulls, pushes, creates, copies and deletes models (an Ollama instance does)."
     serves_responses: bool = False
     "Whether relay_responses() passes OpenAI Responses requests to an upstream that serves them natively."
+    signals_silence: bool = False
+    "Whether generate() yields HEARTBEAT (shim.streaming) after request.heartbeat_seconds without an event."
 
     def models(self) -> list[ModelInfo]:
         """The models this backend serves, each with its declared capabilities and context length."""

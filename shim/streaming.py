@@ -5,6 +5,9 @@ from json.encoder import c_make_encoder  # type: ignore[attr-defined]
 HEARTBEAT = object()
 "Yielded by a generation source that has nothing new yet; SSE turns it into a comment, NDJSON drops it."
 
+PAUSE = object()
+"Yielded by a generation source that signals silence, before it waits for more: what came so far can be written."
+
 SSE_DONE = b"data: [DONE]\n\n"
 SSE_PING = b": ping\n\n"
 
@@ -96,10 +99,14 @@ def sse_named_frame(obj):
 
 
 def parse_sse(pieces):
-    """The data payloads of an SSE stream given as bytes as they arrive (see SSEReader)."""
+    """The data payloads of an SSE stream given as bytes as they arrive (see SSEReader); an empty piece (the
+    stream was silent a while) is passed on as HEARTBEAT, a None piece (nothing more is here yet) as PAUSE."""
     reader = SSEReader()
     for piece in pieces:
-        yield from reader.feed(piece)
+        if piece:
+            yield from reader.feed(piece)
+        else:
+            yield PAUSE if piece is None else HEARTBEAT
     yield from reader.end()
 
 

@@ -4,7 +4,7 @@ import queue
 import sys
 import threading
 
-from .streaming import HEARTBEAT
+from .streaming import HEARTBEAT, PAUSE
 
 _END = object()
 
@@ -148,6 +148,24 @@ class Channel:
 
     def __iter__(self):
         return _drain(self._items.get)
+
+    def beating(self, idle):
+        """The items, with PAUSE before each wait for one and HEARTBEAT after each idle seconds in which none came
+        (idle None: just the items)."""
+        if idle is None:
+            return iter(self)
+        items, paused = self._items, [False]
+
+        def get_or_beat():
+            if not paused[0] and items.empty():
+                paused[0] = True
+                return PAUSE
+            paused[0] = False
+            try:
+                return items.get(timeout=idle)
+            except queue.Empty:  # gevent's queues raise the standard library's Empty
+                return HEARTBEAT
+        return _drain(get_or_beat)
 
 
 class Courier:

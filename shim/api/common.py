@@ -19,7 +19,7 @@ from .. import metrics
 from ..errors import (Cancelled, InvalidRequest, MethodNotAllowed, NotFound, PayloadTooLarge, ShimError,
                       Unauthorized)
 from ..generation import Cancel, Finish, ReasoningDelta, TextDelta, ToolCallArgumentsDelta, ToolCallDelta
-from ..streaming import HEARTBEAT
+from ..streaming import HEARTBEAT, PAUSE
 from ..threads import close, watching, with_heartbeats
 
 log = logging.getLogger("shim")
@@ -218,6 +218,8 @@ class Started:
 
     events: object
     cancel: Cancel = dataclasses.field(default_factory=Cancel)
+    beats: bool = False
+    "Whether the events carry their own HEARTBEATs (the backend signals silence), so none need be timed here."
 
 
 def start(generation_request):
@@ -225,18 +227,22 @@ def start(generation_request):
     services_ = services()
     route = services_.router.route(generation_request.model)
     keep_alive = _keep_alive(generation_request, services_.settings)
+    interval = services_.settings.heartbeat_seconds
+    beats = route.backend.signals_silence and generation_request.stream and interval > 0
     routed = generation_request
-    if (route.target, keep_alive) != (routed.model, routed.keep_alive):  # a copy costs as much as the routing
-        routed = dataclasses.replace(routed, model=route.target, keep_alive=keep_alive)
-    return _admitted(route, lambda cancel: route.backend.generate(routed, cancel), services_.admission)
+    if (route.target, keep_alive) != (routed.model, routed.keep_alive) or beats:  # a copy costs as much as routing
+        routed = dataclasses.replace(routed, model=route.target, keep_alive=keep_alive,
+                                     heartbeat_seconds=interval if beats else None)
+    return _admitted(route, lambda cancel: route.backend.generate(routed, cancel), services_.admission, beats)
 
 
-def start_routed(route, open_events):
-    """Admit a routed request and pull the first item open_events(cancel) yields (see start)."""
-    return _admitted(route, open_events, services().admission)
+def start_routed(route, open_events, beats=False):
+    """Admit a routed request and pull the first item open_events(cancel) yields (see start); beats: whether those
+    items carry their own HEARTBEATs."""
+    return _admitted(route, open_events, services().admission, beats)
 
 
-def _admitted(route, open_events, admission):
+def _admitted(route, open_events, admission, beats):
     """start_routed with the admission already looked up."""
     flask_g.model = route.key
     cancel = Cancel()
@@ -249,7 +255,7 @@ def _admitted(route, open_events, admission):
         cancel.set()
         close(events)
         raise
-    return Started(events, cancel)
+    return Started(events, cancel, beats)
 
 
 def keep_alive_of(generation_request):
@@ -361,7 +367,9 @@ class _Watched(Cancel):
 def stream_response(started, renderer, framing):
     """A streaming Response: events rendered to chunks and framed; errors in-band; a hang-up cancels."""
     interval = services().settings.heartbeat_seconds
-    batches = with_heartbeats(started.events, interval) if interval > 0 else _one_by_one(started.events)
+    timed = interval > 0 and not started.beats  # else the events' own HEARTBEATs pass through, or there are none
+    batches = (with_heartbeats(started.events, interval) if timed else
+               _until_pause(started.events) if started.beats else _one_by_one(started.events))
 
     def body():
         metrics.OPEN_STREAMS.inc()
@@ -404,6 +412,24 @@ def _one_by_one(events):
         close(events)
 
 
+def _until_pause(events):
+    """Lists of the events that came together: each ends where their source paused to wait (PAUSE), or beat."""
+    batch = []
+    try:
+        for event in events:
+            if event is not PAUSE:
+                batch.append(event)
+                if event is not HEARTBEAT:
+                    continue
+            if batch:
+                yield batch
+                batch = []
+        if batch:
+            yield batch
+    finally:
+        close(events)
+
+
 def _framed(chunks, framing):
     return [framing.frame(chunk) for chunk in chunks]
 
@@ -421,7 +447,7 @@ def gather(started):
                     log.info("client went away; generation stopped")
                     raise Cancelled("the client closed the connection")
                 next_look = time.monotonic() + WATCH_SECONDS
-            if event is not HEARTBEAT:
+            if event is not HEARTBEAT and event is not PAUSE:
                 events.append(event)
         return events
     finally:

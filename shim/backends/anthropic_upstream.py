@@ -6,6 +6,7 @@ import time
 from .. import generation as g
 from ..errors import ContextLengthExceeded, ModelNotFound, ServerBusy, UpstreamError
 from ..protocols.anthropic import upstream as protocol
+from ..streaming import HEARTBEAT, PAUSE
 from . import upstream
 from .http_upstream import ERROR_TEXT_CHARS, HTTPBackend, release
 
@@ -22,6 +23,7 @@ class AnthropicBackend(HTTPBackend):
     asks for the whole Message when the client reads the answer whole."""
 
     description = "an Anthropic-compatible server"
+    signals_silence = True
 
     def __init__(self, config):
         auth = {"anthropic-version": config.anthropic_version}
@@ -42,7 +44,7 @@ class AnthropicBackend(HTTPBackend):
             yield g.Accepted()
             reader = protocol.StreamReader()
             if request.stream and not response.headers.get("content-type", "").startswith("application/json"):
-                first = yield from self._stream(reader, response, cancel)
+                first = yield from self._stream(reader, response, cancel, request.heartbeat_seconds)
                 if cancel.is_set():
                     return
             else:  # a whole Message: when its first token came is not known, so none of the time is prefill
@@ -54,12 +56,16 @@ class AnthropicBackend(HTTPBackend):
             first = first or now
             yield from reader.end(g.Timings(now - started, 0, first - started, now - first))
 
-    def _stream(self, reader, response, cancel):
-        """Yield the events of the upstream's stream as they arrive; returns when the first one came."""
+    def _stream(self, reader, response, cancel, idle):
+        """Yield the events of the upstream's stream as they arrive (PAUSE before each wait, HEARTBEAT after idle
+        silent seconds); returns when the first one came."""
         first = None
-        for data in self._sse(response):
+        for data in self._sse(response, idle):
             if cancel.is_set():
                 break
+            if data is HEARTBEAT or data is PAUSE:
+                yield data
+                continue
             for event in self._read(reader.events, self._json_event(data)):
                 first = first or time.perf_counter_ns()
                 yield event

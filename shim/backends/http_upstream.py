@@ -87,10 +87,11 @@ class HTTPBackend(upstream.UpstreamBackend):
             shown = self.scrub(data)[:80]
             raise UpstreamError(f"{self.name} sent a stream event that is not JSON: {shown!r}") from None
 
-    def _sse(self, response):
-        """The data of each event of a streamed SSE answer, as they arrive."""
+    def _sse(self, response, idle=None):
+        """The data of each event of a streamed SSE answer, as they arrive; with idle (seconds), PAUSE before each
+        wait and HEARTBEAT after each idle seconds in which none came (see parse_sse)."""
         try:
-            yield from parse_sse(response.pieces())
+            yield from parse_sse(response.pieces(idle))
         except HTTPError as err:
             raise UpstreamError(f"{self.name} broke off the stream: {self.scrub(err)}") from err
 

@@ -181,30 +181,20 @@ class Connection:
     def __init__(self, sock, key):
         self.sock, self.key, self.buf, self.idle_since = sock, key, b"", 0.0
 
-    def fill(self):
-        """Read what the socket has (at least one byte), or raise at its end."""
-        data = self.sock.recv(READ_SIZE)
-        if not data:
-            raise HTTPError("the connection closed in the middle of an answer")
-        self.buf += data
-
     def take(self, limit):
-        """Up to limit bytes, reading when none are buffered."""
-        if not self.buf:
-            self.fill()
+        """Up to limit of the bytes buffered."""
         piece, self.buf = self.buf[:limit], self.buf[limit:]
         return piece
 
     def line(self):
-        """The next CRLF-ended line, without its end."""
-        while True:
-            end = self.buf.find(b"\n")
-            if end >= 0:
-                line, self.buf = self.buf[:end], self.buf[end + 1:]
-                return line.rstrip(b"\r")
-            if len(self.buf) > MAX_HEAD:
-                raise HTTPError("a line of the answer's framing is too long")
-            self.fill()
+        """The next CRLF-ended line buffered, without its end; None if none is whole yet."""
+        end = self.buf.find(b"\n")
+        if end >= 0:
+            line, self.buf = self.buf[:end], self.buf[end + 1:]
+            return line.rstrip(b"\r")
+        if len(self.buf) > MAX_HEAD:
+            raise HTTPError("a line of the answer's framing is too long")
+        return None
 
     def close(self):
         """Close the socket."""
@@ -280,6 +270,10 @@ class Response:
     def __init__(self, client, conn, method, status, reason, headers, keep_alive):
         self.status, self.reason, self.headers = status, reason, headers
         self._client, self._conn = client, conn
+        self._idle = None
+        "While the body is read with an idle interval (see pieces): its seconds."
+        self._nonblocking = False
+        "Whether the socket was left non-blocking for such a read (its read timeout is put back at the body's end)."
         self.complete = False
         "Whether the whole body has been read (so the connection may carry another request)."
         if method == "HEAD" or status in NO_BODY:
@@ -303,8 +297,10 @@ class Response:
     def __exit__(self, *exc):
         self.close()
 
-    def pieces(self):
-        """The body's bytes as they arrive."""
+    def pieces(self, idle=None):
+        """The body's bytes as they arrive; with idle (seconds), None before each wait for more and an empty piece
+        after each idle seconds of silence."""
+        self._idle = idle if idle is not None and idle < self._client.read_timeout else None
         try:
             yield from self._body
         except HTTPError:
@@ -313,6 +309,10 @@ class Response:
             raise ReadTimeout("the answer stopped arriving") from err
         except OSError as err:
             raise HTTPError(f"{type(err).__name__} reading the answer") from err
+        finally:
+            if self._nonblocking and self._conn is not None:
+                self._nonblocking = False
+                self._conn.sock.settimeout(self._client.read_timeout)
 
     def read(self):
         """The rest of the body."""
@@ -349,9 +349,56 @@ class Response:
         else:
             conn.close()
 
+    def _fill(self):
+        """Read what the socket has into the buffer, and return it (b"" at its end); with an idle interval, yield
+        None before waiting, then b"" after each interval without bytes, the read timeout counting the whole silence."""
+        # The readers are generators: a timeout raised inside one would end it, so a silence is yielded instead.
+        conn = self._conn
+        if self._idle is None:
+            data = conn.sock.recv(READ_SIZE)
+        else:
+            if not self._nonblocking:  # and it stays so while the body is read: a read costs no settimeout
+                conn.sock.settimeout(0.0)
+                self._nonblocking = True
+            try:
+                data = conn.sock.recv(READ_SIZE)
+            except (BlockingIOError, ssl.SSLWantReadError):  # nothing yet, on a plain or a TLS socket
+                yield None  # what came so far can be used before the wait
+                data = yield from self._wait()
+        conn.buf += data
+        return data
+
+    def _wait(self):
+        """The socket's next bytes, waited for at most the idle interval at a time, b"" yielded after each."""
+        sock, idle = self._conn.sock, self._idle
+        deadline = time.monotonic() + self._client.read_timeout
+        while True:
+            sock.settimeout(max(min(idle, deadline - time.monotonic()), 0.001))
+            try:
+                return sock.recv(READ_SIZE)
+            except TimeoutError:
+                if time.monotonic() >= deadline:
+                    raise
+            finally:
+                sock.settimeout(0.0)
+            yield b""
+
+    def _more(self):
+        """Read more of the answer (see _fill); its end here means it was cut short."""
+        if not (yield from self._fill()):
+            raise HTTPError("the connection closed in the middle of an answer")
+
+    def _line(self):
+        """The next line of the answer's framing (see Connection.line), read as it comes."""
+        while (line := self._conn.line()) is None:
+            yield from self._more()
+        return line
+
     def _sized(self, length):
         conn = self._conn
         while length:
+            if not conn.buf:
+                yield from self._more()
             piece = conn.take(length)
             length -= len(piece)
             yield piece
@@ -363,16 +410,18 @@ class Response:
             whole = self._whole_chunks()
             if whole:
                 yield whole
-            size = _chunk_size(conn.line())  # the next chunk is not all here yet: read it as it comes
+            size = _chunk_size((yield from self._line()))  # the next chunk is not all here yet: read it as it comes
             if not size:
                 break
             while size:
+                if not conn.buf:
+                    yield from self._more()
                 piece = conn.take(size)
                 size -= len(piece)
                 yield piece
-            if conn.line():
+            if (yield from self._line()):
                 raise HTTPError("a chunk of the answer is longer than its size says")
-        while conn.line():  # trailers
+        while (yield from self._line()):  # trailers
             pass
         self.complete = True
 
@@ -402,10 +451,8 @@ class Response:
             if conn.buf:
                 piece, conn.buf = conn.buf, b""
                 yield piece
-            data = conn.sock.recv(READ_SIZE)
-            if not data:
+            if not (yield from self._fill()):
                 break
-            conn.buf = data
         self.complete = True
 
 

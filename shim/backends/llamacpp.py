@@ -236,6 +236,7 @@ class LlamaCppBackend(g.Backend):
 
     name = "local"
     description = "the in-process llama.cpp runtime"
+    signals_silence = True
 
     def __init__(self, model_configs, *, n_threads=None, keep_alive=-1, slots=4, prefill_chunk=64):
         threads = n_threads or os.cpu_count() or 1
@@ -284,7 +285,7 @@ class LlamaCppBackend(g.Backend):
         try:
             prompt_tokens = call_in_thread(lambda: model.submit(request, cancel, channel))
             yield g.Accepted(prompt_tokens=prompt_tokens)
-            yield from channel
+            yield from channel.beating(request.heartbeat_seconds)
         finally:
             cancel.set()
             self._touch(model, request.keep_alive)

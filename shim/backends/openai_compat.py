@@ -7,6 +7,7 @@ import time
 from .. import generation as g
 from ..errors import InvalidRequest, UpstreamError
 from ..protocols import openai as protocol
+from ..streaming import HEARTBEAT, PAUSE
 from . import upstream
 from .http_upstream import HTTPBackend, release
 
@@ -15,6 +16,7 @@ class OpenAICompatBackend(HTTPBackend):
     """Streams every generation from an OpenAI-compatible upstream and reads its SSE into events."""
 
     description = "an OpenAI-compatible server"
+    signals_silence = True
 
     def __init__(self, config):
         super().__init__(config, {"Authorization": f"Bearer {config.api_key}"} if config.api_key else None)
@@ -33,7 +35,7 @@ class OpenAICompatBackend(HTTPBackend):
             yield g.Accepted()
             reader = protocol.UpstreamReader()
             if request.stream:
-                first = yield from self._streamed(reader, response, cancel)
+                first = yield from self._streamed(reader, response, cancel, request.heartbeat_seconds)
                 if cancel.is_set():
                     return
             else:  # asked whole: one answer to read; when its first token came is not known, so none is prefill
@@ -43,12 +45,16 @@ class OpenAICompatBackend(HTTPBackend):
             first = first or now
             yield from reader.end(g.Timings(now - started, 0, first - started, now - first))
 
-    def _streamed(self, reader, response, cancel):
-        """Yield the events of an upstream's stream as they arrive; returns when the first one came."""
+    def _streamed(self, reader, response, cancel, idle):
+        """Yield the events of an upstream's stream as they arrive (PAUSE before each wait, HEARTBEAT after idle
+        silent seconds); returns when the first one came."""
         first, complete = None, False
-        for data in self._sse(response):
+        for data in self._sse(response, idle):
             if cancel.is_set():
                 return first
+            if data is HEARTBEAT or data is PAUSE:
+                yield data
+                continue
             if data.strip() == "[DONE]":
                 complete = True
                 release(response)

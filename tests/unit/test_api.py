@@ -279,6 +279,22 @@ def test_stream_response_frames_begin_chunks_end_then_closes(client):
                                                b'data: {"at":"b"}\n\ndata: [DONE]\n\n')
 
 
+def test_a_stream_whose_events_beat_themselves_is_written_once_per_pause_with_no_feeder(client, monkeypatch):
+    from shim.api import common
+    from shim.protocols.render import StreamRenderer
+    from shim.streaming import HEARTBEAT, PAUSE, SSE
+
+    class Letters(StreamRenderer):
+        def chunks(self, event):
+            return [{"at": event}]
+    monkeypatch.setattr(common, "with_heartbeats", lambda *a: pytest.fail("the events carry their own heartbeats"))
+    with client.application.test_request_context("/v1/chat/completions"):
+        started = common.Started(iter(["a", "b", PAUSE, HEARTBEAT, PAUSE, "c"]), beats=True)
+        writes = list(common.stream_response(started, Letters(), SSE()).response)
+    assert writes == [b'data: {"at":"a"}\n\ndata: {"at":"b"}\n\n', b": ping\n\n",
+                      b'data: {"at":"c"}\n\n', b"data: [DONE]\n\n"]
+
+
 def _gathered(monkeypatch, events, gone, watch_seconds):
     from shim.api import common
     looks = []

@@ -14,6 +14,7 @@ from shim.backends.anthropic_upstream import AnthropicBackend
 from shim.config import BackendConfig, Settings
 from shim.errors import (BackendUnavailable, Cancelled, ConfigError, ContextLengthExceeded, ModelNotFound, ServerBusy,
                          ShimError, Unsupported, UpstreamError)
+from shim.streaming import HEARTBEAT, PAUSE
 from tests import fake_anthropic
 from tests.fake_http import FakeHTTP
 from tests.fake_upstream import FakeUpstream
@@ -179,6 +180,31 @@ def test_a_whole_message_is_still_bound_by_the_read_timeout():
         upstream.add("POST", server.url + "/v1/messages", json={"type": "message", "content": []}, stall=5)
         with pytest.raises(BackendUnavailable):
             run(make_backend(server.url, read_timeout=0.3), chat(stream=False))
+
+
+def named_sse(*events):
+    return "".join(f"event: {e['type']}\ndata: {json.dumps(e)}\n\n" for e in events)
+
+
+@pytest.mark.parametrize("framing", ["length", "chunked", "close"])
+def test_a_silent_stream_yields_heartbeats_at_the_interval_then_the_rest(framing):
+    start = fake_anthropic.stream_events({"model": "claude-fake", "messages": []}, [], None, None)[0]
+    text = {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}
+    delta = {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "Hi"}}
+    end = [{"type": "content_block_stop", "index": 0},
+           {"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 2}},
+           {"type": "message_stop"}]
+    with FakeHTTP() as upstream:
+        server = upstream.server()
+        upstream.add("POST", server.url + "/v1/messages", body=[named_sse(start, text, delta), 0.35,
+                                                                named_sse(delta, *end)],
+                     content_type="text/event-stream", framing=framing)
+        events = run(make_backend(server.url, read_timeout=5), chat(heartbeat_seconds=0.1))
+    events = [e for e in events if e is not PAUSE]
+    beats = [i for i, e in enumerate(events) if e is HEARTBEAT]
+    assert len(beats) == 3 and beats == list(range(beats[0], beats[0] + 3))
+    assert text_of(events[:beats[0]]) == "Hi" and text_of(events[beats[-1]:]) == "Hi"
+    assert events[-1].reason == "stop"
 
 
 @pytest.mark.parametrize("param, request_", [

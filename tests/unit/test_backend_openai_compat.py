@@ -21,7 +21,7 @@ from shim.errors import (BackendUnavailable, Cancelled, InvalidRequest, ModelNot
                          Unsupported, UpstreamError)
 from shim.protocols import openai as protocol
 from shim.router import Router
-from shim.streaming import parse_sse
+from shim.streaming import HEARTBEAT, PAUSE, parse_sse
 from tests.fake_http import GET, POST, FakeHTTP
 from tests.fake_upstream import folded
 from tests.fakes import choice_of
@@ -462,9 +462,14 @@ def test_parse_sse_reads_the_same_events_however_the_bytes_are_split_between_rea
     raw = sse_bytes(lines, end)
     whole = list(parse_sse([raw]))
     assert whole == ['{"t": "h\u00e9 \u2028 \U0001f389"}', "a\nb", "[DONE]"]
-    for cut in range(len(raw) + 1):
+    for cut in range(1, len(raw)):  # an empty piece is not a cut: it stands for a silence (see below)
         assert list(parse_sse([raw[:cut], raw[cut:]])) == whole, cut
     assert list(parse_sse([raw[i:i + 1] for i in range(len(raw))])) == whole
+
+
+def test_parse_sse_passes_a_silence_on_as_heartbeat_and_a_wait_as_pause_between_the_events():
+    raw = sse_bytes(["data: a", "", "data: b", ""])
+    assert list(parse_sse([b"", raw[:5], None, raw[5:]])) == [HEARTBEAT, PAUSE, "a", "b"]
 
 
 
@@ -844,6 +849,71 @@ def test_an_upstream_silent_mid_stream_breaks_off_after_the_read_timeout(rsps):
         for event in make_backend(rsps, read_timeout=0.1).generate(chat(), g.Cancel()):
             events.append(event)
     assert text_of(events) == "first" and "broke off the stream" in err.value.message
+
+
+def heartbeats_between(events):
+    """The event types with the runs of HEARTBEATs between them counted: [Accepted, TextDelta, 2, TextDelta, ...]."""
+    shown = []
+    for event in (e for e in events if e is not PAUSE):
+        if event is HEARTBEAT:
+            shown[-1:] = [shown[-1] + 1] if shown and isinstance(shown[-1], int) else [*shown[-1:], 1]
+        else:
+            shown.append(type(event))
+    return shown
+
+
+@pytest.mark.parametrize("framing", ["length", "chunked", "close"])
+def test_a_silent_stream_yields_heartbeats_at_the_interval_then_the_rest(rsps, framing):
+    add_stream(rsps, [sse_text(chunk("first", role="assistant"), done=False), 0.35,
+                      sse_text(chunk("second"), chunk(finish="stop"))], framing=framing)
+    events = run(make_backend(rsps, read_timeout=5.0), chat(heartbeat_seconds=0.1))
+    assert heartbeats_between(events)[:3] == [g.Accepted, g.TextDelta, 3]
+    assert heartbeats_between(events)[3:] == [g.TextDelta, g.Finish] and text_of(events) == "firstsecond"
+
+
+def test_a_stream_yields_no_heartbeat_without_an_interval(rsps):
+    add_stream(rsps, [sse_text(chunk("first", role="assistant"), done=False), 0.25, sse_text(chunk(finish="stop"))],
+               framing="chunked")
+    assert HEARTBEAT not in run(make_backend(rsps), chat())
+
+
+def test_the_read_timeout_counts_the_whole_silence_between_heartbeats(rsps):
+    add_stream(rsps, [sse_text(chunk("first", role="assistant"), done=False), 5], framing="chunked")
+    events, began = [], time.monotonic()
+    with pytest.raises(UpstreamError) as err:
+        for event in make_backend(rsps, read_timeout=0.45).generate(chat(heartbeat_seconds=0.1), g.Cancel()):
+            events.append(event)
+    assert 0.45 <= time.monotonic() - began < 2 and "broke off the stream" in err.value.message
+    assert heartbeats_between(events) == [g.Accepted, g.TextDelta, 4]
+
+
+SILENT_THEN_DONE = [sse_text(chunk("ALPHA", role="assistant"), done=False), 0.35,
+                    sse_text(chunk("OMEGA"), chunk(finish="stop"), usage_chunk(3, 2))]
+THROUGH_THE_APP = {  # path, body, the heartbeat frame expected (None: its framing has none)
+    "chat": ("/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}]}, b": ping\n\n"),
+    "messages": ("/v1/messages", {"max_tokens": 9, "messages": [{"role": "user", "content": "hi"}]},
+                 b'event: ping\ndata: {"type":"ping"}\n\n'),
+    "ollama": ("/api/chat", {"messages": [{"role": "user", "content": "hi"}]}, None),
+}
+
+
+@pytest.mark.parametrize("front", THROUGH_THE_APP)
+def test_a_silent_upstream_stream_gets_heartbeat_frames_without_a_feeder_greenlet(rsps, monkeypatch, front):
+    from shim.api import common
+    from shim.app import create_app
+    from shim.config import Settings
+    from shim.router import Route
+    path, body, ping = THROUGH_THE_APP[front]
+    add_stream(rsps, SILENT_THEN_DONE, framing="chunked")
+    monkeypatch.setattr(common, "with_heartbeats", lambda *a: pytest.fail("the events carry their own heartbeats"))
+    app = create_app(Settings(embedded_model=False, heartbeat_seconds=0.1),
+                     router=Router({"up": make_backend(rsps)}, [Route("m", "up", "m")]))
+    response = app.test_client().post(path, json={**body, "model": "m", "stream": True})
+    text = response.get_data()
+    assert response.status_code == 200 and text.index(b"ALPHA") < text.index(b"OMEGA")
+    if ping:
+        assert text.count(ping) >= 3 and text.index(b"ALPHA") < text.rindex(ping) < text.index(b"OMEGA")
+    assert b"\n\n\n" not in text and not text.startswith(b"\n")
 
 
 # ---------------------------------------------------------------- a whole answer, for a client that reads it whole

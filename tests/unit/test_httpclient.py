@@ -222,6 +222,54 @@ def test_an_open_stream_holds_only_the_bytes_it_has_not_taken(fake):
         assert list(pieces) == [b"line two\n"]
 
 
+@pytest.mark.parametrize("framing", ["length", "chunked", "close"])
+def test_a_body_read_with_an_idle_interval_gives_an_empty_piece_per_silent_interval(fake, framing):
+    fake.add("GET", url_of(fake), body=[b"one\n", 0.35, b"two\n"], framing=framing)
+    client = Client(read_timeout=5.0)
+    with client.request("GET", url_of(fake)) as response:
+        pieces = [p for p in response.pieces(0.1) if p is not None]  # (None: a wait begins)
+    assert b"".join(pieces) == b"one\ntwo\n" and pieces.count(b"") == 3 and pieces[-1] == b"two\n"
+    assert response.complete
+
+
+def test_an_idle_interval_does_not_wait_past_a_sized_body_and_leaves_its_connection_reusable(fake):
+    for _ in range(2):
+        fake.add("GET", url_of(fake), body=[b"one\n", 0.15, b"two\n"], framing="length")
+    client = Client(read_timeout=5.0)
+    for _ in range(2):
+        with client.request("GET", url_of(fake)) as response:
+            pieces = [p for p in response.pieces(0.1) if p is not None]
+            assert pieces == [b"one\n", b"", b"two\n"] and response._conn.sock.gettimeout() == 5.0
+    assert [c.connection for c in fake.calls] == [1, 1]
+
+
+def test_silence_is_told_wherever_the_framing_leaves_off_even_inside_a_chunk():
+    """The answer arrives in segments cut inside a chunk's framing (as a server writing size, data and CRLF apart
+    does), with a silence after each: every wait gives empty pieces, none blocks past the idle interval."""
+    segments = [b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\none\n", b"\r\n", b"4\r", b"\ntwo\n\r\n",
+                b"0\r\n\r\n"]
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+
+    def serve():
+        conn, _ = listener.accept()
+        with conn:
+            conn.recv(65536)
+            for segment in segments:
+                conn.sendall(segment)
+                threading.Event().wait(0.35)
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        with Client(read_timeout=5.0).request("GET", f"http://127.0.0.1:{listener.getsockname()[1]}/") as response:
+            pieces = [p for p in response.pieces(0.1) if p is not None]
+    finally:
+        listener.close()
+    assert b"".join(pieces) == b"one\ntwo\n" and response.complete
+    one, two = pieces.index(b"one\n"), pieces.index(b"two\n")
+    assert set(pieces[one + 1:two]) == {b""} and len(pieces[one + 1:two]) >= 6, "three silences of 0.35 s each"
+
+
 @pytest.fixture(scope="module")
 def certificate(tmp_path_factory):
     """A self-signed certificate for 127.0.0.1 (openssl), as (cert path, key path)."""
@@ -237,7 +285,7 @@ def certificate(tmp_path_factory):
 
 @contextlib.contextmanager
 def tls_server(certificate, answer):
-    """A loopback HTTPS server answering one request with answer."""
+    """A loopback HTTPS server answering one request with answer (a tuple: its parts, 0.25 s apart)."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(*certificate)
     listener = socket.socket()
@@ -251,7 +299,9 @@ def tls_server(certificate, answer):
                 data = b""
                 while b"\r\n\r\n" not in data:
                     data += tls.recv(65536)
-                tls.sendall(answer)
+                for i, part in enumerate(answer if isinstance(answer, tuple) else (answer,)):
+                    threading.Event().wait(0.25 if i else 0)
+                    tls.sendall(part)
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
     try:
@@ -259,6 +309,15 @@ def tls_server(certificate, answer):
     finally:
         listener.close()
         thread.join(5)
+
+
+def test_a_tls_body_read_with_an_idle_interval_tells_its_silences(certificate, monkeypatch):
+    monkeypatch.setenv("SSL_CERT_FILE", certificate[0])
+    answer = (b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nsec", b"ret")
+    with tls_server(certificate, answer) as url:
+        with Client(read_timeout=5.0).request("GET", url + "/x") as response:
+            pieces = [p for p in response.pieces(0.1) if p is not None]
+    assert b"".join(pieces) == b"secret" and pieces.count(b"") >= 1
 
 
 def test_https_is_verified_against_the_ca_store_sslcertfile_names(certificate, monkeypatch):

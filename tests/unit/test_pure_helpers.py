@@ -1,7 +1,9 @@
 """Unit tests for the pure helpers: stop scanning, tool-call text, settings and model routing."""
+import itertools
 import json
 import re
 import threading
+import time
 
 import pytest
 from hypothesis import given, settings
@@ -690,6 +692,26 @@ def test_with_heartbeats_hands_over_whatever_is_queued_at_once_and_beats_when_no
     assert next(batches) == [HEARTBEAT]
     release.set()
     assert [b for b in batches if b != [HEARTBEAT]] == [["d"]]
+
+
+def test_a_beating_channel_gives_heartbeats_while_its_thread_is_silent_and_its_error_at_the_end():
+    from shim.streaming import HEARTBEAT, PAUSE
+    from shim.threads import Channel, Courier, start_thread
+    channel, courier = Channel(), Courier()
+
+    def produce():
+        channel.put("a")
+        time.sleep(0.35)
+        courier.put(channel, "b")
+        courier.fail(channel, ValueError("late"))
+        courier.flush()
+    start_thread(produce)
+    items = (item for item in channel.beating(0.1) if item is not PAUSE)
+    assert next(items) == "a" and [next(items) for _ in range(3)] == [HEARTBEAT] * 3
+    rest = []
+    with pytest.raises(ValueError, match="late"):
+        rest.extend(itertools.islice(items, 20))  # (at most: a producer that died would be beaten for ever)
+    assert rest[-1] == "b" and set(rest[:-1]) <= {HEARTBEAT}
 
 
 @pytest.mark.parametrize("reason", ["length", "stop"])
