@@ -45,6 +45,8 @@ class LocalModel:
     vocab: object = None
     "The model's tokenizer, loaded once and kept while the weights come and go."
     vocab_lock: object = field(default_factory=real_lock)
+    preamble: tuple = ()
+    "The tokens the chat template writes before every lone user message (found with the vocabulary)."
     embed_lock: object = field(default_factory=real_lock)
     "Held on the OS thread around each call into the embedder (and while it loads or unloads)."
     embed_turn: object = field(default_factory=green_lock)
@@ -101,8 +103,9 @@ class LocalModel:
         if self.engine is not None:
             return 0
         started = time.perf_counter_ns()
+        self.vocabulary()
         self.engine = Engine(self.config.path, self.config.n_ctx, self.slots, self.n_threads, BATCH_SIZE)
-        self.scheduler = Scheduler(self.engine, self.prefill_chunk, self.config.name)
+        self.scheduler = Scheduler(self.engine, self.prefill_chunk, self.config.name, self.preamble)
         return time.perf_counter_ns() - started
 
     def vocabulary(self):
@@ -112,6 +115,7 @@ class LocalModel:
                 if self.vocab is None:
                     vocab = Vocabulary(self.config.path)
                     self.formatter = prompts.ChatTemplate.for_model(vocab, self.config.chat_template)
+                    self.preamble = prompts.preamble(vocab, self.formatter)
                     self.vocab = vocab
         return self.vocab, self.formatter
 

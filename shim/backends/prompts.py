@@ -3,12 +3,14 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import re
 import secrets
 
 import jinja2
 
 from ..errors import ContextLengthExceeded, InvalidRequest
+from ..generation import GenerationRequest, Message
 from ..protocols.tools import render_tool, render_tool_call
 from . import toolcalls
 
@@ -101,6 +103,20 @@ def _tokens(vocab, template, request, window=None, cancel=None):
     if add_bos and vocab.add_bos and tokens[:1] != [vocab.bos]:
         tokens.insert(0, vocab.bos)
     return context + tokens
+
+
+def preamble(vocab, template):
+    """The tokens every conversation of one user message starts with under this template (empty if none)."""
+    try:
+        first, other = (_tokens(vocab, template, GenerationRequest(model="", messages=(Message("user", text),)))
+                        for text in PREAMBLE_PROBES)
+    except InvalidRequest:  # a template that refuses a lone user message has no preamble to share
+        return ()
+    return tuple(os.path.commonprefix([first, other]))
+
+
+PREAMBLE_PROBES = ("Hello", "1")
+"Two user messages that differ from their first character: what their prompts share is the template's."
 
 
 NUM_KEEP = 4

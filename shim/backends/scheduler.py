@@ -5,9 +5,12 @@ of those that are starting, each chunk in a batch of its own. Requests join betw
 end, freeing their slot.
 
 Greedy output must not depend on whether a prompt came from the cache or was batched with others, but ggml's numbers
-depend on which tokens are evaluated together. So every prompt is evaluated in the same token groups: chunks aligned
-to positions that are multiples of `prefill_chunk`, whatever else runs; a cached prefix is reused only up to a chunk
-boundary, and only as far as it was itself evaluated in whole chunks of a prompt. The one exception is an exact
+depend on which tokens are evaluated together. So every prompt is evaluated in the same token groups, whatever else
+runs: chunks ending at its `chunk_ends`, the multiples of `prefill_chunk` and, in a prompt that starts with the
+model's preamble (what its template writes before every lone user message), that preamble's end. A cached prefix is
+reused only up to one of those ends, and only as far as it was itself evaluated in whole chunks of a prompt. Two
+prompts sharing the whole preamble both start with it, so their ends agree; sharing less, only multiples of
+`prefill_chunk` below the preamble's end can be reused, and both cut there alike. The one exception is an exact
 repeat: the logits of a prompt's last position are kept with its slot's cache, every first token is sampled from
 that copy, and the same prompt again samples from it without evaluating anything.
 """
@@ -120,8 +123,10 @@ class Slot:
 class Scheduler:
     """Decodes the sequences of many requests together, on one OS thread that owns the model's context."""
 
-    def __init__(self, engine, prefill_chunk, name):
+    def __init__(self, engine, prefill_chunk, name, preamble=()):
         self.engine, self.prefill_chunk, self.name = engine, prefill_chunk, name
+        self.preamble = tuple(preamble)
+        "The tokens the model's template writes before every lone user message: a chunk ends where they do."
         self.slots = [Slot(i) for i in range(engine.slots)]
         self.waiting = deque()
         self.inbox = SimpleQueue()
@@ -292,9 +297,12 @@ class Scheduler:
         if kept and shared >= len(prompt) == exact:  # the same prompt again: its first token needs no evaluation
             return shared
         # Else never the prompt's last token, evaluated again so that its logits are fresh; and only up to a chunk
-        # boundary, so that the rest loads in the same chunks as the whole prompt would.
+        # end, so that the rest loads in the same chunks as the whole prompt would.
         shared = min(shared, exact, len(prompt) - 1)
-        return shared - shared % self.prefill_chunk
+        return max((end for end in self._ends(prompt) if end <= shared), default=0)
+
+    def _ends(self, prompt):
+        return chunk_ends(prompt, self.preamble, self.prefill_chunk)
 
     def _place(self, sequence, free):
         job, engine = sequence.job, self.engine
@@ -354,9 +362,10 @@ class Scheduler:
         return ([generating] if generating else []) + [[self._chunk(sequence)] for sequence in loading]
 
     def _chunk(self, sequence):
-        """A loading sequence's next chunk: its prompt up to the next multiple of prefill_chunk, or to its end."""
-        size = self.prefill_chunk - len(sequence.slot.cached) % self.prefill_chunk
-        chunk = sequence.todo[:size]
+        """A loading sequence's next chunk: its prompt up to the next of its chunk ends."""
+        start = len(sequence.slot.cached)
+        end = min(end for end in self._ends(sequence.job.tokens) if end > start)
+        chunk = sequence.todo[:end - start]
         return sequence, chunk, len(chunk) == len(sequence.todo)
 
     def _add(self, sequence, chunk, logits):
@@ -426,6 +435,14 @@ def fits(n_prompt, request, n_ctx):
             f"this model's maximum context length is {n_ctx} tokens; you requested {n_prompt + requested} "
             f"tokens ({n_prompt} in the prompt, {requested} for the completion)", param="max_tokens")
     return requested if requested is not None else n_ctx - n_prompt
+
+
+def chunk_ends(prompt, preamble, size):
+    """Where a prompt's chunks end: at each multiple of size, at the preamble's end if it starts the prompt, at its end."""
+    ends = set(range(size, len(prompt), size)) | {len(prompt)}
+    if preamble and _common(prompt, preamble) == len(preamble):
+        ends.add(len(preamble))
+    return sorted(ends)
 
 
 def _common(a, b):

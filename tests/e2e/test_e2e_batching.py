@@ -252,6 +252,27 @@ def test_greedy_requests_give_the_same_tokens_cold_cached_and_batched(fresh_shim
     assert runs[0][TRICKY[0]][1] == 0 and all(runs[1][q][1] >= 64 for q in TRICKY), "the cache was used"
 
 
+SMOLLM_PREAMBLE = 24
+"The tokens of SmolLM2's default system message and user turn start, before every conversation without a system one."
+
+
+def test_conversations_without_a_system_message_reuse_the_template_preamble_and_give_the_same_tokens(fresh_shim):
+    oai = openai.OpenAI(base_url=fresh_shim + "/v1", api_key="unused", max_retries=0)
+
+    def ask(question):
+        r = oai.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": question}],
+                                        temperature=0, max_tokens=12, logprobs=True)
+        return _logprob_tokens(r.choices[0]), r.usage.prompt_tokens_details.cached_tokens, r.usage.prompt_tokens
+    # Each after another question (the preamble cached), then again (all of it cached), then twice at once.
+    runs = [{q: ask(q) for q in TRICKY}, {q: ask(q) for q in TRICKY}]
+    together = _all_at_once({(q, k): (lambda q=q: ask(q)) for q in TRICKY for k in range(2)})
+    for q in TRICKY:
+        outputs = [runs[0][q][0], runs[1][q][0], together[q, 0][0], together[q, 1][0]]
+        assert all(out == outputs[0] for out in outputs), q
+    assert [runs[0][q][1] for q in TRICKY[1:]] == [SMOLLM_PREAMBLE] * 2, "a new conversation reuses the preamble"
+    assert all(runs[1][q][1] == runs[1][q][2] for q in TRICKY), "a repeat comes whole from the cache"
+
+
 @pytest.fixture(scope="module")
 def one_slot():
     from harness.servers import running_shim

@@ -127,6 +127,23 @@ def test_long_text_tokenised_in_pieces_gives_the_same_ids_and_stops_when_cancell
         vocab.tokenize([text], cancel)
 
 
+def test_the_preamble_is_what_the_template_writes_before_every_lone_user_message(vocab, template):
+    preamble = prompts.preamble(vocab, template)
+    assert "".join(vocab.text(t) for t in preamble) == (
+        "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n"
+        "<|im_start|>user\n")
+    for request in (chat(("user", "Write a story.")), g.GenerationRequest(model="m", prompt="Why?")):
+        assert tuple(prompts.prompt_tokens(vocab, template, request, 4096)[:len(preamble)]) == preamble
+    assert prompts.prompt_tokens(vocab, template, chat(("system", "Be brief."), ("user", "Hi")), 4096)[
+        :len(preamble)] != list(preamble)
+
+
+@pytest.mark.parametrize("source", ["{{ messages[0]['content'] }}", "{{ raise_exception('no lone users') }}"])
+def test_a_template_with_nothing_before_the_user_s_text_or_refusing_it_has_no_preamble(vocab, source):
+    template = prompts.ChatTemplate(source, "<|im_start|>", "<|im_end|>")
+    assert prompts.preamble(vocab, template) == ()
+
+
 def test_prompts_tokenise_while_the_models_lock_is_held():
     """A load, an unload, a request being handed over hold the lock: tokenising (and refusing) waits for none."""
     from shim.backends.llamacpp import LocalModel

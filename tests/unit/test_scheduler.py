@@ -155,9 +155,9 @@ def finish(evs, index=0):
     return next(e for e in evs if isinstance(e, g.Finish) and e.index == index)
 
 
-def alone(prompt, max_tokens=5, chunk=8):
+def alone(prompt, max_tokens=5, chunk=8, preamble=()):
     """What a prompt gives on a scheduler of its own, with an empty cache."""
-    s = sched.Scheduler(FakeEngine(slots=1), chunk, "m")
+    s = sched.Scheduler(FakeEngine(slots=1), chunk, "m", preamble)
     try:
         j = job(prompt, max_tokens)
         s.submit(j)
@@ -172,7 +172,8 @@ def make():
 
     def make_scheduler(**engine_args):
         chunk = engine_args.pop("prefill_chunk", 8)
-        s = sched.Scheduler(FakeEngine(**engine_args), chunk, "m")
+        preamble = engine_args.pop("preamble", ())
+        s = sched.Scheduler(FakeEngine(**engine_args), chunk, "m", preamble)
         made.append(s)
         return s
     yield make_scheduler
@@ -260,6 +261,51 @@ def test_greedy_output_is_the_same_cold_cached_batched_or_continuing_a_conversat
     continued = run(s, follow_up, max_tokens=10)
     assert text(continued) == alone(follow_up, 10) and finish(continued).usage.cached_tokens == 64
     events(busy)
+
+
+PREAMBLE = tuple(range(100, 124))
+"A template's preamble of 24 tokens (SmolLM2's length): it ends before the first multiple of 64."
+
+
+def test_chunks_end_at_multiples_of_the_chunk_size_and_at_the_end_of_a_preamble_that_starts_the_prompt():
+    assert sched.chunk_ends(list(range(20)), (), 8) == [8, 16, 20]
+    assert sched.chunk_ends(list(range(16)), (), 8) == [8, 16]
+    assert sched.chunk_ends([1, 2, 3, 4, 5, 6, 7], (1, 2, 3), 4) == [3, 4, 7]
+    assert sched.chunk_ends([1, 2, 3, 4, 5, 6, 7], (1, 2, 4), 4) == [4, 7], "the prompt does not start with it"
+    assert sched.chunk_ends([1, 2, 3, 4, 5, 6, 7, 8, 9], (1, 2, 3, 4), 4) == [4, 8, 9], "an end at a multiple"
+    assert sched.chunk_ends([1, 2, 3], (1, 2, 3), 4) == [3], "the prompt is the preamble"
+    assert sched.chunk_ends([1, 2], (1, 2, 3), 4) == [2], "a prompt shorter than the preamble"
+
+
+def test_a_conversation_after_another_reuses_exactly_the_template_preamble(make):
+    s = make(slots=2, prefill_chunk=64, preamble=PREAMBLE)
+    first = list(PREAMBLE) + list(range(200, 230))
+    run(s, first, max_tokens=3)
+    evs = run(s, list(PREAMBLE) + list(range(300, 330)), max_tokens=3)
+    assert finish(evs).usage.cached_tokens == len(PREAMBLE)
+    assert text(evs) == alone(list(PREAMBLE) + list(range(300, 330)), 3, chunk=64, preamble=PREAMBLE)
+    loads = [[p for _, p, _, _ in b] for b in s.engine.batches if len(b) > 1]
+    assert loads == [list(range(24)), list(range(24, 54)), list(range(24, 54))], "cold: the preamble, then the rest"
+
+
+def test_greedy_output_is_the_same_cold_or_cached_with_the_preamble_without_it_or_sharing_part_of_it(make):
+    """With the fake model, an output is right only if a prompt is evaluated in the same chunks on every path."""
+    s = make(slots=1, prefill_chunk=16, preamble=PREAMBLE)  # ends 16, 24 (the preamble's), 32, 48, ...
+    with_it = list(PREAMBLE) + list(range(200, 230))
+    without = list(range(500, 540))
+    part = list(PREAMBLE[:20]) + list(range(600, 630))  # shares 20 tokens: only [0, 16) may be reused
+    other = list(PREAMBLE) + list(range(700, 730))
+    expected = {i: alone(p, 10, 16, PREAMBLE) for i, p in enumerate((with_it, without, part))}
+    assert text(run(s, with_it, max_tokens=10)) == expected[0]
+    assert text(run(s, with_it, max_tokens=10)) == expected[0]
+    after_part = run(s, part, max_tokens=10)
+    assert text(after_part) == expected[2] and finish(after_part).usage.cached_tokens == 16
+    run(s, other, max_tokens=3)
+    after_other = run(s, with_it, max_tokens=10)
+    assert text(after_other) == expected[0] and finish(after_other).usage.cached_tokens == 24
+    assert text(run(s, without, max_tokens=10)) == text(run(s, without, max_tokens=10)) == expected[1]
+    # The same prompts on a scheduler that knows no preamble: chunks cut elsewhere, so the fake model tells.
+    assert alone(with_it, 10, 16) != expected[0] and alone(without, 10, 16) == expected[1]
 
 
 def test_with_every_slot_busy_a_job_waits_then_takes_the_freed_slot(make):
