@@ -154,13 +154,14 @@ class Channel:
         (idle None: just the items)."""
         if idle is None:
             return iter(self)
-        items, paused = self._items, [False]
+        items, paused = self._items, False
 
         def get_or_beat():
-            if not paused[0] and items.empty():
-                paused[0] = True
+            nonlocal paused
+            if not paused and items.empty():
+                paused = True
                 return PAUSE
-            paused[0] = False
+            paused = False
             try:
                 return items.get(timeout=idle)
             except queue.Empty:  # gevent's queues raise the standard library's Empty
