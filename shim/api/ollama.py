@@ -7,6 +7,7 @@ from ..errors import Forbidden, InvalidRequest, ModelNotFound, ServerBusy, ShimE
 from ..protocols import ollama as protocol
 from ..streaming import NDJSON
 from . import common
+from .exchange import json_answer
 
 bp = Blueprint("ollama", __name__)
 
@@ -20,22 +21,22 @@ def _answer(call, renderer):
                                  "models on this server (keep_alive 0 needs client_keep_alive)", param="keep_alive",
                                  status=403)
         reason = backend.load(target, keep_alive)
-        return jsonify(renderer.load_reply(reason))
+        return json_answer(renderer.load_reply(reason))
     started = common.start(call.request)
     if call.stream:
         return common.stream_response(started, renderer, NDJSON())
     choices = g.collect(common.gather(started))
-    return jsonify(renderer.whole(choices[0]))
+    return json_answer(renderer.whole(choices[0]))
 
 
-@bp.post("/api/generate")
+@common.generation_post(bp, "/api/generate")
 def generate():
     """Completion of a prompt, NDJSON or one object."""
     call = protocol.parse_generate(common.read_json())
     return _answer(call, protocol.GenerateStream(call.request.model, raw=call.request.raw))
 
 
-@bp.post("/api/chat")
+@common.generation_post(bp, "/api/chat")
 def chat():
     """Chat, NDJSON or one object."""
     call = protocol.parse_chat(common.read_json())
@@ -211,10 +212,7 @@ def root():
 
 def render_error(err: ShimError):
     """An error response in Ollama's shape (a full queue is Ollama's 503 "server busy")."""
-    response = jsonify(protocol.render_error(err))
-    response.status_code = 503 if isinstance(err, ServerBusy) else err.status
-    response.headers.update(err.headers)
-    return response
+    return json_answer(protocol.render_error(err), 503 if isinstance(err, ServerBusy) else err.status, err.headers)
 
 
 common.protect(bp, render_error)
