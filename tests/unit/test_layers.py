@@ -49,6 +49,14 @@ def test_blueprints_never_import_backends(path):
     assert not bad, f"{path.name} imports {sorted(bad)}"
 
 
+@pytest.mark.parametrize("path", [SHIM / "api" / "lane.py", SHIM / "api" / "exchange.py"],
+                         ids=lambda p: str(p.relative_to(SHIM)))
+def test_the_lane_and_the_exchange_do_without_flask(path):
+    # The lane answers generation requests without Flask; only werkzeug's helpers for reading a body are used.
+    bad = {name for name in imports(path) if name.split(".")[0] == "flask"}
+    assert not bad, f"{path.name} imports {sorted(bad)}"
+
+
 def test_the_layer_check_sees_relative_and_nested_imports():
     source = "def f():\n    from ..backends import llamacpp\n    import flask\n"
     assert {"shim.backends.llamacpp", "flask"} <= imports(SHIM / "protocols" / "probe.py", source)
