@@ -18,7 +18,7 @@ log = logging.getLogger("shim")
 MODEL_PATHS = ("/v1/models", "/v1/models/")
 
 
-@common.generation_post(bp, "/v1/messages")
+@common.lane_post(bp, "/v1/messages")
 def messages():
     """A Message, as JSON or (stream: true) as named SSE events."""
     call = protocol.parse_messages(common.read_json())

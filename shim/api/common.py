@@ -159,7 +159,7 @@ class Guard:
 GUARDS: dict = {}
 "Each protocol blueprint's guard, by the blueprint's name; the lane serves that blueprint's generation views with it."
 LANE_ROUTES: list = []
-"(blueprint name, rule, view) of every generation endpoint, which the lane serves without Flask (api/lane.py)."
+"(blueprint name, rule, view) of the generation and embedding endpoints, which the lane serves (api/lane.py)."
 
 
 def protect(bp, render_error, schemes=(bearer_token,), asked="'Authorization: Bearer <key>'", after=None):
@@ -179,8 +179,9 @@ def protect(bp, render_error, schemes=(bearer_token,), asked="'Authorization: Be
     return check_key
 
 
-def generation_post(bp, rule):
-    """bp.post(rule), for a view the lane also serves (POSTs to rule, without Flask's request machinery)."""
+def lane_post(bp, rule):
+    """bp.post(rule), for a generation or embedding view the lane also serves (POSTs to rule, without Flask's
+    request machinery)."""
     def register(view):
         LANE_ROUTES.append((bp.name, rule, view))
         return bp.post(rule)(view)

@@ -1,16 +1,17 @@
-"""The app's WSGI entry: every request gets its exchange; POSTs to the generation endpoints are answered here, the
-rest by Flask."""
+"""The app's WSGI entry: every request gets its exchange; POSTs to the generation and embedding endpoints are answered
+here, the rest by Flask."""
 from ..errors import ShimError
 from . import common, ops
 from .exchange import Exchange, entered, left
 
 
 class Lane:
-    """WSGI middleware in front of Flask's wsgi_app: the generation endpoints without Flask's request machinery."""
+    """WSGI middleware in front of Flask's wsgi_app: the generation and embedding endpoints without Flask's request
+    machinery."""
 
     # Flask's request context, routing and response objects cost a proxied request about a sixth of the worker's
-    # CPU (measured under gunicorn); the generation views need none of it, so their POSTs skip it. Flask still
-    # routes every other request, and answers a generation path's other methods (405, OPTIONS).
+    # CPU (measured under gunicorn); these views need none of it, so their POSTs skip it. Flask still routes every
+    # other request, and answers these paths' other methods (405, OPTIONS).
 
     def __init__(self, flask_wsgi, services, routes=None):
         self.flask_wsgi = flask_wsgi
@@ -34,7 +35,7 @@ class Lane:
 
 
 class _Endpoint:
-    """One generation view with its blueprint's guard, as Flask would run them for it."""
+    """One view with its blueprint's guard, as Flask would run them for it."""
 
     def __init__(self, rule, view, guard):
         self.rule, self.view, self.guard = rule, view, guard

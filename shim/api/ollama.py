@@ -29,39 +29,39 @@ def _answer(call, renderer):
     return json_answer(renderer.whole(choices[0]))
 
 
-@common.generation_post(bp, "/api/generate")
+@common.lane_post(bp, "/api/generate")
 def generate():
     """Completion of a prompt, NDJSON or one object."""
     call = protocol.parse_generate(common.read_json())
     return _answer(call, protocol.GenerateStream(call.request.model, raw=call.request.raw))
 
 
-@common.generation_post(bp, "/api/chat")
+@common.lane_post(bp, "/api/chat")
 def chat():
     """Chat, NDJSON or one object."""
     call = protocol.parse_chat(common.read_json())
     return _answer(call, protocol.ChatStream(call.request.model))
 
 
-@bp.post("/api/embed")
+@common.lane_post(bp, "/api/embed")
 def embed():
     """Unit-length embeddings of each input."""
     model, inputs, truncate, dimensions, _options = protocol.parse_embed(common.read_json())
     result = common.embed(model, inputs, truncate)
-    return jsonify({"model": model, "embeddings": [g.normalize(v, dimensions) for v in result.vectors],
+    return json_answer({"model": model, "embeddings": [g.normalize(v, dimensions) for v in result.vectors],
                     "total_duration": result.total_ns, "load_duration": result.load_ns,
                     "prompt_eval_count": result.prompt_tokens})
 
 
-@bp.post("/api/embeddings")
+@common.lane_post(bp, "/api/embeddings")
 def embeddings():
     """The legacy single, raw embedding of a prompt."""
     body = common.read_json()
     model, prompt = protocol.parse_embeddings(body)
     if not prompt:
         common.services().router.resolve(model)
-        return jsonify({"embedding": []})
-    return jsonify({"embedding": list(common.embed(model, [prompt], param="prompt").vectors[0])})
+        return json_answer({"embedding": []})
+    return json_answer({"embedding": list(common.embed(model, [prompt], param="prompt").vectors[0])})
 
 
 @bp.get("/api/tags")

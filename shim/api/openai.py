@@ -32,7 +32,7 @@ def _chat():
     return protocol.render_chat(g.collect(common.gather(started)), **meta), None
 
 
-@common.generation_post(bp, "/v1/chat/completions")
+@common.lane_post(bp, "/v1/chat/completions")
 def chat_completions():
     """Chat completions, JSON or SSE."""
     body, streamed = _chat()
@@ -46,7 +46,7 @@ def chat_completions_envelope():
     return streamed or json_answer(protocol.render_envelope(body))
 
 
-@common.generation_post(bp, "/v1/completions")
+@common.lane_post(bp, "/v1/completions")
 def completions():
     """Legacy text completions, JSON or SSE."""
     call = protocol.parse_completion(common.read_json())
@@ -58,13 +58,13 @@ def completions():
     return json_answer(protocol.render_text_completion(g.collect(common.gather(started)), **meta, prefix=prefix))
 
 
-@bp.post("/v1/embeddings")
+@common.lane_post(bp, "/v1/embeddings")
 def embeddings():
     """Unit-length embeddings of each input."""
     model, inputs, dimensions, encoding = protocol.parse_embeddings(common.read_json())
     result = common.embed(model, inputs)
     vectors = [g.normalize(v, dimensions) for v in result.vectors]
-    return jsonify(protocol.render_embeddings(model, vectors, result.prompt_tokens, encoding))
+    return json_answer(protocol.render_embeddings(model, vectors, result.prompt_tokens, encoding))
 
 
 @bp.get("/v1/models")

@@ -82,7 +82,7 @@ def _keeper(call, history, store):
     return keep
 
 
-@common.generation_post(bp, "/v1/responses")
+@common.lane_post(bp, "/v1/responses")
 def create():
     """Create a response: JSON, or named SSE events when stream is true."""
     body = common.read_json()
