@@ -1,9 +1,8 @@
 """Operations: health and readiness, Prometheus metrics, API keys, CORS and request ids for every route."""
-import secrets
 
 from flask import Blueprint, Response, g, jsonify, request
 
-from .. import metrics
+from .. import ids, metrics
 from . import common
 
 bp = Blueprint("ops", __name__)
@@ -43,7 +42,7 @@ def prometheus():
 def before():
     """Name the request and answer CORS preflights (each protocol's blueprint checks keys its own way)."""
     req = request._get_current_object()  # each proxied lookup costs a microsecond
-    g.request_id = req.headers.get("X-Request-ID") or secrets.token_hex(8)
+    g.request_id = req.headers.get("X-Request-ID") or ids.token_hex(8)
     if req.method == "OPTIONS" and req.headers.get("Access-Control-Request-Method"):
         return Response(status=204)
     return None
