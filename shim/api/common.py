@@ -7,7 +7,6 @@ import itertools
 import json
 import logging
 import re
-import secrets
 import socket
 import time
 import typing
@@ -15,7 +14,7 @@ import typing
 from flask import request
 from werkzeug.exceptions import HTTPException
 
-from .. import metrics
+from .. import ids, metrics
 from ..errors import (Cancelled, InvalidRequest, MethodNotAllowed, NotFound, PayloadTooLarge, ShimError,
                       Unauthorized)
 from ..generation import Cancel, Finish, ReasoningDelta, TextDelta, ToolCallArgumentsDelta, ToolCallDelta
@@ -239,7 +238,7 @@ def _stop_reading(sock):
 
 def new_id(prefix):
     """A fresh response id like chatcmpl-3f9c...."""
-    return f"{prefix}-{secrets.token_hex(12)}"
+    return f"{prefix}-{ids.token_hex(12)}"
 
 
 @dataclasses.dataclass

@@ -4,13 +4,12 @@ from __future__ import annotations
 import contextvars
 import dataclasses
 import http
-import secrets
 import typing
 
 from werkzeug.sansio.utils import get_content_length
 from werkzeug.wsgi import get_input_stream
 
-from .. import streaming
+from .. import ids, streaming
 
 _current: contextvars.ContextVar[Exchange] = contextvars.ContextVar("shim_exchange")
 
@@ -23,7 +22,7 @@ class Exchange:
     def __init__(self, environ, services):
         self.environ = environ
         self.services = services
-        self.request_id = environ.get("HTTP_X_REQUEST_ID") or secrets.token_hex(8)
+        self.request_id = environ.get("HTTP_X_REQUEST_ID") or ids.token_hex(8)
         self.model = ""
 
     def header(self, name, default=None):

@@ -31,7 +31,7 @@ def modules(*parts):
 
 
 @pytest.mark.parametrize("path", modules("protocols") + modules("generation.py") + modules("streaming.py")
-                         + modules("errors.py"), ids=lambda p: str(p.relative_to(SHIM)))
+                         + modules("errors.py") + modules("ids.py"), ids=lambda p: str(p.relative_to(SHIM)))
 def test_pure_layers_import_no_io_library(path):
     bad = {name for name in imports(path) if name.split(".")[0] in IO_LIBRARIES}
     assert not bad, f"{path.name} imports {sorted(bad)}"
