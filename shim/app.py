@@ -14,6 +14,8 @@ from .api import ollama as ollama_api
 from .api import openai as openai_api
 from .api import ops as ops_api
 from .api import responses as responses_api
+from .api.exchange import Answer
+from .api.lane import Lane
 from .backends import build_router
 from .config import Settings
 from .store import open_store
@@ -35,12 +37,22 @@ class JSONProvider(DefaultJSONProvider):
             return super().dumps(obj, **kwargs)
 
 
+class ShimFlask(Flask):
+    """Flask, whose views may also answer with an exchange.Answer (the lane's kind of answer)."""
+
+    def make_response(self, rv):
+        """A response object for what a view (or error handler) returned."""
+        if isinstance(rv, Answer):
+            return self.response_class(rv.body, status=rv.status, headers=rv.headers)
+        return super().make_response(rv)
+
+
 def create_app(settings=None, router=None):
     """The WSGI app; settings default to the environment's, router to the one the settings describe."""
     settings = settings or Settings.load()
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     configure_pool(settings.thread_pool_size)
-    app = Flask(__name__)
+    app = ShimFlask(__name__)
     app.json = JSONProvider(app)
     router = router or build_router(settings)
     if settings.preload:
@@ -48,9 +60,9 @@ def create_app(settings=None, router=None):
             backend.preload()
     keys = settings.keys()
     keys += settings.admin_keys if keys else ()  # an admin key is also an API key, where keys are asked for
-    app.extensions["shim"] = SimpleNamespace(settings=settings, router=router, keys=keys,
-                                             admission=Admission(settings.max_queue),
-                                             embed_admission=Admission(settings.max_queue), store=open_store(settings))
+    services = app.extensions["shim"] = SimpleNamespace(
+        settings=settings, router=router, keys=keys, admission=Admission(settings.max_queue),
+        embed_admission=Admission(settings.max_queue), store=open_store(settings))
     app.register_blueprint(ops_api.bp)
     app.register_blueprint(openai_api.bp)
     app.register_blueprint(openai_api.envelope_bp)
@@ -60,6 +72,7 @@ def create_app(settings=None, router=None):
     # Each blueprint renders its own errors; these catch what no blueprint matched (no route, wrong method).
     app.register_error_handler(HTTPException, lambda e: render_error(common.from_http(e)))
     app.register_error_handler(Exception, lambda e: render_error(common.unexpected(e)))
+    app.wsgi_app = Lane(app.wsgi_app, services)  # type: ignore[method-assign]
     return app
 
 

@@ -1,6 +1,8 @@
 """gunicorn's gevent worker, sending each response's head together with the first piece of its body."""
 from gunicorn.workers.ggevent import GeventWorker
 
+from .sockets import sendall
+
 
 class Worker(GeventWorker):
     """The gevent worker, its responses' heads held until their first body write (one send instead of two)."""
@@ -32,14 +34,14 @@ class HeadHeld:
             return None
         if self._head:
             data, self._head = self._head + data, b""
-        return self._sock_of_response.sendall(data, *flags)
+        return sendall(self._sock_of_response, data, *flags)
 
     def flush(self):
         """Send a head that is still held."""
         self._first = False
         if self._head:
             head, self._head = self._head, b""
-            self._sock_of_response.sendall(head)
+            sendall(self._sock_of_response, head)
 
     def __getattr__(self, name):
         # Anything else (sendfile, fileno, close, timeouts) sees the socket as if every write had gone out.

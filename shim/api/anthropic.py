@@ -2,14 +2,15 @@
 import dataclasses
 import logging
 
-from flask import Blueprint, g as flask_g, jsonify, request
+from flask import Blueprint, jsonify, request
 
 from .. import generation as g
 from ..errors import ShimError
 from ..protocols.anthropic import request as protocol
 from ..protocols.anthropic import response as render
 from ..streaming import NamedSSE
-from . import common
+from . import common, exchange
+from .exchange import json_answer
 
 bp = Blueprint("anthropic", __name__)
 log = logging.getLogger("shim")
@@ -17,7 +18,7 @@ log = logging.getLogger("shim")
 MODEL_PATHS = ("/v1/models", "/v1/models/")
 
 
-@bp.post("/v1/messages")
+@common.lane_post(bp, "/v1/messages")
 def messages():
     """A Message, as JSON or (stream: true) as named SSE events."""
     call = protocol.parse_messages(common.read_json())
@@ -29,7 +30,7 @@ def messages():
     if call.stream:
         return common.stream_response(started, render.MessageStream(**meta), NamedSSE(ping={"type": "ping"}))
     choices = g.collect(common.gather(started))
-    return jsonify(render.render_message(choices[0] if choices else g.Choice(0), **meta))
+    return json_answer(render.render_message(choices[0] if choices else g.Choice(0), **meta))
 
 
 @bp.post("/v1/messages/count_tokens")
@@ -37,7 +38,7 @@ def count_tokens():
     """The prompt's token count: the backend's tokenizer where it has one, else an estimate."""
     parsed = protocol.parse_count_tokens(common.read_json())
     route = common.services().router.route(parsed.model)
-    flask_g.model = route.key
+    exchange.current().model = route.key
     count = route.backend.count_tokens(dataclasses.replace(parsed, model=route.target))
     if count is None:
         log.info("count_tokens for %s is an estimate: its backend cannot tokenize", parsed.model)
@@ -74,21 +75,17 @@ def _model_info(name):
     return dataclasses.replace(listed.get(target) or g.ModelInfo(name=target, backend=backend.name), name=name)
 
 
-@bp.after_request
 def request_id(response):
     """Anthropic's request-id header, which its SDK reports with errors."""
-    response.headers.setdefault("request-id", "req_" + flask_g.get("request_id", ""))
+    response.headers.setdefault("request-id", "req_" + exchange.current().request_id)
     return response
 
 
 def render_error(err: ShimError):
     """An error response in Anthropic's shape, with Anthropic's status codes."""
     body, status = render.render_error(err)
-    response = jsonify(body)
-    response.status_code = status
-    response.headers.update(err.headers)
-    return response
+    return json_answer(body, status, err.headers)
 
 
 check_key = common.protect(bp, render_error, schemes=(common.api_key_header, common.bearer_token),
-                           asked="'x-api-key: <key>' (or 'Authorization: Bearer <key>')")
+                           asked="'x-api-key: <key>' (or 'Authorization: Bearer <key>')", after=request_id)

@@ -7,20 +7,20 @@ import itertools
 import json
 import logging
 import re
-import secrets
 import socket
 import time
+import typing
 
-from flask import Response, current_app, request
-from flask import g as flask_g
+from flask import request
 from werkzeug.exceptions import HTTPException
 
-from .. import metrics
+from .. import ids, metrics
 from ..errors import (Cancelled, InvalidRequest, MethodNotAllowed, NotFound, PayloadTooLarge, ShimError,
                       Unauthorized)
 from ..generation import Cancel, Finish, ReasoningDelta, TextDelta, ToolCallArgumentsDelta, ToolCallDelta
 from ..streaming import HEARTBEAT, PAUSE
 from ..threads import close, watching, with_heartbeats
+from . import exchange
 
 log = logging.getLogger("shim")
 
@@ -31,12 +31,13 @@ WATCH_SECONDS = 0.25
 
 def services():
     """The router and settings create_app built."""
-    return current_app.extensions["shim"]
+    return exchange.current().services
 
 
 def read_json():
     """The request body as parsed JSON, or a 4xx naming what is wrong with it."""
-    settings, req = services().settings, request._get_current_object()  # each proxied lookup costs a microsecond
+    req = exchange.current()
+    settings = req.services.settings
     limit, length = settings.max_body_bytes, req.content_length
     if length is not None and length > limit:
         raise PayloadTooLarge(f"request body is {length} bytes; the limit is {limit}")
@@ -122,13 +123,13 @@ OPEN_PATHS = ("/", "/health", "/ready")
 
 def bearer_token():
     """The request's `Authorization: Bearer` token, or None."""
-    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    scheme, _, token = exchange.current().header("Authorization", "").partition(" ")
     return token.strip() if scheme.lower() == "bearer" and token.strip() else None
 
 
 def api_key_header():
     """The request's `x-api-key` header (Anthropic's scheme), or None."""
-    return request.headers.get("x-api-key") or None
+    return exchange.current().header("x-api-key") or None
 
 
 def bearer_in(keys):
@@ -145,17 +146,45 @@ def key_in(token, keys):
     return any(matches)
 
 
-def protect(bp, render_error, schemes=(bearer_token,), asked="'Authorization: Bearer <key>'"):
-    """Give a blueprint its own error shape and its key check (keys any of `schemes` may carry); returns the check."""
+@dataclasses.dataclass(frozen=True)
+class Guard:
+    """What a protocol's blueprint does around each of its views: the key check, the error shape, a last touch."""
+
+    check_key: typing.Callable[[], None]
+    render_error: typing.Callable[[ShimError], typing.Any]
+    after: typing.Optional[typing.Callable[[typing.Any], typing.Any]] = None
+
+
+GUARDS: dict = {}
+"Each protocol blueprint's guard, by the blueprint's name; the lane serves that blueprint's generation views with it."
+LANE_ROUTES: list = []
+"(blueprint name, rule, view) of the generation and embedding endpoints, which the lane serves (api/lane.py)."
+
+
+def protect(bp, render_error, schemes=(bearer_token,), asked="'Authorization: Bearer <key>'", after=None):
+    """Give a blueprint its own error shape, its key check (keys any of `schemes` may carry) and a last touch to
+    every answer (after); returns the check."""
     def check_key():
         keys = services().keys
-        if keys and request.path not in OPEN_PATHS and not any(key_in(s(), keys) for s in schemes):
+        if keys and exchange.current().path not in OPEN_PATHS and not any(key_in(s(), keys) for s in schemes):
             raise Unauthorized(f"a valid API key is required: send it as {asked}")
     bp.before_request(check_key)
     bp.register_error_handler(ShimError, render_error)
     bp.register_error_handler(HTTPException, lambda exc: render_error(from_http(exc)))
     bp.register_error_handler(Exception, lambda exc: render_error(unexpected(exc)))
+    if after is not None:
+        bp.after_request(after)
+    GUARDS[bp.name] = Guard(check_key, render_error, after)
     return check_key
+
+
+def lane_post(bp, rule):
+    """bp.post(rule), for a generation or embedding view the lane also serves (POSTs to rule, without Flask's
+    request machinery)."""
+    def register(view):
+        LANE_ROUTES.append((bp.name, rule, view))
+        return bp.post(rule)(view)
+    return register
 
 
 def from_http(exc):
@@ -184,7 +213,7 @@ def _read_body(req, size, idle_timeout):
     if sock:
         sock.settimeout(idle_timeout)
     try:
-        return req.stream.read(size)
+        return req.body.read(size)
     except TimeoutError:
         _stop_reading(sock)
         raise InvalidRequest(f"the request body stopped arriving for {idle_timeout:g} s", status=408,
@@ -209,7 +238,7 @@ def _stop_reading(sock):
 
 def new_id(prefix):
     """A fresh response id like chatcmpl-3f9c...."""
-    return f"{prefix}-{secrets.token_hex(12)}"
+    return f"{prefix}-{ids.token_hex(12)}"
 
 
 @dataclasses.dataclass
@@ -244,7 +273,7 @@ def start_routed(route, open_events, beats=False):
 
 def _admitted(route, open_events, admission, beats):
     """start_routed with the admission already looked up."""
-    flask_g.model = route.key
+    exchange.current().model = route.key
     cancel = Cancel()
     events = _measured(lambda: open_events(cancel), route.key, admission)
     try:
@@ -331,7 +360,7 @@ def embed(model, inputs, truncate=True, param="input"):
     services_ = services()
     _check_embed_size(inputs, services_.settings, param)
     route = services_.router.route(model)
-    flask_g.model = route.key
+    exchange.current().model = route.key
     # Embeddings count apart from generations, so a flood of them is refused before it can crowd out chats.
     services_.embed_admission.enter(route.key)
     try:
@@ -401,7 +430,7 @@ def stream_response(started, renderer, framing):
         out.append(framing.close())
         if any(out):
             yield b"".join(out)
-    return Response(body(), mimetype=framing.mimetype, headers=STREAM_HEADERS)
+    return exchange.stream_answer(body(), framing.mimetype, STREAM_HEADERS)
 
 
 def _one_by_one(events):
@@ -457,7 +486,7 @@ def gather(started):
 
 def client_watch():
     """A function that tells whether this request's client has closed its connection (False if unknown)."""
-    sock = request.environ.get("gunicorn.socket")
+    sock = exchange.current().environ.get("gunicorn.socket")
     raw = getattr(sock, "_sock", sock)
     if raw is None:
         return lambda: False

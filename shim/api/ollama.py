@@ -7,6 +7,7 @@ from ..errors import Forbidden, InvalidRequest, ModelNotFound, ServerBusy, ShimE
 from ..protocols import ollama as protocol
 from ..streaming import NDJSON
 from . import common
+from .exchange import json_answer
 
 bp = Blueprint("ollama", __name__)
 
@@ -20,47 +21,47 @@ def _answer(call, renderer):
                                  "models on this server (keep_alive 0 needs client_keep_alive)", param="keep_alive",
                                  status=403)
         reason = backend.load(target, keep_alive)
-        return jsonify(renderer.load_reply(reason))
+        return json_answer(renderer.load_reply(reason))
     started = common.start(call.request)
     if call.stream:
         return common.stream_response(started, renderer, NDJSON())
     choices = g.collect(common.gather(started))
-    return jsonify(renderer.whole(choices[0]))
+    return json_answer(renderer.whole(choices[0]))
 
 
-@bp.post("/api/generate")
+@common.lane_post(bp, "/api/generate")
 def generate():
     """Completion of a prompt, NDJSON or one object."""
     call = protocol.parse_generate(common.read_json())
     return _answer(call, protocol.GenerateStream(call.request.model, raw=call.request.raw))
 
 
-@bp.post("/api/chat")
+@common.lane_post(bp, "/api/chat")
 def chat():
     """Chat, NDJSON or one object."""
     call = protocol.parse_chat(common.read_json())
     return _answer(call, protocol.ChatStream(call.request.model))
 
 
-@bp.post("/api/embed")
+@common.lane_post(bp, "/api/embed")
 def embed():
     """Unit-length embeddings of each input."""
     model, inputs, truncate, dimensions, _options = protocol.parse_embed(common.read_json())
     result = common.embed(model, inputs, truncate)
-    return jsonify({"model": model, "embeddings": [g.normalize(v, dimensions) for v in result.vectors],
+    return json_answer({"model": model, "embeddings": [g.normalize(v, dimensions) for v in result.vectors],
                     "total_duration": result.total_ns, "load_duration": result.load_ns,
                     "prompt_eval_count": result.prompt_tokens})
 
 
-@bp.post("/api/embeddings")
+@common.lane_post(bp, "/api/embeddings")
 def embeddings():
     """The legacy single, raw embedding of a prompt."""
     body = common.read_json()
     model, prompt = protocol.parse_embeddings(body)
     if not prompt:
         common.services().router.resolve(model)
-        return jsonify({"embedding": []})
-    return jsonify({"embedding": list(common.embed(model, [prompt], param="prompt").vectors[0])})
+        return json_answer({"embedding": []})
+    return json_answer({"embedding": list(common.embed(model, [prompt], param="prompt").vectors[0])})
 
 
 @bp.get("/api/tags")
@@ -211,10 +212,7 @@ def root():
 
 def render_error(err: ShimError):
     """An error response in Ollama's shape (a full queue is Ollama's 503 "server busy")."""
-    response = jsonify(protocol.render_error(err))
-    response.status_code = 503 if isinstance(err, ServerBusy) else err.status
-    response.headers.update(err.headers)
-    return response
+    return json_answer(protocol.render_error(err), 503 if isinstance(err, ServerBusy) else err.status, err.headers)
 
 
 common.protect(bp, render_error)

@@ -8,6 +8,7 @@ from ..errors import ShimError
 from ..protocols import openai as protocol
 from ..streaming import SSE
 from . import common
+from .exchange import json_answer
 
 bp = Blueprint("openai", __name__)
 envelope_bp = Blueprint("openai_envelope", __name__)
@@ -31,21 +32,21 @@ def _chat():
     return protocol.render_chat(g.collect(common.gather(started)), **meta), None
 
 
-@bp.post("/v1/chat/completions")
+@common.lane_post(bp, "/v1/chat/completions")
 def chat_completions():
     """Chat completions, JSON or SSE."""
     body, streamed = _chat()
-    return streamed or jsonify(body)
+    return streamed or json_answer(body)
 
 
 @envelope_bp.post("/api/v1/chat/completions")
 def chat_completions_envelope():
     """Chat completions wrapped in a {success, code, message, data} envelope (streams are plain SSE)."""
     body, streamed = _chat()
-    return streamed or jsonify(protocol.render_envelope(body))
+    return streamed or json_answer(protocol.render_envelope(body))
 
 
-@bp.post("/v1/completions")
+@common.lane_post(bp, "/v1/completions")
 def completions():
     """Legacy text completions, JSON or SSE."""
     call = protocol.parse_completion(common.read_json())
@@ -54,16 +55,16 @@ def completions():
     prefix = call.request.prompt if call.echo else ""
     if call.stream:
         return _sse(started, protocol.CompletionStream(**meta, include_usage=call.include_usage, prefix=prefix))
-    return jsonify(protocol.render_text_completion(g.collect(common.gather(started)), **meta, prefix=prefix))
+    return json_answer(protocol.render_text_completion(g.collect(common.gather(started)), **meta, prefix=prefix))
 
 
-@bp.post("/v1/embeddings")
+@common.lane_post(bp, "/v1/embeddings")
 def embeddings():
     """Unit-length embeddings of each input."""
     model, inputs, dimensions, encoding = protocol.parse_embeddings(common.read_json())
     result = common.embed(model, inputs)
     vectors = [g.normalize(v, dimensions) for v in result.vectors]
-    return jsonify(protocol.render_embeddings(model, vectors, result.prompt_tokens, encoding))
+    return json_answer(protocol.render_embeddings(model, vectors, result.prompt_tokens, encoding))
 
 
 @bp.get("/v1/models")
@@ -86,10 +87,7 @@ def get_model(name):
 def render_error(err: ShimError, envelope=False):
     """An error response in OpenAI's shape (or the envelope's)."""
     body = protocol.render_envelope(err=err) if envelope else protocol.render_error(err)
-    response = jsonify(body)
-    response.status_code = err.status
-    response.headers.update(err.headers)
-    return response
+    return json_answer(body, err.status, err.headers)
 
 
 common.protect(bp, render_error)

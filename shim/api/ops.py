@@ -1,10 +1,8 @@
 """Operations: health and readiness, Prometheus metrics, API keys, CORS and request ids for every route."""
-import secrets
-
-from flask import Blueprint, Response, g, jsonify, request
+from flask import Blueprint, Response, jsonify, request
 
 from .. import metrics
-from . import common
+from . import common, exchange
 
 bp = Blueprint("ops", __name__)
 
@@ -41,9 +39,8 @@ def prometheus():
 
 @bp.before_app_request
 def before():
-    """Name the request and answer CORS preflights (each protocol's blueprint checks keys its own way)."""
+    """Answer CORS preflights (each protocol's blueprint checks keys its own way; the exchange named the request)."""
     req = request._get_current_object()  # each proxied lookup costs a microsecond
-    g.request_id = req.headers.get("X-Request-ID") or secrets.token_hex(8)
     if req.method == "OPTIONS" and req.headers.get("Access-Control-Request-Method"):
         return Response(status=204)
     return None
@@ -51,20 +48,25 @@ def before():
 
 @bp.after_app_request
 def after(response):
-    """Echo the request id, add CORS headers, count the request."""
-    req, request_g = request._get_current_object(), g._get_current_object()  # each proxied lookup costs a microsecond
-    response.headers["X-Request-ID"] = request_g.get("request_id", "")
-    origin = req.headers.get("Origin")
-    origins = common.services().settings.cors_origins if origin else ()
-    if origin and ("*" in origins or origin in origins):
-        response.headers["Access-Control-Allow-Origin"] = "*" if "*" in origins else origin
-        response.headers["Vary"] = "Origin"
-        response.headers["Access-Control-Allow-Headers"] = CORS_HEADERS
-        response.headers["Access-Control-Allow-Methods"] = "GET, POST, DELETE, HEAD, OPTIONS"
-        response.headers["Access-Control-Expose-Headers"] = "X-Request-ID"
-    route = req.url_rule.rule if req.url_rule else "unmatched"
-    metrics.child(metrics.REQUESTS, route, str(response.status_code), request_g.get("model", "")).inc()
+    """Finish every answer Flask gives (see finish)."""
+    req = request._get_current_object()  # each proxied lookup costs a microsecond
+    finish(exchange.current(), req.url_rule.rule if req.url_rule else "unmatched", response.status_code,
+           response.headers)
     return response
+
+
+def finish(ex, route, status, headers):
+    """Echo the request id and add CORS headers to an answer's headers; count the request."""
+    headers["X-Request-ID"] = ex.request_id
+    origin = ex.header("Origin")
+    origins = ex.services.settings.cors_origins if origin else ()
+    if origin and ("*" in origins or origin in origins):
+        headers["Access-Control-Allow-Origin"] = "*" if "*" in origins else origin
+        headers["Vary"] = "Origin"
+        headers["Access-Control-Allow-Headers"] = CORS_HEADERS
+        headers["Access-Control-Allow-Methods"] = "GET, POST, DELETE, HEAD, OPTIONS"
+        headers["Access-Control-Expose-Headers"] = "X-Request-ID"
+    metrics.child(metrics.REQUESTS, route, str(status), ex.model).inc()
 
 
 def render_error(err):

@@ -14,6 +14,7 @@ from ..protocols.responses import upstream as relay
 from ..streaming import NamedSSE
 from ..threads import close
 from . import common
+from .exchange import json_answer
 
 log = logging.getLogger("shim")
 bp = Blueprint("responses", __name__)
@@ -81,7 +82,7 @@ def _keeper(call, history, store):
     return keep
 
 
-@bp.post("/v1/responses")
+@common.lane_post(bp, "/v1/responses")
 def create():
     """Create a response: JSON, or named SSE events when stream is true."""
     body = common.read_json()
@@ -98,7 +99,7 @@ def create():
         return common.stream_response(started, renderer, NamedSSE())
     response = render.render_response(common.gather(started), meta, **_options(call))
     keep(response)
-    return jsonify(response)
+    return json_answer(response)
 
 
 def _relayed(body):
@@ -112,7 +113,7 @@ def _relayed(body):
     if body.get("stream"):
         return common.stream_response(started, relay.RelayStream(model), NamedSSE())
     (whole,) = common.gather(started)
-    return jsonify(relay.client_view(whole, model))
+    return json_answer(relay.client_view(whole, model))
 
 
 @bp.post("/v1/responses/input_tokens")
@@ -178,10 +179,7 @@ def cancel(response_id):
 
 def render_error(err: ShimError):
     """An error in OpenAI's shape, its param named as the Responses field."""
-    response = jsonify(render.render_error(err))
-    response.status_code = err.status
-    response.headers.update(err.headers)
-    return response
+    return json_answer(render.render_error(err), err.status, err.headers)
 
 
 common.protect(bp, render_error)

@@ -10,6 +10,8 @@ import time
 import urllib.parse
 import weakref
 
+from ..sockets import sendall
+
 READ_SIZE = 16384
 "Bytes asked of the socket per read; only what arrives is kept, so an open stream holds just its unread bytes."
 MAX_HEAD = 65536
@@ -83,7 +85,7 @@ class Client:
         for attempt in (0, 1):
             conn, reused = self._checkout(target)
             try:
-                conn.sock.sendall(data)
+                sendall(conn.sock, data)
                 if cancel is not None:
                     _wait_for_answer(conn, cancel, self.read_timeout)
                 return Response(self, conn, method, *_read_head(conn))

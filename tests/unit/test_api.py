@@ -1,4 +1,5 @@
 """The HTTP layer over the fake backend: framing, shapes and error paths of both protocols."""
+import contextlib
 import datetime
 import json
 
@@ -261,6 +262,17 @@ def test_strings_without_lone_surrogates_pass(client, fake, content, text):
     assert response.status_code == 200 and fake.history[0].messages[0].content == text
 
 
+@contextlib.contextmanager
+def serving(app):
+    """A request to app under way (its exchange current), as the views see one."""
+    from shim.api import exchange
+    token = exchange.entered(exchange.Exchange({}, app.extensions["shim"]))
+    try:
+        yield
+    finally:
+        exchange.left(token)
+
+
 def test_stream_response_frames_begin_chunks_end_then_closes(client):
     from shim.api import common
     from shim.protocols.render import StreamRenderer
@@ -273,10 +285,10 @@ def test_stream_response_frames_begin_chunks_end_then_closes(client):
         def chunks(self, event):
             return [{"at": event}]
 
-    with client.application.test_request_context("/v1/chat/completions"):
-        response = common.stream_response(common.Started(iter(["a", "b"])), Letters(), SSE())
-        assert b"".join(response.response) == (b'data: {"at":"begin"}\n\ndata: {"at":"a"}\n\n'
-                                               b'data: {"at":"b"}\n\ndata: [DONE]\n\n')
+    with serving(client.application):
+        answer = common.stream_response(common.Started(iter(["a", "b"])), Letters(), SSE())
+    assert b"".join(answer.body) == (b'data: {"at":"begin"}\n\ndata: {"at":"a"}\n\n'
+                                     b'data: {"at":"b"}\n\ndata: [DONE]\n\n')
 
 
 def test_a_stream_whose_events_beat_themselves_is_written_once_per_pause_with_no_feeder(client, monkeypatch):
@@ -288,9 +300,9 @@ def test_a_stream_whose_events_beat_themselves_is_written_once_per_pause_with_no
         def chunks(self, event):
             return [{"at": event}]
     monkeypatch.setattr(common, "with_heartbeats", lambda *a: pytest.fail("the events carry their own heartbeats"))
-    with client.application.test_request_context("/v1/chat/completions"):
+    with serving(client.application):
         started = common.Started(iter(["a", "b", PAUSE, HEARTBEAT, PAUSE, "c"]), beats=True)
-        writes = list(common.stream_response(started, Letters(), SSE()).response)
+        writes = list(common.stream_response(started, Letters(), SSE()).body)
     assert writes == [b'data: {"at":"a"}\n\ndata: {"at":"b"}\n\n', b": ping\n\n",
                       b'data: {"at":"c"}\n\n', b"data: [DONE]\n\n"]
 

@@ -3,10 +3,9 @@ from __future__ import annotations
 
 import json
 import re
-import secrets
 from datetime import datetime, timezone
 
-from ... import generation as g
+from ... import generation as g, ids
 from ...errors import InvalidRequest, ServerBusy
 from .. import fields as f
 from ..render import StreamRenderer
@@ -22,7 +21,7 @@ OVERLOADED = 529
 
 def new_id(prefix):
     """A fresh id like msg_3f9c... (prefixes: msg, toolu, req)."""
-    return f"{prefix}_{secrets.token_hex(12)}"
+    return f"{prefix}_{ids.token_hex(12)}"
 
 
 # ---------------------------------------------------------------- whole messages

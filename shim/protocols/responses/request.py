@@ -3,10 +3,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import secrets
 from dataclasses import dataclass, field
 
-from ... import generation as g
+from ... import generation as g, ids
 from ...errors import InvalidRequest, Unsupported
 from .. import fields as f
 from ..openai import request as oa
@@ -59,7 +58,7 @@ class Call:
 
 def new_id(prefix):
     """A fresh id like resp_3f9c... (OpenAI's ids are a prefix, an underscore and an opaque tail)."""
-    return f"{prefix}_{secrets.token_hex(12)}"
+    return f"{prefix}_{ids.token_hex(12)}"
 
 
 def parse_request(body, history=()) -> Call:

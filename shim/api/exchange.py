@@ -1,0 +1,100 @@
+"""One request as shim's views see it, whether Flask dispatched it or the lane did; and the answer they give."""
+from __future__ import annotations
+
+import contextvars
+import dataclasses
+import http
+import typing
+
+from werkzeug.sansio.utils import get_content_length
+from werkzeug.wsgi import get_input_stream
+
+from .. import ids, streaming
+
+_current: contextvars.ContextVar[Exchange] = contextvars.ContextVar("shim_exchange")
+
+
+class Exchange:
+    """A request's WSGI environ, the app's services, and what is learned of it on the way (its id, its model)."""
+
+    __slots__ = ("environ", "services", "request_id", "model")
+
+    def __init__(self, environ, services):
+        self.environ = environ
+        self.services = services
+        self.request_id = environ.get("HTTP_X_REQUEST_ID") or ids.token_hex(8)
+        self.model = ""
+
+    def header(self, name, default=None):
+        """A request header's value (name in any case), or default."""
+        key = name.upper().replace("-", "_")
+        return self.environ.get(key if key in ("CONTENT_TYPE", "CONTENT_LENGTH") else "HTTP_" + key, default)
+
+    @property
+    def method(self):
+        """The request's method."""
+        return self.environ.get("REQUEST_METHOD", "GET")
+
+    @property
+    def path(self):
+        """The request's path below the app's root, decoded as Flask decodes it."""
+        return self.environ.get("PATH_INFO", "").encode("latin-1").decode(errors="replace")
+
+    @property
+    def content_length(self):
+        """The body's declared length, or None (chunked, absent or unreadable), as Flask reads it."""
+        return get_content_length(self.environ.get("CONTENT_LENGTH"), self.environ.get("HTTP_TRANSFER_ENCODING"))
+
+    @property
+    def body(self):
+        """The body's stream, bounded as Flask bounds it."""
+        return get_input_stream(self.environ)
+
+
+def current() -> Exchange:
+    """The exchange of the request being answered."""
+    return _current.get()
+
+
+def entered(exchange):
+    """Make exchange the current one; returns what `left` takes to undo it."""
+    return _current.set(exchange)
+
+
+def left(token):
+    """Undo `entered`."""
+    _current.reset(token)
+
+
+@dataclasses.dataclass(slots=True)
+class Answer:
+    """A response: status, headers, and the body's byte strings (a generator for a stream)."""
+
+    status: int
+    headers: dict
+    body: typing.Iterable[bytes]
+
+    @property
+    def status_line(self):
+        """The status as WSGI's start_response takes it."""
+        return STATUS_LINES.get(self.status) or f"{self.status} UNKNOWN"
+
+
+STATUS_LINES = {status.value: f"{status.value} {status.phrase}" for status in http.HTTPStatus}
+
+
+def json_answer(obj, status=200, headers=()):
+    """obj as a JSON answer, written as Flask's jsonify writes it (compact, a newline at the end)."""
+    data = f"{streaming.dumps(obj)}\n".encode()
+    return Answer(status, {"Content-Type": "application/json", "Content-Length": str(len(data)), **dict(headers)},
+                  [data])
+
+
+def stream_answer(body, mimetype, headers):
+    """A streamed answer of body's byte strings."""
+    return Answer(200, {"Content-Type": _with_charset(mimetype), **headers}, body)
+
+
+def _with_charset(mimetype):
+    # As werkzeug labels a text/* response: the charset the bytes are written in.
+    return f"{mimetype}; charset=utf-8" if mimetype.startswith("text/") else mimetype
