@@ -1,9 +1,10 @@
-"""The floor: a bare Flask view under the same gunicorn + gevent settings as shim (parse the body, answer a fixed
-completion, or a fixed 16-token SSE stream).
+"""The floor: a bare Flask view, or a bare WSGI callable, under the same gunicorn + gevent settings as shim (parse
+the body, answer a fixed completion, or a fixed 16-token SSE stream).
 
-Run alone: python -m bench.bare_app PORT
+Run alone: python -m bench.bare_app PORT [flask|wsgi]
 """
 import dataclasses
+import json
 import sys
 
 from flask import Flask, Response, jsonify, request
@@ -32,11 +33,24 @@ def health():
     return jsonify({"status": "ok"})
 
 
-class Bare(BaseApplication):
-    """gunicorn with shim's own settings, serving the bare app."""
+def wsgi_app(environ, start_response):
+    """The same answers as the Flask view's, from a WSGI callable: the floor below any framework."""
+    if environ["PATH_INFO"] == "/health":
+        start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", "15")])
+        return [b'{"status":"ok"}']
+    body = json.loads(environ["wsgi.input"].read())
+    if body.get("stream"):
+        start_response("200 OK", [("Content-Type", "text/event-stream")])
+        return iter(SSE)
+    start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(CHAT)))])
+    return [CHAT]
 
-    def __init__(self, port):
-        self.port = port
+
+class Bare(BaseApplication):
+    """gunicorn with shim's own settings, serving a bare app."""
+
+    def __init__(self, port, served=app):
+        self.port, self.served = port, served
         super().__init__()
 
     def load_config(self):
@@ -48,8 +62,8 @@ class Bare(BaseApplication):
 
     def load(self):
         """The bare app."""
-        return app
+        return self.served
 
 
 if __name__ == "__main__":
-    Bare(int(sys.argv[1])).run()
+    Bare(int(sys.argv[1]), wsgi_app if sys.argv[2:] == ["wsgi"] else app).run()

@@ -1,7 +1,8 @@
 """Benchmark 3: what shim adds in front of an upstream that answers at once (one gunicorn worker).
 
-Side by side in one run, several rounds interleaved, medians: the upstream directly, a bare Flask view under the same
-gunicorn + gevent settings, and shim for each client protocol through each upstream backend type.
+Side by side in one run, several rounds interleaved, medians: the upstream directly, a bare Flask view and a bare WSGI
+callable under the same gunicorn + gevent settings, and shim for each client protocol through each upstream backend
+type.
 Environment: BENCH_ROUNDS (3), BENCH_SECONDS (wrk seconds per figure, 5), BENCH_COUNT (sequential requests, 1000),
 BENCH_ONLY (a regular expression the row names must match), BENCH_BASELINE (another source tree of shim, whose
 rows are measured beside this one's, marked "baseline").
@@ -108,10 +109,10 @@ def listening_pids(port):
 
 
 @contextlib.contextmanager
-def bare_app():
-    """bench.bare_app under gunicorn in a subprocess; yields its port."""
+def bare_app(kind="flask"):
+    """bench.bare_app (its Flask view, or its WSGI callable) under gunicorn in a subprocess; yields its port."""
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "bench.bare_app", str(port)], stdout=subprocess.DEVNULL,
+    proc = subprocess.Popen([sys.executable, "-m", "bench.bare_app", str(port), kind], stdout=subprocess.DEVNULL,
                             cwd=os.path.dirname(os.path.dirname(__file__)), start_new_session=True)
     try:
         for _ in range(200):
@@ -131,7 +132,10 @@ def served(name, protocols):
     return requests.post(f"http://127.0.0.1:{protocols}{path}", json={}, timeout=5).status_code != 404
 
 
-def rows(up, bare, shims):
+BARE = {"flask": "bare Flask, same gunicorn + gevent", "wsgi": "bare WSGI callable, same gunicorn + gevent"}
+
+
+def rows(up, bares, shims):
     """(row name, port, path, JSON body, stream body, upstream API it compares with) of every row to measure."""
     found = []
     for api in ("chat completions", "Ollama chat", "Messages"):
@@ -139,7 +143,7 @@ def rows(up, bare, shims):
         found.append((f"upstream direct ({api} API)", up, path, {**body, "model": "instant"},
                       {**stream, "model": "instant", "stream": True}, None))
     path, body, stream = PROTOCOLS["chat completions"]
-    found.append(("bare Flask, same gunicorn + gevent", bare, path, body, stream, "chat completions"))
+    found += [(BARE[kind], port, path, body, stream, "chat completions") for kind, port in bares]
     for label, port in shims:
         for protocol, (path, body, stream) in PROTOCOLS.items():
             if not served(protocol, port):
@@ -198,10 +202,10 @@ def run():
     baseline = os.environ.get("BENCH_BASELINE")
     with contextlib.ExitStack() as stack:
         up = stack.enter_context(instant_upstream())
-        bare = stack.enter_context(bare_app())
+        bares = [(kind, stack.enter_context(bare_app(kind))) for kind in BARE]
         shims = [("shim", stack.enter_context(running_shim(config(up))))]
         if baseline:
             shims.append(("baseline", stack.enter_context(running_shim(config(up), cwd=baseline))))
         shims = [(label, int(url.rsplit(":", 1)[1])) for label, url in shims]
-        table = rows(up, bare, shims)
+        table = rows(up, bares, shims)
         return render(table, measure(table, rounds, seconds, count))
