@@ -31,11 +31,6 @@ class Exchange:
         return self.environ.get(key if key in ("CONTENT_TYPE", "CONTENT_LENGTH") else "HTTP_" + key, default)
 
     @property
-    def method(self):
-        """The request's method."""
-        return self.environ.get("REQUEST_METHOD", "GET")
-
-    @property
     def path(self):
         """The request's path below the app's root, decoded as Flask decodes it."""
         return self.environ.get("PATH_INFO", "").encode("latin-1").decode(errors="replace")
