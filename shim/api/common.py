@@ -156,7 +156,7 @@ class Guard:
 
 
 GUARDS: dict = {}
-"Each protocol blueprint's guard, by the blueprint's name; the lane serves that blueprint's generation views with it."
+"Each protocol blueprint's guard, by the blueprint's name; the lane serves that blueprint's views with it."
 LANE_ROUTES: list = []
 "(blueprint name, rule, view) of the generation and embedding endpoints, which the lane serves (api/lane.py)."
 

@@ -49,8 +49,8 @@ def embed():
     model, inputs, truncate, dimensions, _options = protocol.parse_embed(common.read_json())
     result = common.embed(model, inputs, truncate)
     return json_answer({"model": model, "embeddings": [g.normalize(v, dimensions) for v in result.vectors],
-                    "total_duration": result.total_ns, "load_duration": result.load_ns,
-                    "prompt_eval_count": result.prompt_tokens})
+                        "total_duration": result.total_ns, "load_duration": result.load_ns,
+                        "prompt_eval_count": result.prompt_tokens})
 
 
 @common.lane_post(bp, "/api/embeddings")
