@@ -9,6 +9,7 @@ from werkzeug.serving import make_server
 
 from harness.servers import free_port
 from shim import generation as g
+from shim.streaming import HEARTBEAT, PAUSE
 
 MODEL = "smollm2:135m"
 "The embedded model's own name."
@@ -50,6 +51,17 @@ def text_of(events):
 def finishes(events):
     """The Finish events among the events."""
     return [e for e in events if isinstance(e, g.Finish)]
+
+
+def heartbeats_between(events):
+    """The event types with the runs of HEARTBEATs between them counted: [Accepted, TextDelta, 2, TextDelta, ...]."""
+    shown = []
+    for event in (e for e in events if e is not PAUSE):
+        if event is HEARTBEAT:
+            shown[-1:] = [shown[-1] + 1] if shown and isinstance(shown[-1], int) else [*shown[-1:], 1]
+        else:
+            shown.append(type(event))
+    return shown
 
 
 def read_whole(events):

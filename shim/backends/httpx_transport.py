@@ -9,10 +9,14 @@ from json import dumps
 
 import httpx
 
+from ..streaming import HEARTBEAT, PAUSE
+from ..threads import signal
 from .httpclient import Client, ConnectError, HTTPError, ReadTimeout
 
 CANCEL: contextvars.ContextVar = contextvars.ContextVar("shim_transport_cancel", default=None)
 "The cancel flag of the generation sending requests from this greenlet or thread, if any (see cancelled_by)."
+IDLE: contextvars.ContextVar = contextvars.ContextVar("shim_transport_idle", default=None)
+"Seconds of an answer's silence after which its reader signals HEARTBEAT, if any (see cancelled_by)."
 
 
 class BrokenOff(httpx.ReadError):
@@ -20,17 +24,20 @@ class BrokenOff(httpx.ReadError):
 
 
 @contextlib.contextmanager
-def cancelled_by(cancel):
-    """Requests sent meanwhile from this greenlet or thread stop waiting for their answer once cancel is set.
+def cancelled_by(cancel, idle=None):
+    """Requests sent meanwhile from this greenlet or thread stop waiting for their answer once cancel is set; with
+    idle, their bodies are read signalling PAUSE before each wait and HEARTBEAT after each idle silent seconds
+    (threads.signal: to whoever iterates them through threads.signalling).
 
-    The httpx client in between cannot carry the flag: it stays in this context, which each greenlet and thread has
+    The httpx client in between cannot carry these: they stay in this context, which each greenlet and thread has
     its own of. Waiting stops with httpclient.Interrupted, which httpx and the ollama client pass on untouched.
     """
-    token = CANCEL.set(cancel)
+    tokens = CANCEL.set(cancel), IDLE.set(idle)
     try:
         yield
     finally:
-        CANCEL.reset(token)
+        CANCEL.reset(tokens[0])
+        IDLE.reset(tokens[1])
 
 
 class LeanClient(httpx.Client):
@@ -115,7 +122,7 @@ class Transport(httpx.BaseTransport):
             raise _httpx_error(err, request) from err
         # shim's client decoded the head as latin-1: encoding it back gives httpx the bytes as they came.
         headers = [(name.encode("latin-1"), value.encode("latin-1")) for name, value in answer.headers.items()]
-        return _Response(answer.status, headers=headers, stream=_Body(answer, request),
+        return _Response(answer.status, headers=headers, stream=_Body(answer, request, IDLE.get()),
                          extensions={"reason_phrase": answer.reason.encode("latin-1", "replace")})
 
     def close(self):
@@ -159,12 +166,16 @@ def _text(line):
 class _Body(httpx.SyncByteStream):
     """An answer's body as httpx reads it: pieces as they arrive; closing pools or closes the connection."""
 
-    def __init__(self, answer, request):
-        self.answer, self.request = answer, request
+    def __init__(self, answer, request, idle=None):
+        self.answer, self.request, self.idle = answer, request, idle
 
     def __iter__(self):
         try:
-            yield from self.answer.pieces()
+            for piece in self.answer.pieces(self.idle):
+                if piece:
+                    yield piece
+                else:  # a wait begins (None), or went on for idle seconds (b""): httpx and ollama cannot pass it on
+                    signal(PAUSE if piece is None else HEARTBEAT)
         except HTTPError as err:
             raise BrokenOff(str(err), request=self.request) from err
 

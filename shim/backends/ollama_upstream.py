@@ -13,6 +13,7 @@ from ollama._client import BaseClient
 from .. import generation as g
 from ..errors import ShimError, UpstreamError
 from ..protocols import ollama as protocol
+from ..threads import signalling
 from . import toolcalls, upstream
 from .httpclient import Client, Interrupted
 from .httpx_transport import BrokenOff, LeanClient, Transport, cancelled_by
@@ -29,6 +30,7 @@ class OllamaBackend(upstream.UpstreamBackend):
 
     description = "an Ollama instance"
     can_manage = True
+    signals_silence = True
 
     def __init__(self, config):
         super().__init__(config)
@@ -51,6 +53,12 @@ class OllamaBackend(upstream.UpstreamBackend):
                                           tool_choice=g.ToolChoice("none"))
         opened = self._open_choice(request, 0, cancel)
         yield g.Accepted()
+        events = self._choices(request, opened, cancel, forced)
+        # The transport under the ollama client signals the silences it reads; the client's generator cannot pass them.
+        yield from signalling(events) if request.heartbeat_seconds else events
+
+    def _choices(self, request, opened, cancel, forced):
+        """The events of the n choices, the first already opened."""
         for index in range(request.n):
             if cancel.is_set():
                 return
@@ -94,7 +102,7 @@ class OllamaBackend(upstream.UpstreamBackend):
         and stops generating.
         """
         try:
-            with cancelled_by(cancel):
+            with cancelled_by(cancel, request.heartbeat_seconds):
                 answer = getattr(self.clients[endpoint.url], method)(**kwargs)
                 if not kwargs["stream"]:
                     return answer, _nothing_more()

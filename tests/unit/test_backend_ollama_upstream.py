@@ -5,6 +5,7 @@ import dataclasses
 import json
 import logging
 import threading
+import time
 
 import httpx
 import ollama
@@ -21,14 +22,14 @@ from shim.config import BackendConfig
 from shim.errors import BackendUnavailable, Cancelled, ModelNotFound, ShimError, Unsupported, UpstreamError
 from shim.protocols import ollama as protocol
 from shim.protocols.options import parse_think
-from shim.streaming import ndjson_line
+from shim.streaming import HEARTBEAT, PAUSE, ndjson_line
 from tests.fake_http import FakeHTTP
 from tests.fake_upstream import FakeUpstream, dying, error_json, ndjson, ollama_answer
 from tests.fakes import choice_of
 from tests.support import HI
 from tests.support import TIME_TOOL as TIME
 from tests.support import WEATHER_TOOL as WEATHER
-from tests.support import finishes, read_whole, run, text_of
+from tests.support import finishes, heartbeats_between, read_whole, run, text_of
 
 KEY = "ollama-SECRET-key-0123456789"
 STAMP = "2024-05-01T12:00:00.000000Z"
@@ -479,6 +480,104 @@ def test_calls_outside_a_generation_wait_without_a_cancel_flag(stalling):
     with pytest.raises(Cancelled):
         run(make_backend(stalling), chat(stream=False), cancel)
     assert CANCEL.get() is None
+
+
+# ---------------------------------------------------------------- silences: heartbeats without a feeder greenlet
+
+@pytest.fixture
+def paced():
+    """A fake Ollama whose /api/chat answer is given as pieces and pauses (see tests.fake_http.Answer)."""
+    with FakeHTTP() as upstream:
+        server = upstream.server()
+
+        def answer(pieces, **modes):
+            upstream.add("POST", server.url + "/api/chat", body=pieces, content_type="application/x-ndjson", **modes)
+        server.answer = answer
+        yield server
+
+
+def line(part):
+    return json.dumps(part) + "\n"
+
+
+@pytest.mark.parametrize("framing", ["length", "chunked", "close"])
+def test_a_silent_stream_yields_heartbeats_at_the_interval_then_the_rest(paced, framing):
+    paced.answer([line(chat_part("first")), 0.35, line(chat_part("second")) + line(chat_done())], framing=framing)
+    events = run(make_backend(paced, read_timeout=5.0), chat(heartbeat_seconds=0.1))
+    assert heartbeats_between(events) == [g.Accepted, g.TextDelta, 3, g.TextDelta, g.Finish]
+    assert text_of(events) == "firstsecond" and PAUSE in events
+
+
+def test_a_stream_yields_no_heartbeat_and_no_pause_without_an_interval(paced):
+    paced.answer([line(chat_part("first")), 0.25, line(chat_done())], framing="chunked")
+    events = run(make_backend(paced), chat())
+    assert HEARTBEAT not in events and PAUSE not in events and text_of(events) == "first"
+
+
+def test_a_silence_before_the_first_part_is_waited_out_before_anything_is_yielded(paced):
+    """The first part is read before Accepted (a failure there can fail over, and gets its own status): no beat."""
+    paced.answer([0.35, line(chat_part("first")) + line(chat_done())], framing="chunked")
+    events = run(make_backend(paced, read_timeout=5.0), chat(heartbeat_seconds=0.1))
+    assert heartbeats_between(events) == [g.Accepted, g.TextDelta, g.Finish]
+
+
+def test_the_read_timeout_counts_the_whole_silence_between_heartbeats(paced):
+    paced.answer([line(chat_part("first")), 5, line(chat_done())], framing="chunked")
+    events, began = [], time.monotonic()
+    with pytest.raises(UpstreamError) as err:
+        for event in make_backend(paced, read_timeout=0.45).generate(chat(heartbeat_seconds=0.1), g.Cancel()):
+            events.append(event)
+    assert 0.45 <= time.monotonic() - began < 2 and "broke off" in err.value.message
+    assert heartbeats_between(events) == [g.Accepted, g.TextDelta, 4]
+
+
+def test_each_choice_beats_through_its_own_silence(paced):
+    for text in ("one", "two"):
+        paced.answer([line(chat_part(text)), 0.25, line(chat_done())], framing="chunked")
+    events = run(make_backend(paced, read_timeout=5.0), chat(n=2, heartbeat_seconds=0.1))
+    assert heartbeats_between(events) == [g.Accepted, g.TextDelta, 2, g.Finish, g.TextDelta, 2, g.Finish]
+    assert [e.index for e in events if isinstance(e, g.TextDelta)] == [0, 1]
+
+
+def test_a_client_gone_during_a_silence_closes_the_upstream_connection(paced):
+    gate = threading.Event()
+    paced.answer([line(chat_part("first")), gate, line(chat_done())], framing="chunked")
+    paced.answer([line(chat_part("again")), line(chat_done())])
+    backend = make_backend(paced, read_timeout=5.0)
+    events = backend.generate(chat(heartbeat_seconds=0.05), g.Cancel())
+    assert [type(next(events)) for _ in range(2)] == [g.Accepted, g.TextDelta]
+    assert next(e for e in events if e is not PAUSE) is HEARTBEAT
+    events.close()
+    gate.set()
+    assert text_of(run(backend, chat())) == "again"
+    assert paced.connections == 2, "the half-read connection was not reused"
+
+
+SILENT_THEN_DONE = [line(chat_part("ALPHA")), 0.35, line(chat_part("OMEGA")) + line(chat_done())]
+THROUGH_THE_APP = {  # path, body, the heartbeat frame expected (None: its framing has none)
+    "chat": ("/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}]}, b": ping\n\n"),
+    "messages": ("/v1/messages", {"max_tokens": 9, "messages": [{"role": "user", "content": "hi"}]},
+                 b'event: ping\ndata: {"type":"ping"}\n\n'),
+    "ollama": ("/api/chat", {"messages": [{"role": "user", "content": "hi"}]}, None),
+}
+
+
+@pytest.mark.parametrize("front", THROUGH_THE_APP)
+def test_a_silent_upstream_stream_gets_heartbeat_frames_without_a_feeder_greenlet(paced, monkeypatch, front):
+    from shim.api import common
+    from shim.app import create_app
+    from shim.config import Settings
+    from shim.router import Route, Router
+    path, body, ping = THROUGH_THE_APP[front]
+    paced.answer(SILENT_THEN_DONE, framing="chunked")
+    monkeypatch.setattr(common, "with_heartbeats", lambda *a: pytest.fail("the events carry their own heartbeats"))
+    app = create_app(Settings(embedded_model=False, heartbeat_seconds=0.1),
+                     router=Router({"oll": make_backend(paced)}, [Route("m", "oll", "m")]))
+    response = app.test_client().post(path, json={**body, "model": "m", "stream": True})
+    text = response.get_data()
+    assert response.status_code == 200 and text.index(b"ALPHA") < text.index(b"OMEGA")
+    if ping:
+        assert text.count(ping) >= 3 and text.index(b"ALPHA") < text.rindex(ping) < text.index(b"OMEGA")
 
 
 # ---------------------------------------------------------------- forced tool calls

@@ -28,7 +28,7 @@ from tests.fakes import choice_of
 from tests.support import HI
 from tests.support import TIME_TOOL as TIME
 from tests.support import WEATHER_TOOL as WEATHER
-from tests.support import finishes, read_whole, run, text_of
+from tests.support import finishes, heartbeats_between, read_whole, run, text_of
 
 KEY = "sk-test-SECRET-0123456789abcdef"
 PNG = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR"
@@ -849,17 +849,6 @@ def test_an_upstream_silent_mid_stream_breaks_off_after_the_read_timeout(rsps):
         for event in make_backend(rsps, read_timeout=0.1).generate(chat(), g.Cancel()):
             events.append(event)
     assert text_of(events) == "first" and "broke off the stream" in err.value.message
-
-
-def heartbeats_between(events):
-    """The event types with the runs of HEARTBEATs between them counted: [Accepted, TextDelta, 2, TextDelta, ...]."""
-    shown = []
-    for event in (e for e in events if e is not PAUSE):
-        if event is HEARTBEAT:
-            shown[-1:] = [shown[-1] + 1] if shown and isinstance(shown[-1], int) else [*shown[-1:], 1]
-        else:
-            shown.append(type(event))
-    return shown
 
 
 @pytest.mark.parametrize("framing", ["length", "chunked", "close"])

@@ -4,7 +4,9 @@ import gzip
 import httpx
 import pytest
 
-from shim.backends.httpx_transport import LeanClient, Transport
+from shim.backends.httpx_transport import LeanClient, Transport, cancelled_by
+from shim.streaming import HEARTBEAT, PAUSE
+from shim.threads import signalling
 
 
 def echo(request):
@@ -80,8 +82,10 @@ class Answer:
         self.status, self.reason, self.headers, self._pieces = 200, "OK", headers, pieces
         self.closed = False
 
-    def pieces(self):
-        yield from self._pieces
+    def pieces(self, idle=None):
+        """The pieces; None (a wait begins) and b"" (idle seconds of silence) only when asked with idle, as shim's."""
+        self.idle = idle
+        yield from (p for p in self._pieces if idle is not None or p)
 
     def close(self):
         self.closed = True
@@ -135,3 +139,15 @@ def test_ndjson_lines_keep_the_unicode_line_separators_a_json_string_may_hold():
 def test_a_body_to_decode_first_is_read_by_httpx(headers, pieces):
     lean, plain, _ = lines_read(pieces, headers)
     assert lean == plain and "\u00e9" in lean[0]
+
+
+def test_silences_read_within_cancelled_by_idle_are_signalled_between_the_lines_not_read_as_lines():
+    sender = Sender([b'{"a": 1}\n{"b"', None, b"", b"", b': 2}\n', None, b'{"c": 3}\n'],
+                    {"content-type": "application/x-ndjson"})
+    with cancelled_by(None, idle=0.5):
+        response = LeanClient(base_url="http://h:1", transport=Transport(sender)).send(
+            LeanClient(base_url="http://h:1").build_request("POST", "/api/chat", json={}), stream=True)
+    read = list(signalling(response.iter_lines()))
+    assert sender.last.idle == 0.5 and sender.last.closed
+    assert read == ['{"a": 1}', PAUSE, HEARTBEAT, HEARTBEAT, '{"b": 2}', PAUSE, '{"c": 3}']
+
