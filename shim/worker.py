@@ -1,11 +1,60 @@
-"""gunicorn's gevent worker, sending each response's head together with the first piece of its body."""
+"""gunicorn's gevent worker, sending each response's head together with the first piece of its body, and ending its
+idle keep-alive connections as soon as it is told to stop."""
+import gevent
+from gevent.monkey import get_original
+from greenlet import getcurrent
 from gunicorn.workers.ggevent import GeventWorker
 
 from .sockets import sendall
 
 
+STOPPING_WAIT = 1.0
+"Seconds a connection may take to send a request once the worker is stopping (nginx sends at once on a new one)."
+
+
 class Worker(GeventWorker):
-    """The gevent worker, its responses' heads held until their first body write (one send instead of two)."""
+    """The gevent worker, its responses' heads held until their first body write (one send instead of two), its idle
+    connections closed when it stops."""
+
+    def __init__(self, *args, **kwargs):
+        self._idle = {}
+        "greenlet -> (its client socket, its keep-alive wait) of each connection waiting for its next request"
+        super().__init__(*args, **kwargs)
+
+    @property
+    def alive(self):
+        """Whether the worker goes on taking requests (gunicorn sets it False to stop: a signal, max_requests)."""
+        return self._alive
+
+    @alive.setter
+    def alive(self, value):
+        stopping = getattr(self, "_alive", False) and not value
+        self._alive = value
+        if stopping:
+            # gunicorn waits for every connection before the worker exits, an idle keep-alive one too (nginx keeps
+            # some open to each worker): a stop or restart took the whole graceful timeout.
+            gevent.get_hub().loop.run_callback(self._end_idle_waits)
+
+    def handle(self, listener, client, addr):
+        """Serve one connection, its client socket known while it waits for its next request."""
+        me = getcurrent()
+        self._idle[me] = (client, None)
+        try:
+            return super().handle(listener, client, addr)
+        finally:
+            self._idle.pop(me, None)
+
+    def timeout_ctx(self):
+        """The keep-alive wait for a connection's next request, which a stopping worker ends at once (or, begun after
+        the stop, soon)."""
+        return _IdleWait(self._idle, self.cfg.keepalive if self.alive else STOPPING_WAIT)
+
+    def _end_idle_waits(self):
+        """End the keep-alive waits of connections on which no byte of a next request has come."""
+        readable = get_original("select", "select")  # a look, from the hub: gevent's select would switch
+        for glet, (client, wait) in list(self._idle.items()):
+            if wait is not None and not readable([client], [], [], 0)[0]:
+                glet.throw(wait)  # as its keep-alive timeout would: the connection closes quietly
 
     def handle_request(self, listener_name, req, sock, addr):
         """Handle one request on a socket that holds the response head back until the body follows it."""
@@ -16,6 +65,26 @@ class Worker(GeventWorker):
             return super().handle_request(listener_name, req, held, addr)
         finally:
             held.flush()
+
+
+class _IdleWait(gevent.Timeout):
+    """gunicorn's keep-alive wait (a Timeout that ends its block silently), known to the worker while it lasts."""
+
+    def __init__(self, idle, seconds):
+        super().__init__(seconds, False)
+        self._idle = idle
+
+    def __enter__(self):
+        me = getcurrent()
+        if me in self._idle:
+            self._idle[me] = (self._idle[me][0], self)
+        return super().__enter__()
+
+    def __exit__(self, *exc):
+        me = getcurrent()
+        if me in self._idle:
+            self._idle[me] = (self._idle[me][0], None)
+        return super().__exit__(*exc)
 
 
 class HeadHeld:

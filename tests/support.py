@@ -81,6 +81,29 @@ def events_of(data):
     return pairs
 
 
+def slow_ollama(silence):
+    """An Ollama that streams a chat's first part at once, stays silent for `silence` s, then sends the rest."""
+    from flask import Flask, Response
+
+    app = Flask("slow-ollama")
+
+    @app.post("/api/chat")
+    def chat():
+        def part(text, **done):
+            return json.dumps({"model": "slow", "created_at": "2024-05-01T12:00:00Z",
+                               "message": {"role": "assistant", "content": text}, "done": bool(done), **done}) + "\n"
+
+        def body():
+            yield part("ALPHA")
+            time.sleep(silence)
+            yield part("OMEGA") + part("", done_reason="stop", prompt_eval_count=3, eval_count=2)
+        return Response(body(), mimetype="application/x-ndjson")
+
+    server = make_server("127.0.0.1", free_port(), app, threaded=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
 def slow_upstream(silence):
     """An OpenAI-compatible server that opens its stream at once, stays silent for `silence` s, then answers."""
     from flask import Flask, Response

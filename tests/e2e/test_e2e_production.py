@@ -1,4 +1,5 @@
 """Against real gunicorn: a client that hangs up stops its generation; SIGTERM lets streams finish; metrics add up."""
+import http.client
 import json
 import re
 import signal
@@ -8,7 +9,7 @@ import pytest
 import requests
 
 from harness.servers import running_shim
-from tests.support import CANCELLED
+from tests.support import CANCELLED, slow_ollama
 
 MODEL = "smollm2:135m"
 LONG = [{"role": "user", "content": "Write a very long story about a dragon and a knight."}]
@@ -102,6 +103,42 @@ def test_sigterm_lets_a_running_stream_finish():
         assert url.proc.wait(30) == 0
         with pytest.raises(requests.ConnectionError):
             requests.get(url + "/health", timeout=2)
+
+
+def test_a_silent_ollama_stream_beats_under_the_gevent_worker_and_finishes_after_sigterm():
+    """The Ollama backend's heartbeats come from its own greenlet-switching reader (threads.signalling), which must
+    wait on gevent's hub as any request does, and let a stream in a silence finish when the worker is told to stop."""
+    upstream = slow_ollama(1.5)
+    config = f'[backends.oll]\ntype = "ollama"\nurl = "http://127.0.0.1:{upstream.server_port}"\nmodels = ["slow"]\n'
+    try:
+        with running_shim(config, env={"SHIM_EMBEDDED_MODEL": "false", "SHIM_HEARTBEAT_SECONDS": "0.2"}) as url:
+            response = requests.post(url + "/v1/chat/completions", stream=True, timeout=30, json={
+                "model": "slow", "messages": [{"role": "user", "content": "hi"}], "stream": True})
+            lines = response.iter_lines()
+            assert b"ALPHA" in next(line for line in lines if line.startswith(b"data: {"))
+            url.proc.send_signal(signal.SIGTERM)
+            rest = [line for line in lines if line]
+            assert rest.count(b": ping") >= 4 and rest.index(b": ping") < len(rest) - 3
+            assert b"OMEGA" in b"".join(rest) and rest[-1] == b"data: [DONE]"
+            assert url.proc.wait(10) == 0, "the client's connection, idle after the stream, does not hold the stop"
+            assert "Traceback" not in url.log_text(), url.log_text()
+    finally:
+        upstream.shutdown()
+
+
+def test_idle_keep_alive_connections_do_not_hold_a_stopping_worker():
+    """nginx keeps connections open to each worker: a stop or restart took the whole graceful timeout (30 s)."""
+    with running_shim(env={"SHIM_EMBEDDED_MODEL": "false", "SHIM_LOG_LEVEL": "info"}) as url:
+        idle = http.client.HTTPConnection(url.removeprefix("http://"), timeout=30)
+        idle.request("GET", "/health")
+        answer = idle.getresponse()
+        assert answer.status == 200 and answer.getheader("Connection") != "close"
+        answer.read()
+        began = time.monotonic()
+        url.proc.send_signal(signal.SIGTERM)
+        assert url.proc.wait(10) == 0 and time.monotonic() - began < 5
+        assert idle.sock.recv(1) == b"", "the server closed the idle connection"
+        assert "graceful timeout" not in url.log_text().lower(), url.log_text()
 
 
 def test_metrics_add_up_across_workers():

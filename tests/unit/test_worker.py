@@ -1,5 +1,12 @@
-"""The gunicorn worker's socket wrapper: a response's head leaves with the first piece of its body."""
-from shim.worker import HeadHeld
+"""The gunicorn worker: a response's head leaves with the first piece of its body; a stopping worker ends its idle
+keep-alive waits."""
+import socket
+from types import SimpleNamespace
+
+import gevent
+from greenlet import getcurrent
+
+from shim.worker import STOPPING_WAIT, HeadHeld, Worker
 
 
 class Recording:
@@ -44,3 +51,51 @@ def test_any_other_use_of_the_socket_sends_the_held_head_first():
     assert sock.sent == [b"HEAD"] and sock.asked == ["fileno"]
     held.sendall(b"tail")
     assert sock.sent == [b"HEAD", b"tail"]
+
+
+def stopping_worker(keepalive=30):
+    """A Worker with only what its keep-alive waits use (gunicorn's own setup needs an arbiter)."""
+    worker = Worker.__new__(Worker)
+    worker._idle, worker.alive, worker.cfg = {}, True, SimpleNamespace(keepalive=keepalive)
+    return worker
+
+
+def connection(worker, sock, log):
+    """A connection's keep-alive wait as gunicorn's handle() has it: the block ends quietly if the wait is ended."""
+    worker._idle[getcurrent()] = (sock, None)
+    with worker.timeout_ctx():
+        gevent.sleep(5)
+        log.append("a request came")
+        return
+    log.append("wait ended")
+
+
+def test_a_stopping_worker_ends_the_waits_with_nothing_to_read_and_only_those():
+    worker = stopping_worker()
+    quiet, started = socket.socketpair(), socket.socketpair()
+    started[1].sendall(b"GET / HTTP/1.1\r\n")  # a next request under way: its connection is left to finish it
+    logs = {"quiet": [], "started": []}
+    waits = [gevent.spawn(connection, worker, quiet[0], logs["quiet"]),
+             gevent.spawn(connection, worker, started[0], logs["started"])]
+    gevent.sleep(0.05)
+    worker.alive = False
+    gevent.sleep(0.05)
+    assert logs == {"quiet": ["wait ended"], "started": []} and waits[0].dead and not waits[1].dead
+    gevent.killall(waits)
+    for pair in (quiet, started):
+        pair[0].close(), pair[1].close()
+
+
+def test_waits_begun_after_the_stop_are_short_and_a_worker_not_stopping_ends_none():
+    worker = stopping_worker()
+    sock = socket.socketpair()
+    log = []
+    wait = gevent.spawn(connection, worker, sock[0], log)
+    gevent.sleep(0.05)
+    worker.alive = True
+    gevent.sleep(0.05)
+    assert log == [] and not wait.dead
+    wait.kill()
+    worker.alive = False
+    assert worker.timeout_ctx().seconds == STOPPING_WAIT < 30
+    sock[0].close(), sock[1].close()
