@@ -1,7 +1,8 @@
 """Benchmark 4: how many slow SSE streams one worker holds, and the memory each costs.
 
 Environment: BENCH_BASELINE (another source tree of shim, measured after this one), BENCH_HEARTBEATS (the
-heartbeat_seconds settings to measure, "10,0").
+heartbeat_seconds settings to measure, "10,0"), BENCH_BACKEND (the upstream backend type the streams go through:
+"openai", the default, or "ollama").
 """
 import asyncio
 import json
@@ -61,8 +62,10 @@ def held(counts, heartbeat, tree=None):
     lines = ["| open SSE streams | worker RSS | per stream | streams completed |", "|---|---|---|---|"]
     # Each upstream chunk comes 1 s after the last: 18 chunks, so every stream stays open about 18 s.
     with instant_upstream(delay=1.0) as up:
-        config = (f'embedded_model = false\nlog_level = "warning"\n[backends.oa]\ntype = "openai"\n'
-                  f'url = "http://127.0.0.1:{up}/v1"\nmodels = ["instant"]\n')
+        kind = os.environ.get("BENCH_BACKEND", "openai")
+        path = "/v1" if kind == "openai" else ""
+        config = (f'embedded_model = false\nlog_level = "warning"\n[backends.up]\ntype = "{kind}"\n'
+                  f'url = "http://127.0.0.1:{up}{path}"\nmodels = ["instant"]\n')
         # The per-model queue bound would turn most of these streams away; here every one of them is wanted.
         with running_shim(config, env={"SHIM_MAX_QUEUE": "100000", "SHIM_HEARTBEAT_SECONDS": heartbeat},
                           cwd=tree) as url:
