@@ -365,8 +365,9 @@ class Backend:
         raise Unsupported(f"model management is not available on backend '{self.name}' ({self.description})",
                           param="model")
 
-    def relay_responses(self, body: Mapping, cancel: Cancel) -> Iterator[Mapping]:
-        """Send a Responses request as it is; yield the upstream's stream events, or its one whole Response."""
+    def relay_responses(self, body: Mapping, cancel: Cancel, idle: Optional[float] = None) -> Iterator[Mapping]:
+        """Send a Responses request as it is; yield the upstream's stream events (with idle, PAUSE before each wait and
+        HEARTBEAT after idle silent seconds, as generate does), or its one whole Response."""
         raise NotImplementedError
 
     def check(self) -> bool:

@@ -109,7 +109,10 @@ def _relayed(body):
     if not route.backend.serves_responses:
         return None
     wire = relay.upstream_body(body, route.target)
-    started = common.start_routed(route, lambda cancel: route.backend.relay_responses(wire, cancel))
+    interval = common.services().settings.heartbeat_seconds
+    idle = interval if body.get("stream") and interval > 0 else None
+    started = common.start_routed(route, lambda cancel: route.backend.relay_responses(wire, cancel, idle),
+                                  beats=idle is not None)
     if body.get("stream"):
         return common.stream_response(started, relay.RelayStream(model), NamedSSE())
     (whole,) = common.gather(started)

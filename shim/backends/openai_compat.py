@@ -76,18 +76,19 @@ class OpenAICompatBackend(HTTPBackend):
         raise InvalidRequest(f"unknown field '{name}': backend '{self.name}' refuses fields shim does not know "
                              "(unknown_fields = \"refuse\")", param=name)
 
-    def relay_responses(self, body, cancel):
-        """The upstream's own /responses answer: its stream's events one by one, or its one whole Response."""
+    def relay_responses(self, body, cancel, idle=None):
+        """The upstream's own /responses answer: its stream's events one by one (with idle, PAUSE before each wait and
+        HEARTBEAT after idle silent seconds), or its one whole Response."""
         endpoint, response = upstream.with_failover(self.pool, lambda e: self._open(e, "/responses", body,
                                                                                     body.get("model"), cancel))
         with self.pool.use(endpoint), response:
             if not body.get("stream"):
                 yield self._json(response)
                 return
-            for data in self._sse(response):
+            for data in self._sse(response, idle):
                 if cancel.is_set():
                     return
-                yield self._json_event(data)
+                yield data if data is HEARTBEAT or data is PAUSE else self._json_event(data)
 
     def embed(self, model, inputs, truncate=True, cancel=None):
         """Embeddings from the upstream's /embeddings (one call: a cancel does not stop it)."""

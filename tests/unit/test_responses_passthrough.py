@@ -1,5 +1,6 @@
 """Native pass-through: an openai backend with `responses = true` gets Responses requests as they are."""
 import json
+import time
 
 import pytest
 from werkzeug.wrappers import Response
@@ -24,11 +25,11 @@ def named_sse(*events):
     return Response(body, mimetype="text/event-stream")
 
 
-def serve(upstream):
+def serve(upstream, **settings):
     backend = BackendConfig(name="native", type="openai", urls=(upstream.url + "/v1",), models=("up-model",),
                             responses=True)
     settings = Settings(embedded_model=False, backends=(backend,),
-                        models=(ModelConfig(name="mine", backend="native", target="up-model"),))
+                        models=(ModelConfig(name="mine", backend="native", target="up-model"),), **settings)
     return create_app(settings).test_client()
 
 
@@ -43,6 +44,25 @@ def test_a_stream_is_relayed_event_by_event_with_the_clients_model_name():
     assert [p for _, p in events][1] == DELTA
     assert [name for name, _ in events] == ["response.created", "response.output_text.delta", "response.completed"]
     assert events[-1][1]["response"]["model"] == "mine"
+
+
+def test_a_silent_relayed_stream_beats_without_a_feeder_greenlet(monkeypatch):
+    from shim.api import common
+
+    def slow(record):
+        def body():
+            yield named_sse(CREATED).get_data()
+            time.sleep(0.35)
+            yield named_sse(DELTA, COMPLETED).get_data()
+        return Response(body(), mimetype="text/event-stream")
+    monkeypatch.setattr(common, "with_heartbeats", lambda *a: pytest.fail("the relay carries its own heartbeats"))
+    with FakeUpstream(slow) as upstream:
+        text = serve(upstream, heartbeat_seconds=0.1).post(
+            "/v1/responses", json={"model": "mine", "input": "Hi", "stream": True}).data
+    assert text.count(b": ping\n\n") >= 3
+    assert text.index(b"response.created") < text.index(b": ping") < text.rindex(b": ping") < text.index(b"native")
+    assert [name for name, _ in events_of(text)] == ["response.created", "response.output_text.delta",
+                                                     "response.completed"]
 
 
 def test_a_whole_response_is_relayed():
