@@ -81,13 +81,11 @@ def signal(marker):
 
 
 def signalling(items):
-    """The items, and between them the markers that code running inside them signal(): what a generator of another
-    library's, with shim's code deep inside it, cannot yield itself.
-
-    The items are iterated on a greenlet of their own, which switches back at each item and at each signal: two
-    switches and no hub, where a feeder greenlet handing items over a queue (with_heartbeats) costs a wait on the
-    hub for each. Blocking I/O inside still waits on gevent's hub, from the items' greenlet, or blocks the thread.
-    """
+    """The items, and between them the markers that code running deep inside them signal()."""
+    # A generator of another library's (the ollama client's) cannot pass a marker from shim's code below it on. The
+    # items run on a greenlet of their own, which switches back at each item and each signal: no queue and no wait
+    # on the hub, as a feeder greenlet (with_heartbeats) has. Blocking I/O inside still waits on gevent's hub (from
+    # the items' greenlet), or blocks the thread.
     consumer = None
 
     def run():
