@@ -5,6 +5,7 @@ import re
 import threading
 import time
 
+import pytest
 from werkzeug.serving import make_server
 
 from harness.servers import free_port
@@ -62,6 +63,33 @@ def heartbeats_between(events):
         else:
             shown.append(type(event))
     return shown
+
+
+BEAT_FRONTS = {  # path, body, the heartbeat frame expected (None: its framing has none)
+    "chat": ("/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}]}, b": ping\n\n"),
+    "messages": ("/v1/messages", {"max_tokens": 9, "messages": [{"role": "user", "content": "hi"}]},
+                 b'event: ping\ndata: {"type":"ping"}\n\n'),
+    "ollama": ("/api/chat", {"messages": [{"role": "user", "content": "hi"}]}, None),
+}
+
+
+def assert_silence_beats_through_the_app(backend, front, monkeypatch):
+    """A stream from a backend whose upstream falls silent between ALPHA and OMEGA gets the front's heartbeat frames
+    from the backend's own events, without the feeder greenlet."""
+    from shim.api import common
+    from shim.app import create_app
+    from shim.config import Settings
+    from shim.router import Route, Router
+    path, body, ping = BEAT_FRONTS[front]
+    monkeypatch.setattr(common, "with_heartbeats", lambda *a: pytest.fail("the events carry their own heartbeats"))
+    app = create_app(Settings(embedded_model=False, heartbeat_seconds=0.1),
+                     router=Router({"up": backend}, [Route("m", "up", "m")]))
+    response = app.test_client().post(path, json={**body, "model": "m", "stream": True})
+    text = response.get_data()
+    assert response.status_code == 200 and text.index(b"ALPHA") < text.index(b"OMEGA")
+    if ping:
+        assert text.count(ping) >= 3 and text.index(b"ALPHA") < text.rindex(ping) < text.index(b"OMEGA")
+    assert b"\n\n\n" not in text and not text.startswith(b"\n")
 
 
 def read_whole(events):

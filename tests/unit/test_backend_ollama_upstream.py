@@ -29,7 +29,8 @@ from tests.fakes import choice_of
 from tests.support import HI
 from tests.support import TIME_TOOL as TIME
 from tests.support import WEATHER_TOOL as WEATHER
-from tests.support import finishes, heartbeats_between, read_whole, run, text_of
+from tests.support import (BEAT_FRONTS, assert_silence_beats_through_the_app, finishes, heartbeats_between,
+                           read_whole, run, text_of)
 
 KEY = "ollama-SECRET-key-0123456789"
 STAMP = "2024-05-01T12:00:00.000000Z"
@@ -554,30 +555,12 @@ def test_a_client_gone_during_a_silence_closes_the_upstream_connection(paced):
 
 
 SILENT_THEN_DONE = [line(chat_part("ALPHA")), 0.35, line(chat_part("OMEGA")) + line(chat_done())]
-THROUGH_THE_APP = {  # path, body, the heartbeat frame expected (None: its framing has none)
-    "chat": ("/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}]}, b": ping\n\n"),
-    "messages": ("/v1/messages", {"max_tokens": 9, "messages": [{"role": "user", "content": "hi"}]},
-                 b'event: ping\ndata: {"type":"ping"}\n\n'),
-    "ollama": ("/api/chat", {"messages": [{"role": "user", "content": "hi"}]}, None),
-}
 
 
-@pytest.mark.parametrize("front", THROUGH_THE_APP)
+@pytest.mark.parametrize("front", BEAT_FRONTS)
 def test_a_silent_upstream_stream_gets_heartbeat_frames_without_a_feeder_greenlet(paced, monkeypatch, front):
-    from shim.api import common
-    from shim.app import create_app
-    from shim.config import Settings
-    from shim.router import Route, Router
-    path, body, ping = THROUGH_THE_APP[front]
     paced.answer(SILENT_THEN_DONE, framing="chunked")
-    monkeypatch.setattr(common, "with_heartbeats", lambda *a: pytest.fail("the events carry their own heartbeats"))
-    app = create_app(Settings(embedded_model=False, heartbeat_seconds=0.1),
-                     router=Router({"oll": make_backend(paced)}, [Route("m", "oll", "m")]))
-    response = app.test_client().post(path, json={**body, "model": "m", "stream": True})
-    text = response.get_data()
-    assert response.status_code == 200 and text.index(b"ALPHA") < text.index(b"OMEGA")
-    if ping:
-        assert text.count(ping) >= 3 and text.index(b"ALPHA") < text.rindex(ping) < text.index(b"OMEGA")
+    assert_silence_beats_through_the_app(make_backend(paced), front, monkeypatch)
 
 
 # ---------------------------------------------------------------- forced tool calls

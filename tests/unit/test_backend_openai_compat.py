@@ -28,7 +28,8 @@ from tests.fakes import choice_of
 from tests.support import HI
 from tests.support import TIME_TOOL as TIME
 from tests.support import WEATHER_TOOL as WEATHER
-from tests.support import finishes, heartbeats_between, read_whole, run, text_of
+from tests.support import (BEAT_FRONTS, assert_silence_beats_through_the_app, finishes, heartbeats_between,
+                           read_whole, run, text_of)
 
 KEY = "sk-test-SECRET-0123456789abcdef"
 PNG = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR"
@@ -878,31 +879,12 @@ def test_the_read_timeout_counts_the_whole_silence_between_heartbeats(rsps):
 
 SILENT_THEN_DONE = [sse_text(chunk("ALPHA", role="assistant"), done=False), 0.35,
                     sse_text(chunk("OMEGA"), chunk(finish="stop"), usage_chunk(3, 2))]
-THROUGH_THE_APP = {  # path, body, the heartbeat frame expected (None: its framing has none)
-    "chat": ("/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}]}, b": ping\n\n"),
-    "messages": ("/v1/messages", {"max_tokens": 9, "messages": [{"role": "user", "content": "hi"}]},
-                 b'event: ping\ndata: {"type":"ping"}\n\n'),
-    "ollama": ("/api/chat", {"messages": [{"role": "user", "content": "hi"}]}, None),
-}
 
 
-@pytest.mark.parametrize("front", THROUGH_THE_APP)
+@pytest.mark.parametrize("front", BEAT_FRONTS)
 def test_a_silent_upstream_stream_gets_heartbeat_frames_without_a_feeder_greenlet(rsps, monkeypatch, front):
-    from shim.api import common
-    from shim.app import create_app
-    from shim.config import Settings
-    from shim.router import Route
-    path, body, ping = THROUGH_THE_APP[front]
     add_stream(rsps, SILENT_THEN_DONE, framing="chunked")
-    monkeypatch.setattr(common, "with_heartbeats", lambda *a: pytest.fail("the events carry their own heartbeats"))
-    app = create_app(Settings(embedded_model=False, heartbeat_seconds=0.1),
-                     router=Router({"up": make_backend(rsps)}, [Route("m", "up", "m")]))
-    response = app.test_client().post(path, json={**body, "model": "m", "stream": True})
-    text = response.get_data()
-    assert response.status_code == 200 and text.index(b"ALPHA") < text.index(b"OMEGA")
-    if ping:
-        assert text.count(ping) >= 3 and text.index(b"ALPHA") < text.rindex(ping) < text.index(b"OMEGA")
-    assert b"\n\n\n" not in text and not text.startswith(b"\n")
+    assert_silence_beats_through_the_app(make_backend(rsps), front, monkeypatch)
 
 
 # ---------------------------------------------------------------- a whole answer, for a client that reads it whole
