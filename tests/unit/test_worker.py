@@ -99,3 +99,21 @@ def test_waits_begun_after_the_stop_are_short_and_a_worker_not_stopping_ends_non
     worker.alive = False
     assert worker.timeout_ctx().seconds == STOPPING_WAIT < 30
     sock[0].close(), sock[1].close()
+
+
+def test_settled_settings_read_as_gunicorns_config_reads_them():
+    from gunicorn.config import Config
+
+    from shim.config import Settings
+    from shim.server import gunicorn_options
+    from shim.worker import SettledConfig
+    cfg = Config()
+    for key, value in gunicorn_options(Settings(embedded_model=False)).items():
+        cfg.set(key, value)
+    cfg.set("forwarded_allow_ips", "10.0.0.0/8,127.0.0.1")
+    settled = SettledConfig(cfg)
+    for name in cfg.settings:
+        assert getattr(settled, name) == getattr(cfg, name), name
+    assert settled.is_ssl == cfg.is_ssl and settled.worker_class is cfg.worker_class
+    assert settled.forwarded_allow_networks() == cfg.forwarded_allow_networks()
+    assert "keepalive" in vars(settled) and "worker_class" not in vars(settled)  # a setting read once; a property not
