@@ -19,7 +19,7 @@ class Worker(GeventWorker):
 
     def __init__(self, *args, **kwargs):
         self._idle = {}
-        "greenlet -> (its client socket, its keep-alive wait) of each connection waiting for its next request"
+        "greenlet -> [its client socket, its keep-alive wait while there is one] for each connection"
         super().__init__(*args, **kwargs)
 
     def init_process(self):
@@ -44,7 +44,7 @@ class Worker(GeventWorker):
     def handle(self, listener, client, addr):
         """Serve one connection, its client socket known while it waits for its next request."""
         me = getcurrent()
-        self._idle[me] = (client, None)
+        self._idle[me] = [client, None]
         try:
             return super().handle(listener, client, addr)
         finally:
@@ -53,7 +53,7 @@ class Worker(GeventWorker):
     def timeout_ctx(self):
         """The keep-alive wait for a connection's next request, which a stopping worker ends at once (or, begun after
         the stop, soon)."""
-        return _IdleWait(self._idle, self.cfg.keepalive if self.alive else STOPPING_WAIT)
+        return _IdleWait(self._idle.get(getcurrent()), self.cfg.keepalive if self.alive else STOPPING_WAIT)
 
     def _end_idle_waits(self):
         """End the keep-alive waits of connections on which no byte of a next request has come."""
@@ -92,20 +92,18 @@ class SettledConfig:
 class _IdleWait(gevent.Timeout):
     """gunicorn's keep-alive wait (a Timeout that ends its block silently), known to the worker while it lasts."""
 
-    def __init__(self, idle, seconds):
+    def __init__(self, connection, seconds):
         super().__init__(seconds, False)
-        self._idle = idle
+        self._connection = connection
 
     def __enter__(self):
-        me = getcurrent()
-        if me in self._idle:
-            self._idle[me] = (self._idle[me][0], self)
+        if self._connection is not None:
+            self._connection[1] = self
         return super().__enter__()
 
     def __exit__(self, *exc):
-        me = getcurrent()
-        if me in self._idle:
-            self._idle[me] = (self._idle[me][0], None)
+        if self._connection is not None:
+            self._connection[1] = None
         return super().__exit__(*exc)
 
 

@@ -62,7 +62,7 @@ def stopping_worker(keepalive=30):
 
 def connection(worker, sock, log):
     """A connection's keep-alive wait as gunicorn's handle() has it: the block ends quietly if the wait is ended."""
-    worker._idle[getcurrent()] = (sock, None)
+    worker._idle[getcurrent()] = [sock, None]
     with worker.timeout_ctx():
         gevent.sleep(5)
         log.append("a request came")
