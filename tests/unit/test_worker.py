@@ -53,6 +53,17 @@ def test_any_other_use_of_the_socket_sends_the_held_head_first():
     assert sock.sent == [b"HEAD", b"tail"]
 
 
+def test_a_use_of_the_socket_before_the_head_leaves_the_head_held_for_the_body():
+    """shim's views read the socket's timeout and peek at it before they answer: the head still leaves with the body."""
+    sock = Recording()
+    held = HeadHeld(sock)
+    assert held.fileno() == 7
+    held.sendall(b"HEAD")
+    assert sock.sent == []
+    held.sendall(b"body")
+    assert sock.sent == [b"HEADbody"]
+
+
 def stopping_worker(keepalive=30):
     """A Worker with only what its keep-alive waits use (gunicorn's own setup needs an arbiter)."""
     worker = Worker.__new__(Worker)
