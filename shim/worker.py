@@ -3,6 +3,7 @@ idle keep-alive connections as soon as it is told to stop."""
 import gevent
 from gevent.monkey import get_original
 from greenlet import getcurrent
+from gunicorn.config import Config
 from gunicorn.workers.ggevent import GeventWorker
 
 from .sockets import sendall
@@ -18,8 +19,13 @@ class Worker(GeventWorker):
 
     def __init__(self, *args, **kwargs):
         self._idle = {}
-        "greenlet -> (its client socket, its keep-alive wait) of each connection waiting for its next request"
+        "greenlet -> [its client socket, its keep-alive wait while there is one] for each connection"
         super().__init__(*args, **kwargs)
+
+    def init_process(self):
+        """Read gunicorn's settings once, in the worker, then run as gunicorn's gevent worker does."""
+        self.cfg = self.log.cfg = SettledConfig(self.cfg)
+        super().init_process()
 
     @property
     def alive(self):
@@ -38,7 +44,7 @@ class Worker(GeventWorker):
     def handle(self, listener, client, addr):
         """Serve one connection, its client socket known while it waits for its next request."""
         me = getcurrent()
-        self._idle[me] = (client, None)
+        self._idle[me] = [client, None]
         try:
             return super().handle(listener, client, addr)
         finally:
@@ -47,7 +53,7 @@ class Worker(GeventWorker):
     def timeout_ctx(self):
         """The keep-alive wait for a connection's next request, which a stopping worker ends at once (or, begun after
         the stop, soon)."""
-        return _IdleWait(self._idle, self.cfg.keepalive if self.alive else STOPPING_WAIT)
+        return _IdleWait(self._idle.get(getcurrent()), self.cfg.keepalive if self.alive else STOPPING_WAIT)
 
     def _end_idle_waits(self):
         """End the keep-alive waits of connections on which no byte of a next request has come."""
@@ -67,23 +73,37 @@ class Worker(GeventWorker):
             held.flush()
 
 
+class SettledConfig:
+    """gunicorn's settings as plain attributes, for a worker (whose settings do not change): gunicorn reads some thirty
+    of them per request, each through Config.__getattr__, which looks the setting up (0.6-0.9 us a read)."""
+
+    def __init__(self, cfg):
+        self._cfg = cfg
+        # A setting a Config property shares the name of (worker_class, ...) is read through the property, as is
+        # every other property and method.
+        self.__dict__.update({name: setting.get() for name, setting in cfg.settings.items()
+                              if not hasattr(Config, name)})
+        self.is_ssl = cfg.is_ssl  # read per request, and derived from settings only
+
+    def __getattr__(self, name):
+        return getattr(self._cfg, name)
+
+
 class _IdleWait(gevent.Timeout):
     """gunicorn's keep-alive wait (a Timeout that ends its block silently), known to the worker while it lasts."""
 
-    def __init__(self, idle, seconds):
+    def __init__(self, connection, seconds):
         super().__init__(seconds, False)
-        self._idle = idle
+        self._connection = connection
 
     def __enter__(self):
-        me = getcurrent()
-        if me in self._idle:
-            self._idle[me] = (self._idle[me][0], self)
+        if self._connection is not None:
+            self._connection[1] = self
         return super().__enter__()
 
     def __exit__(self, *exc):
-        me = getcurrent()
-        if me in self._idle:
-            self._idle[me] = (self._idle[me][0], None)
+        if self._connection is not None:
+            self._connection[1] = None
         return super().__exit__(*exc)
 
 
@@ -107,7 +127,8 @@ class HeadHeld:
 
     def flush(self):
         """Send a head that is still held."""
-        self._first = False
+        # The first write is still held after a use of the socket before it: shim's views read its timeout and peek
+        # at it (a client gone?) before they answer, which had every JSON answer sent in two writes.
         if self._head:
             head, self._head = self._head, b""
             sendall(self._sock_of_response, head)

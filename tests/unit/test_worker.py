@@ -53,6 +53,17 @@ def test_any_other_use_of_the_socket_sends_the_held_head_first():
     assert sock.sent == [b"HEAD", b"tail"]
 
 
+def test_a_use_of_the_socket_before_the_head_leaves_the_head_held_for_the_body():
+    """shim's views read the socket's timeout and peek at it before they answer: the head still leaves with the body."""
+    sock = Recording()
+    held = HeadHeld(sock)
+    assert held.fileno() == 7
+    held.sendall(b"HEAD")
+    assert sock.sent == []
+    held.sendall(b"body")
+    assert sock.sent == [b"HEADbody"]
+
+
 def stopping_worker(keepalive=30):
     """A Worker with only what its keep-alive waits use (gunicorn's own setup needs an arbiter)."""
     worker = Worker.__new__(Worker)
@@ -62,7 +73,7 @@ def stopping_worker(keepalive=30):
 
 def connection(worker, sock, log):
     """A connection's keep-alive wait as gunicorn's handle() has it: the block ends quietly if the wait is ended."""
-    worker._idle[getcurrent()] = (sock, None)
+    worker._idle[getcurrent()] = [sock, None]
     with worker.timeout_ctx():
         gevent.sleep(5)
         log.append("a request came")
@@ -99,3 +110,21 @@ def test_waits_begun_after_the_stop_are_short_and_a_worker_not_stopping_ends_non
     worker.alive = False
     assert worker.timeout_ctx().seconds == STOPPING_WAIT < 30
     sock[0].close(), sock[1].close()
+
+
+def test_settled_settings_read_as_gunicorns_config_reads_them():
+    from gunicorn.config import Config
+
+    from shim.config import Settings
+    from shim.server import gunicorn_options
+    from shim.worker import SettledConfig
+    cfg = Config()
+    for key, value in gunicorn_options(Settings(embedded_model=False)).items():
+        cfg.set(key, value)
+    cfg.set("forwarded_allow_ips", "10.0.0.0/8,127.0.0.1")
+    settled = SettledConfig(cfg)
+    for name in cfg.settings:
+        assert getattr(settled, name) == getattr(cfg, name), name
+    assert settled.is_ssl == cfg.is_ssl and settled.worker_class is cfg.worker_class
+    assert settled.forwarded_allow_networks() == cfg.forwarded_allow_networks()
+    assert "keepalive" in vars(settled) and "worker_class" not in vars(settled)  # a setting read once; a property not
