@@ -887,6 +887,31 @@ def test_a_silent_upstream_stream_gets_heartbeat_frames_without_a_feeder_greenle
     assert_silence_beats_through_the_app(make_backend(rsps), front, monkeypatch)
 
 
+OPENING = {  # path, body, the stream's opening frame
+    "messages": ("/v1/messages", {"max_tokens": 9, "messages": [{"role": "user", "content": "hi"}]},
+                 b"event: message_start"),
+    "responses": ("/v1/responses", {"input": "hi", "store": False}, b"event: response.created"),
+}
+
+
+@pytest.mark.parametrize("front", OPENING)
+def test_a_streams_opening_frames_leave_while_the_upstream_is_silent_before_its_first_token(rsps, front):
+    from shim.app import create_app
+    from shim.config import Settings
+    from shim.router import Route
+    path, body, opening = OPENING[front]
+    add_stream(rsps, [0.6, answer_text("late")], framing="chunked")
+    app = create_app(Settings(embedded_model=False, heartbeat_seconds=30),
+                     router=Router({"up": make_backend(rsps)}, [Route("m", "up", "m")]))
+    began = time.monotonic()
+    response = app.test_client().post(path, json={**body, "model": "m", "stream": True}, buffered=False)
+    frames = iter(response.response)
+    first = next(frames)
+    assert first.startswith(opening) and time.monotonic() - began < 0.5
+    assert b"late" in b"".join(frames)
+    response.close()
+
+
 # ---------------------------------------------------------------- a whole answer, for a client that reads it whole
 
 def add_whole(mock, body, path="/chat/completions", **modes):
