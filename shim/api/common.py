@@ -256,13 +256,19 @@ def start(generation_request):
     services_ = services()
     route = services_.router.route(generation_request.model)
     keep_alive = _keep_alive(generation_request, services_.settings)
-    interval = services_.settings.heartbeat_seconds
-    beats = route.backend.signals_silence and generation_request.stream and interval > 0
+    beat = beat_seconds(route.backend, generation_request.stream, services_.settings)
     routed = generation_request
-    if (route.target, keep_alive) != (routed.model, routed.keep_alive) or beats:  # a copy costs as much as routing
-        routed = dataclasses.replace(routed, model=route.target, keep_alive=keep_alive,
-                                     heartbeat_seconds=interval if beats else None)
-    return _admitted(route, lambda cancel: route.backend.generate(routed, cancel), services_.admission, beats)
+    if (route.target, keep_alive) != (routed.model, routed.keep_alive) or beat:  # a copy costs as much as routing
+        routed = dataclasses.replace(routed, model=route.target, keep_alive=keep_alive, heartbeat_seconds=beat)
+    return _admitted(route, lambda cancel: route.backend.generate(routed, cancel), services_.admission,
+                     beat is not None)
+
+
+def beat_seconds(backend, stream, settings):
+    """The interval at which backend beats a streamed answer itself (HEARTBEAT after each silent one), or None: not
+    streamed, heartbeats off, or a backend that cannot tell silence (stream_response times those)."""
+    interval = settings.heartbeat_seconds
+    return interval if stream and interval > 0 and backend.signals_silence else None
 
 
 def start_routed(route, open_events, beats=False):

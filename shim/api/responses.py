@@ -109,8 +109,7 @@ def _relayed(body):
     if not route.backend.serves_responses:
         return None
     wire = relay.upstream_body(body, route.target)
-    interval = common.services().settings.heartbeat_seconds
-    idle = interval if body.get("stream") and interval > 0 else None
+    idle = common.beat_seconds(route.backend, bool(body.get("stream")), common.services().settings)
     started = common.start_routed(route, lambda cancel: route.backend.relay_responses(wire, cancel, idle),
                                   beats=idle is not None)
     if body.get("stream"):
