@@ -2,6 +2,7 @@
 import dataclasses
 import logging
 import os
+import shutil
 import tempfile
 import traceback
 
@@ -138,7 +139,13 @@ def share_metrics(metrics_dir):
 
 def serve(settings):
     """Serve until stopped, with Prometheus figures shared by the workers through a directory."""
-    with tempfile.TemporaryDirectory(prefix="shim-metrics-") as scratch:
-        metrics_dir = settings.metrics_dir or scratch
-        share_metrics(metrics_dir)
-        ShimServer(dataclasses.replace(settings, metrics_dir=metrics_dir)).run()
+    scratch = None if settings.metrics_dir else tempfile.mkdtemp(prefix="shim-metrics-")
+    master = os.getpid()
+    try:
+        share_metrics(settings.metrics_dir or scratch)
+        ShimServer(dataclasses.replace(settings, metrics_dir=settings.metrics_dir or scratch)).run()
+    finally:
+        # gunicorn ends each forked worker with sys.exit, so workers leave through here too: only the master may
+        # remove the directory every other worker still writes in.
+        if scratch and os.getpid() == master:
+            shutil.rmtree(scratch, ignore_errors=True)

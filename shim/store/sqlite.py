@@ -13,6 +13,9 @@ log = logging.getLogger(__name__)
 BUSY_TIMEOUT = 10.0
 "Seconds a call waits for another process's write to finish before the store counts as unavailable."
 
+SETUP_RETRY = 0.01
+"Seconds between tries at setting up a file another process is setting up at the same moment."
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS responses (id TEXT PRIMARY KEY, expires REAL NOT NULL, size INTEGER NOT NULL,
                                       body BLOB NOT NULL);
@@ -99,9 +102,23 @@ class SQLiteStore(ResponseStore):
     def _connection(self):
         # A connection must not cross a fork: a process that did not open it opens its own.
         if self._db is None or self._pid != os.getpid():
-            db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT, isolation_level=None, check_same_thread=False)
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")
-            db.executescript(SCHEMA)
-            self._db, self._pid = db, os.getpid()
+            self._db, self._pid = self._open(), os.getpid()
         return self._db
+
+    def _open(self):
+        """A connection to the file, set up (WAL, schema), retried while another process is setting it up."""
+        deadline = time.monotonic() + BUSY_TIMEOUT
+        while True:
+            db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT, isolation_level=None, check_same_thread=False)
+            try:
+                db.execute("PRAGMA journal_mode=WAL")
+                db.execute("PRAGMA synchronous=NORMAL")
+                db.executescript(SCHEMA)
+                return db
+            except sqlite3.OperationalError as err:
+                db.close()
+                # Switching a new file to WAL takes an exclusive lock that SQLite does not wait for with its busy
+                # handler: workers starting together find it "locked" and must try again.
+                if "locked" not in str(err) or time.monotonic() > deadline:
+                    raise
+                time.sleep(SETUP_RETRY)

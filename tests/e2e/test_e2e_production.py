@@ -1,6 +1,7 @@
 """Against real gunicorn: a client that hangs up stops its generation; SIGTERM lets streams finish; metrics add up."""
 import http.client
 import json
+import os
 import re
 import signal
 import time
@@ -153,6 +154,31 @@ def test_metrics_add_up_across_workers():
         tokens = re.search(r'shim_completion_tokens_total\{model="smollm2:135m"\} (\S+)', text)
         assert float(tokens.group(1)) == 12.0
         assert "shim_requests_in_flight" in text and "shim_open_streams" in text
+
+
+def worker_pids(master):
+    """The process ids of a gunicorn master's workers."""
+    with open(f"/proc/{master}/task/{master}/children") as fh:
+        return [int(pid) for pid in fh.read().split()]
+
+
+def test_a_worker_that_stops_leaves_the_shared_metrics_to_the_others():
+    """gunicorn ends a worker with sys.exit, which unwound through serve() and removed the directory of the figures
+    every worker shares: the next worker failed its first count with a 500, the rest were lost from /metrics."""
+    with running_shim(workers=2, env={"SHIM_EMBEDDED_MODEL": "false"}) as url:
+        gone = worker_pids(url.proc.pid)[0]
+        os.kill(gone, signal.SIGTERM)
+        deadline = time.monotonic() + 20
+        while (gone in worker_pids(url.proc.pid) or len(worker_pids(url.proc.pid)) < 2) \
+                and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(1)  # the replacement loads its app
+        statuses = [requests.get(url + "/v1/models", timeout=10, headers={"Connection": "close"}).status_code
+                    for _ in range(8)]
+        text = requests.get(url + "/metrics", timeout=10).text
+        assert statuses == [200] * 8, url.log_text()
+        counted = re.search(r'shim_requests_total\{model="[^"]*",route="/v1/models",status="200"\} (\S+)', text)
+        assert counted and float(counted.group(1)) == 8.0, text
 
 
 @pytest.fixture(scope="module")
