@@ -4,8 +4,10 @@ import gevent
 from gevent.monkey import get_original
 from greenlet import getcurrent
 from gunicorn.config import Config
+from gunicorn.http.parser import RequestParser
 from gunicorn.workers.ggevent import GeventWorker
 
+from .http1 import PlainRequest
 from .sockets import sendall
 
 
@@ -23,9 +25,15 @@ class Worker(GeventWorker):
         super().__init__(*args, **kwargs)
 
     def init_process(self):
-        """Read gunicorn's settings once, in the worker, then run as gunicorn's gevent worker does."""
-        self.cfg = self.log.cfg = SettledConfig(self.cfg)
+        """Settle, in the worker, then run as gunicorn's gevent worker does."""
+        self.settle()
         super().init_process()
+
+    def settle(self):
+        """Read gunicorn's settings once; have plain request heads read the lean way (shim.http1)."""
+        self.cfg = self.log.cfg = SettledConfig(self.cfg)
+        # gunicorn makes a parser per connection, whose requests are of this class.
+        RequestParser.mesg_class = PlainRequest
 
     @property
     def alive(self):
@@ -84,6 +92,9 @@ class SettledConfig:
         self.__dict__.update({name: setting.get() for name, setting in cfg.settings.items()
                               if not hasattr(Config, name)})
         self.is_ssl = cfg.is_ssl  # read per request, and derived from settings only
+        # The PROXY protocol's line comes before the first request's head: such heads are left to gunicorn.
+        self.plain_http1 = self.proxy_protocol == "off"
+        self.trusted_peers = {}
 
     def __getattr__(self, name):
         return getattr(self._cfg, name)

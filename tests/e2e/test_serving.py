@@ -254,3 +254,32 @@ def test_workers_keep_no_spawn_tree_of_their_greenlets(monkeypatch):
     post_fork(types.SimpleNamespace(num_workers=3), None)
     assert gevent.config.track_greenlet_tree is False, "each open stream would keep its greenlets' spawn stacks"
     assert os.environ["SHIM_WORKERS"] == "3"
+
+
+def test_plain_heads_and_those_left_to_gunicorn_take_turns_on_one_connection(strict):
+    """The worker reads plain heads itself (shim.http1) and leaves the rest to gunicorn's parser, request by request."""
+    import http.client
+    conn = http.client.HTTPConnection(strict.removeprefix("http://"), timeout=10)
+    unknown = b'{"model": "nope", "messages": [{"role": "user", "content": "hi"}]}'
+    asked = [("GET", "/health", None, {}),
+             ("POST", "/api/chat", iter([unknown[:9], unknown[9:]]), {"Transfer-Encoding": "chunked"}),
+             ("POST", "/api/chat", unknown, {"Content-Type": "application/json"}),
+             ("POST", "/v1/chat/completions", unknown, {"Expect": "100-continue", "X-Forwarded-Proto": "https"}),
+             ("GET", "/health", None, {"X-Forwarded-Proto": "https", "X-Forwarded-Ssl": "off"})]
+    answers, sockets = [], set()
+    for method, path, body, headers in asked:
+        conn.request(method, path, body=body, headers=headers, encode_chunked="Transfer-Encoding" in headers)
+        sockets.add(id(conn.sock))
+        answer = conn.getresponse()
+        answers.append((answer.status, answer.read()[:40], answer.getheader("Connection")))
+    assert [status for status, _, _ in answers] == [200, 404, 404, 404, 400], answers
+    assert b"nope" in answers[1][1] and b"nope" in answers[2][1] and b"nope" in answers[3][1]
+    assert len(sockets) == 1 and [connection for _, _, connection in answers[:4]] == ["keep-alive"] * 4
+    # Pipelined: two plain heads and a chunked one in one send, answered in order.
+    with socket.create_connection(("127.0.0.1", int(strict.rsplit(":", 1)[1]))) as sock:
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: s\r\n\r\n"
+                     b"POST /api/chat HTTP/1.1\r\nHost: s\r\nContent-Length: %d\r\n\r\n%s"
+                     b"POST /api/chat HTTP/1.1\r\nHost: s\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+                     b"%x\r\n%s\r\n0\r\n\r\n" % (len(unknown), unknown, len(unknown), unknown))
+        replies = read_to_end(sock, time.monotonic() + 10)
+    assert re.findall(rb"HTTP/1.1 (\d+)", replies) == [b"200", b"404", b"404"], replies

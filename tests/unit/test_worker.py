@@ -128,3 +128,18 @@ def test_settled_settings_read_as_gunicorns_config_reads_them():
     assert settled.is_ssl == cfg.is_ssl and settled.worker_class is cfg.worker_class
     assert settled.forwarded_allow_networks() == cfg.forwarded_allow_networks()
     assert "keepalive" in vars(settled) and "worker_class" not in vars(settled)  # a setting read once; a property not
+
+
+def test_a_settled_worker_reads_plain_heads_the_lean_way(monkeypatch):
+    from gunicorn.config import Config
+    from gunicorn.http.message import Request
+    from gunicorn.http.parser import RequestParser
+
+    from shim.http1 import PlainRequest
+    from shim.worker import SettledConfig
+    monkeypatch.setattr(RequestParser, "mesg_class", Request)
+    worker = Worker.__new__(Worker)
+    worker.cfg, worker.log = Config(), SimpleNamespace()
+    worker.settle()
+    assert RequestParser.mesg_class is PlainRequest
+    assert isinstance(worker.cfg, SettledConfig) and worker.log.cfg is worker.cfg and worker.cfg.plain_http1
