@@ -297,18 +297,38 @@ def test_reasoning_items_become_the_reasoning_of_the_assistant_turn_after_them()
                                                          ("assistant", "It rains.")]
 
 
-def test_render_response_of_many_deltas_is_what_the_stream_ends_with():
-    lp = g.TokenLogprob("a", -0.5, b"a", ())
-    events = [g.ReasoningDelta("th"), g.ReasoningDelta("ink"), g.TextDelta("He", logprobs=(lp,)),
-              g.TextDelta("llo", logprobs=(lp,)), g.TextDelta(""), g.ReasoningDelta("more"), g.TextDelta("!"),
-              g.Finish("stop", usage=g.Usage(3, 6))]
-    streamed = rs.ResponseStream(META, logprobs=True)
+LP = g.TokenLogprob("a", -0.5, b"a", ())
+WHOLE_ANSWERS = {
+    "text and reasoning": [g.ReasoningDelta("th"), g.ReasoningDelta("ink"), g.TextDelta("He", logprobs=(LP,)),
+                           g.TextDelta("llo", logprobs=(LP,)), g.TextDelta(""), g.ReasoningDelta("more"),
+                           g.TextDelta("!"), g.Finish("stop", usage=g.Usage(3, 6))],
+    "cut off": [g.TextDelta("a"), g.TextDelta("b"), g.Finish("length", usage=g.Usage(3, 2))],
+    "nothing": [g.Finish("stop")],
+    "tool calls, whole and in pieces": [
+        g.TextDelta("Let me look."), g.ToolCallDelta(g.ToolCall("c1", "get_weather", '{"city": "Paris"}')),
+        g.ToolCallArgumentsDelta('{"ci', "c2", "get_weather", position=1),
+        g.ToolCallArgumentsDelta('ty": "Rome"}', "c2", "get_weather", position=1),
+        g.ToolCallDelta(g.ToolCall("c2", "get_weather", '{"city": "Rome"}'), position=1),
+        g.ToolCallDelta(g.ToolCall("c3", "shell", '{"input": "ls"}'), position=2),
+        g.ReasoningDelta("done"), g.Finish("tool_calls", usage=g.Usage(5, 9))],
+}
+
+
+@pytest.mark.parametrize("name", WHOLE_ANSWERS)
+def test_render_response_is_what_the_stream_ends_with(name):
+    events = WHOLE_ANSWERS[name]
+    options = {"logprobs": True, "custom_tools": frozenset({"shell"})}
+    streamed = rs.ResponseStream(META, **options)
     for event in events:
         streamed.chunks(event)
     streamed.end()
-    whole = rs.render_response(events, META, logprobs=True)
+    whole = rs.render_response(events, META, **options)
     ids = lambda response: [item.pop("id") for item in response["output"]]
-    assert len(ids(whole)) == len(ids(streamed.response)) == 4
+    assert len(ids(whole)) == len(ids(streamed.response))
     assert whole == streamed.response
+
+
+def test_render_response_of_many_deltas_joins_them():
+    whole = rs.render_response(WHOLE_ANSWERS["text and reasoning"], META, logprobs=True)
     assert [part["text"] for item in whole["output"] for part in item["content"]] == ["think", "Hello", "more", "!"]
     assert len(whole["output"][1]["content"][0]["logprobs"]) == 2

@@ -72,8 +72,7 @@ def render_error(err):
 def render_response(events, meta, **options):
     """The whole Response object for a finished generation's events (options as ResponseStream takes them)."""
     stream = ResponseStream(meta, **options)
-    for _ in stream.begin():
-        pass
+    stream.quiet = True
     for event in _coalesced(events):
         stream.chunks(event)
     stream.end()
@@ -121,6 +120,9 @@ def _logprobs(items):
 class ResponseStream(StreamRenderer):
     """Turns events into Responses' stream events, numbered, each item opened and closed; keeps the final Response."""
 
+    quiet = False
+    "True when only the final Response is wanted: the text items' events are not built (a whole answer's case)."
+
     def __init__(self, meta, custom_tools=frozenset(), logprobs=False, namespaces=frozenset()):
         self.meta, self.custom_tools, self.logprobs, self.namespaces = meta, custom_tools, logprobs, namespaces
         self.sequence = 0
@@ -147,7 +149,7 @@ class ResponseStream(StreamRenderer):
         if isinstance(event, g.ReasoningDelta):
             opened = self._open("reasoning")
             self.item["pieces"].append(event.text)
-            return opened + [self._delta("response.reasoning_text.delta", event.text)]
+            return opened if self.quiet else opened + [self._delta("response.reasoning_text.delta", event.text)]
         if isinstance(event, g.ToolCallArgumentsDelta):
             return self._call_piece(event)
         if isinstance(event, g.ToolCallDelta):
@@ -182,6 +184,9 @@ class ResponseStream(StreamRenderer):
         if item is None or item["type"] != "message":
             return self._open("message") + self._text(event)
         item["pieces"].append(event.text)
+        if self.quiet:
+            item["logprobs"] += _logprobs(event.logprobs) if self.logprobs else []
+            return []
         delta = self._delta("response.output_text.delta", event.text)
         delta["logprobs"] = _logprobs(event.logprobs) if self.logprobs else []
         item["logprobs"] += delta["logprobs"]
@@ -207,6 +212,8 @@ class ResponseStream(StreamRenderer):
             return []
         closed = self._close()
         self.item = {"type": kind, "id": new_id("msg" if kind == "message" else "rs"), "pieces": [], "logprobs": []}
+        if self.quiet:
+            return closed
         part = self._part()
         return closed + [self._event("response.output_item.added", output_index=len(self.output),
                                      item=self._item("in_progress", empty=True)),
@@ -231,12 +238,16 @@ class ResponseStream(StreamRenderer):
         """The events that close the open message or reasoning item, if one is open."""
         if self.item is None:
             return []
-        prefix = PARTS[self.item["type"]][1]
         self.item["pieces"] = ["".join(self.item["pieces"])]  # joined once for the three events below
+        item = self._item("completed")
+        if self.quiet:
+            self.output.append(item)
+            self.item = None
+            return []
+        prefix = PARTS[self.item["type"]][1]
         done = {"text": self.item["pieces"][0]}
         if self.item["type"] == "message":
             done["logprobs"] = self.item["logprobs"]
-        item = self._item("completed")
         events = [self._event(prefix + ".done", **self._where(), **done),
                   self._event("response.content_part.done", **self._where(), part=self._part()),
                   self._event("response.output_item.done", output_index=len(self.output), item=item)]
