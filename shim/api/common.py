@@ -259,7 +259,7 @@ def start(generation_request):
     beat = beat_seconds(route.backend, generation_request.stream, services_.settings)
     routed = generation_request
     if (route.target, keep_alive) != (routed.model, routed.keep_alive) or beat:  # a copy costs as much as routing
-        routed = dataclasses.replace(routed, model=route.target, keep_alive=keep_alive, heartbeat_seconds=beat)
+        routed = routed.replaced(model=route.target, keep_alive=keep_alive, heartbeat_seconds=beat)
     return _admitted(route, lambda cancel: route.backend.generate(routed, cancel), services_.admission,
                      beat is not None)
 

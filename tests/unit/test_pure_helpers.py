@@ -750,3 +750,17 @@ def test_fields_get_names_the_field_within_its_parent(body, kwargs, message):
     with pytest.raises(InvalidRequest) as err:
         fields.get(body, "role", str, **kwargs)
     assert (err.value.message, err.value.param) == (message, message.split("'")[1])
+
+
+def test_a_generation_request_replaced_is_what_dataclasses_replace_makes():
+    import dataclasses
+    request = g.GenerationRequest(model="a", messages=(g.Message("user", "hi"),), stop=("x",), max_tokens=3,
+                                  sampling=g.Sampling(temperature=0.5), extra_fields={"k": 1}, stream=False)
+    changes = {"model": "b", "keep_alive": 60.0, "heartbeat_seconds": 5.0}
+    copy = request.replaced(**changes)
+    assert copy == dataclasses.replace(request, **changes) and type(copy) is g.GenerationRequest
+    assert (request.model, request.heartbeat_seconds) == ("a", None)
+    with pytest.raises(TypeError, match="no field modle"):
+        request.replaced(modle="b")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        copy.model = "c"
