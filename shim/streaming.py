@@ -2,6 +2,8 @@
 import json
 from json.encoder import c_make_encoder  # type: ignore[attr-defined]
 
+import orjson
+
 HEARTBEAT = object()
 "Yielded by a generation source that has nothing new yet; SSE turns it into a comment, NDJSON drops it."
 
@@ -28,14 +30,33 @@ def dumps(obj):
     return text if text.isascii() else text.translate(_LINE_BREAKERS)
 
 
+def dumpb(obj):
+    """dumps(obj) as UTF-8 bytes: by orjson (a fifth of the time) for what it writes as dumps does, else dumps."""
+    try:
+        data = orjson.dumps(obj)
+    except TypeError:  # lone surrogates, integers past 64 bits, keys that are not strings: dumps decides
+        return dumps(obj).encode()
+    if data.isascii():
+        return data
+    return data.replace(b"\xe2\x80\xa8", b"\\u2028").replace(b"\xe2\x80\xa9", b"\\u2029").replace(b"\xc2\x85", b"\\u0085")
+
+
+def loads(data):
+    """JSON text (str or bytes) as Python values, as json.loads reads it: by orjson when it can read it."""
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:  # NaN, Infinity and the like (json.loads reads them), or not JSON at all
+        return json.loads(data)
+
+
 def sse_frame(obj):
     """One SSE data event."""
-    return f"data: {dumps(obj)}\n\n".encode()
+    return b"data: " + dumpb(obj) + b"\n\n"
 
 
 def ndjson_line(obj):
-    """One NDJSON line; json.dumps never emits a raw newline, so a line is always exactly one object."""
-    return f"{dumps(obj)}\n".encode()
+    """One NDJSON line; JSON text never holds a raw newline, so a line is always exactly one object."""
+    return dumpb(obj) + b"\n"
 
 
 class SSE:
@@ -95,7 +116,7 @@ class NDJSON:
 
 def sse_named_frame(obj):
     """One SSE event whose name is the object's `type`."""
-    return f"event: {obj['type']}\ndata: {dumps(obj)}\n\n".encode()
+    return b"event: " + obj["type"].encode() + b"\ndata: " + dumpb(obj) + b"\n\n"
 
 
 def parse_sse(pieces):

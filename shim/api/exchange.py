@@ -80,7 +80,7 @@ STATUS_LINES = {status.value: f"{status.value} {status.phrase}" for status in ht
 
 def json_answer(obj, status=200, headers=()):
     """obj as a JSON answer, written as Flask's jsonify writes it (compact, a newline at the end)."""
-    data = f"{streaming.dumps(obj)}\n".encode()
+    data = streaming.ndjson_line(obj)
     return Answer(status, {"Content-Type": "application/json", "Content-Length": str(len(data)), **dict(headers)},
                   [data])
 

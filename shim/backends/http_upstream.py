@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 
 from ..errors import UpstreamError
-from ..streaming import parse_sse
+from ..streaming import loads, parse_sse
 from . import upstream
 from .httpclient import Client, HTTPError, Interrupted
 
@@ -82,7 +82,7 @@ class HTTPBackend(upstream.UpstreamBackend):
     def _json_event(self, data):
         """One SSE event's data as JSON; an event that is not JSON is an upstream error (quoted, scrubbed)."""
         try:
-            return json.loads(data)
+            return loads(data)
         except ValueError:
             shown = self.scrub(data)[:80]
             raise UpstreamError(f"{self.name} sent a stream event that is not JSON: {shown!r}") from None

@@ -11,6 +11,7 @@ import urllib.parse
 import weakref
 
 from ..sockets import sendall
+from ..streaming import loads
 
 READ_SIZE = 16384
 "Bytes asked of the socket per read; only what arrives is kept, so an open stream holds just its unread bytes."
@@ -327,7 +328,7 @@ class Response:
 
     def json(self):
         """The rest of the body as JSON (ValueError when it is not)."""
-        return json.loads(self.read())
+        return loads(self.read())
 
     def release(self, grace):
         """Read the rest of the body if it comes within grace seconds, so the connection can be reused."""

@@ -672,6 +672,65 @@ def test_framing_json_is_what_json_dumps_writes_for_every_kind_of_value():
         dumps({"x": object()})
 
 
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(min_value=-2 ** 63, max_value=2 ** 64 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False) | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4), max_leaves=12)
+
+
+@settings(max_examples=300, deadline=None)
+@given(JSON_VALUES)
+def test_frames_written_by_orjson_are_what_dumps_writes(value):
+    from shim.streaming import dumpb, dumps
+    try:
+        expected = dumps(value).encode()
+    except UnicodeEncodeError:  # a lone surrogate: no UTF-8 for it either way
+        with pytest.raises(UnicodeEncodeError):
+            dumpb(value)
+        return
+    written = dumpb(value)
+    # Floats may be spelled otherwise (orjson writes 0.00001 where json writes 1e-05): the same number either way.
+    assert json.loads(written) == json.loads(expected)
+    if not _holds_float(value):
+        assert written == expected
+
+
+def _holds_float(value):
+    if isinstance(value, float):
+        return True
+    items = value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
+    return any(_holds_float(item) for item in items)
+
+
+@settings(max_examples=300, deadline=None)
+@given(JSON_VALUES)
+def test_json_read_by_orjson_is_what_json_loads_reads(value):
+    from shim.streaming import loads
+    text = json.dumps(value, ensure_ascii=False)
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return  # orjson reads only what is valid UTF-8; upstreams' answers are bytes
+    assert loads(text) == json.loads(text) and loads(text.encode()) == json.loads(text)
+
+
+def test_what_orjson_does_not_write_or_read_as_json_does_is_left_to_json():
+    from shim.streaming import dumpb, loads
+    odd = {"big": 10 ** 30, 7: "int key", "line": "a\u2028b\u2029c\u0085d", "s": "\ud800"[:0] + "é"}
+    assert dumpb(odd) == json.dumps(odd, ensure_ascii=False, separators=(",", ":")).replace(
+        "\u2028", "\\u2028").replace("\u2029", "\\u2029").replace("\u0085", "\\u0085").encode()
+    with pytest.raises(UnicodeEncodeError):
+        dumpb({"lone": "\ud800"})
+    with pytest.raises(TypeError, match="not JSON serializable"):
+        dumpb({"x": object()})
+    # NaN and the infinities have no JSON spelling: orjson writes null where json wrote NaN, which strict readers
+    # (JavaScript's JSON.parse, in the agent CLIs) refuse.
+    assert dumpb({"x": float("nan"), "y": float("-inf")}) == b'{"x":null,"y":null}'
+    assert loads('{"a": NaN, "b": -Infinity}')["b"] == float("-inf")
+    with pytest.raises(ValueError):
+        loads(b"{not json")
+
+
 def test_with_heartbeats_hands_over_whatever_is_queued_at_once_and_beats_when_nothing_comes():
     from shim.streaming import HEARTBEAT
     from shim.threads import with_heartbeats
