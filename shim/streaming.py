@@ -31,14 +31,15 @@ def dumps(obj):
 
 
 def dumpb(obj):
-    """dumps(obj) as UTF-8 bytes: by orjson (a fifth of the time) for what it writes as dumps does, else dumps."""
+    """dumps(obj) as UTF-8 bytes, by orjson (a fifth of the time; some floats spelled otherwise, NaN as null)."""
     try:
         data = orjson.dumps(obj)
     except TypeError:  # lone surrogates, integers past 64 bits, keys that are not strings: dumps decides
         return dumps(obj).encode()
     if data.isascii():
         return data
-    return data.replace(b"\xe2\x80\xa8", b"\\u2028").replace(b"\xe2\x80\xa9", b"\\u2029").replace(b"\xc2\x85", b"\\u0085")
+    return (data.replace(b"\xe2\x80\xa8", b"\\u2028").replace(b"\xe2\x80\xa9", b"\\u2029")
+            .replace(b"\xc2\x85", b"\\u0085"))
 
 
 def loads(data):
