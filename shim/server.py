@@ -140,10 +140,10 @@ def share_metrics(metrics_dir):
 def serve(settings):
     """Serve until stopped, with Prometheus figures shared by the workers through a directory."""
     scratch = None if settings.metrics_dir else tempfile.mkdtemp(prefix="shim-metrics-")
-    master = os.getpid()
+    metrics_dir, master = settings.metrics_dir or scratch, os.getpid()
     try:
-        share_metrics(settings.metrics_dir or scratch)
-        ShimServer(dataclasses.replace(settings, metrics_dir=settings.metrics_dir or scratch)).run()
+        share_metrics(metrics_dir)
+        ShimServer(dataclasses.replace(settings, metrics_dir=metrics_dir)).run()
     finally:
         # gunicorn ends each forked worker with sys.exit, so workers leave through here too: only the master may
         # remove the directory every other worker still writes in.

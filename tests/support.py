@@ -54,6 +54,15 @@ def finishes(events):
     return [e for e in events if isinstance(e, g.Finish)]
 
 
+def events_until_error(events, error_type):
+    """(the events yielded, the error_type error that ended them, the seconds they took); fails if none ended them."""
+    yielded, began = [], time.monotonic()
+    with pytest.raises(error_type) as caught:
+        for event in events:
+            yielded.append(event)
+    return yielded, caught.value, time.monotonic() - began
+
+
 def heartbeats_between(events):
     """The event types with the runs of HEARTBEATs between them counted: [Accepted, TextDelta, 2, TextDelta, ...]."""
     shown = []

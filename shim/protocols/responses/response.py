@@ -71,8 +71,7 @@ def render_error(err):
 
 def render_response(events, meta, **options):
     """The whole Response object for a finished generation's events (options as ResponseStream takes them)."""
-    stream = ResponseStream(meta, **options)
-    stream.quiet = True
+    stream = ResponseStream(meta, quiet=True, **options)
     for event in _coalesced(events):
         stream.chunks(event)
     stream.end()
@@ -120,11 +119,10 @@ def _logprobs(items):
 class ResponseStream(StreamRenderer):
     """Turns events into Responses' stream events, numbered, each item opened and closed; keeps the final Response."""
 
-    quiet = False
-    "True when only the final Response is wanted: the text items' events are not built (a whole answer's case)."
-
-    def __init__(self, meta, custom_tools=frozenset(), logprobs=False, namespaces=frozenset()):
+    def __init__(self, meta, custom_tools=frozenset(), logprobs=False, namespaces=frozenset(), quiet=False):
         self.meta, self.custom_tools, self.logprobs, self.namespaces = meta, custom_tools, logprobs, namespaces
+        self.quiet = quiet
+        "True when only the final Response is wanted: the text items' events are not built (a whole answer's case)."
         self.sequence = 0
         self.output = []
         "The items done so far."
@@ -184,12 +182,12 @@ class ResponseStream(StreamRenderer):
         if item is None or item["type"] != "message":
             return self._open("message") + self._text(event)
         item["pieces"].append(event.text)
+        logprobs = _logprobs(event.logprobs) if self.logprobs else []
+        item["logprobs"] += logprobs
         if self.quiet:
-            item["logprobs"] += _logprobs(event.logprobs) if self.logprobs else []
             return []
         delta = self._delta("response.output_text.delta", event.text)
-        delta["logprobs"] = _logprobs(event.logprobs) if self.logprobs else []
-        item["logprobs"] += delta["logprobs"]
+        delta["logprobs"] = logprobs
         return [delta]
 
     def _delta(self, kind, text):
