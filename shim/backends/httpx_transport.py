@@ -5,9 +5,11 @@ from __future__ import annotations
 import codecs
 import contextlib
 import contextvars
+import time
 from json import dumps
 
 import httpx
+from httpx._client import BoundSyncStream, ClientState
 
 from ..streaming import HEARTBEAT, PAUSE
 from ..threads import signal
@@ -73,6 +75,30 @@ class LeanClient(httpx.Client):
             extensions = {**extensions, "timeout": chosen.as_dict()}
         return httpx.Request(method, url, headers=self._request_headers(method.upper(), url, data),
                              stream=httpx.ByteStream(data or b""), extensions=extensions)
+
+    def send(self, request, *, stream=False, auth=httpx.USE_CLIENT_DEFAULT, follow_redirects=httpx.USE_CLIENT_DEFAULT):
+        """httpx's send; for a client with no auth, event hooks or redirects to follow (the ollama client's, unless
+        its URL carries credentials), without the generators and loops that serve those."""
+        follow = self.follow_redirects if follow_redirects is httpx.USE_CLIENT_DEFAULT else follow_redirects
+        if (follow or auth is not httpx.USE_CLIENT_DEFAULT or self._auth is not None or self._event_hooks["request"]
+                or self._event_hooks["response"] or self.is_closed):
+            return super().send(request, stream=stream, auth=auth, follow_redirects=follow_redirects)
+        self._state = ClientState.OPENED
+        self._set_timeout(request)
+        start = time.perf_counter()
+        response = self._transport_for_url(request.url).handle_request(request)
+        response.request, response.history = request, []
+        response.stream = BoundSyncStream(response.stream, response=response, start=start)
+        response.default_encoding = self._default_encoding
+        if response.has_redirect_location:
+            response.next_request = self._build_redirect_request(request, response)
+        if not stream:
+            try:
+                response.read()
+            except BaseException:
+                response.close()
+                raise
+        return response
 
     def _merged(self, url):
         """url merged with the base URL as httpx merges it, kept per path and base URL."""

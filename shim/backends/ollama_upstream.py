@@ -21,7 +21,7 @@ from .httpx_transport import BrokenOff, LeanClient, Transport, cancelled_by
 log = logging.getLogger("shim.ollama_upstream")
 # httpx logs every request it sends at INFO (shim's default level): a line per Ollama call no other backend writes.
 logging.getLogger("httpx").setLevel(logging.WARNING)
-_STREAM_ERRORS = (httpx.HTTPError, ollama.ResponseError, ValueError, KeyError, TypeError)
+_STREAM_ERRORS = (httpx.HTTPError, ollama.ResponseError, ValueError, KeyError, TypeError, AttributeError)
 
 
 class OllamaBackend(upstream.UpstreamBackend):
@@ -70,9 +70,9 @@ class OllamaBackend(upstream.UpstreamBackend):
 
     def _open_choice(self, request, index, cancel):
         """(endpoint, first part, the rest) of one choice's call, failing over before anything is read."""
-        method, kwargs = protocol.upstream_call(request, seed_offset=index)
+        path, body = protocol.upstream_call(request, seed_offset=index)
         endpoint, (first, parts) = upstream.with_failover(
-            self.pool, lambda e: self._open(e, method, kwargs, request, cancel))
+            self.pool, lambda e: self._open(e, path, body, request, cancel))
         return endpoint, first, parts
 
     def _stream(self, opened, index, cancel, whole=False):
@@ -85,17 +85,18 @@ class OllamaBackend(upstream.UpstreamBackend):
                 for part in _prepend(first, parts):
                     if cancel.is_set():
                         return
-                    data = part.model_dump(exclude_none=True)
-                    done = done or bool(data.get("done"))
-                    yield from reader.events(data)
+                    yield from reader.events(part)
+                    done = done or bool(part.get("done"))
             except _STREAM_ERRORS as err:
+                if whole:
+                    raise self._error(err, None) from err
                 raise UpstreamError(f"{self.name} broke off the stream: {self._describe(err)}") from err
             finally:
                 parts.close()
         if not done:
             raise UpstreamError(f"{self.name} ended the stream before it was done")
 
-    def _open(self, endpoint, method, kwargs, request, cancel):
+    def _open(self, endpoint, path, body, request, cancel):
         """(first part, the rest) of the call: read before any output, so failures can fail over.
 
         Waiting for the first part stops once cancel is set (the client went away): Ollama sees the connection close,
@@ -103,13 +104,13 @@ class OllamaBackend(upstream.UpstreamBackend):
         """
         try:
             with cancelled_by(cancel, request.heartbeat_seconds):
-                answer = getattr(self.clients[endpoint.url], method)(**kwargs)
-                if not kwargs["stream"]:
+                answer = self.clients[endpoint.url].post(path, body, body["stream"])
+                if not body["stream"]:
                     return answer, _nothing_more()
                 return next(answer, None), answer
         except Interrupted:
             raise upstream.client_left(self.name) from None
-        except (ollama.ResponseError, ConnectionError, httpx.HTTPError, ValueError, TypeError) as err:
+        except (ollama.ResponseError, ConnectionError, httpx.HTTPError, ValueError, TypeError, AttributeError) as err:
             raise self._error(err, request.model) from err
 
     def load(self, name, keep_alive=None):
@@ -213,6 +214,15 @@ class _OllamaClient(ollama.Client):
 
     def __init__(self, host=None, **kwargs):
         BaseClient.__init__(self, LeanClient, host, **kwargs)
+
+    def post(self, path, body, stream):
+        """The instance's answer to body at path, as dicts: one, or the parts of a stream.
+
+        The client's own sending, status and error handling, and reading of NDJSON, without its typed models: they
+        cost a request about 22 µs and a stream about 8 µs a part, and they drop fields Ollama reads (a tool
+        message's tool_call_id, the schemas of a tool's nested parameters). shim builds and checks the JSON itself.
+        """
+        return self._request(dict, "POST", path, json=body, stream=stream)
 
 
 def _nothing_more():

@@ -167,14 +167,57 @@ def test_tools_images_tool_calls_and_tool_results(up):
         {"role": "system", "content": "Be brief."},
         {"role": "user", "content": "Weather here?",
          "images": [base64.b64encode(b"\x89PNG").decode(), base64.b64encode(b"jpg").decode()]},
-        {"role": "assistant", "tool_calls": [{"function": {"name": "get_weather", "arguments": {"city": "Paris"}}}]},
-        {"role": "tool", "content": "18C", "tool_name": "get_weather"},
+        {"role": "assistant", "content": "",
+         "tool_calls": [{"function": {"name": "get_weather", "arguments": {"city": "Paris"}}}]},
+        {"role": "tool", "content": "18C", "tool_name": "get_weather", "tool_call_id": "call_1"},
     ]
     assert body["tools"] == [
         {"type": "function", "function": {"name": "get_weather", "description": "Weather of a city",
                                           "parameters": dict(WEATHER.parameters)}},
         {"type": "function", "function": {"name": "get_time", "description": "The time now",
                                           "parameters": {"type": "object", "properties": {}}}}]
+
+
+def contains(whole, part):
+    """Whether whole holds everything part does: its keys with such values, its lists item by item."""
+    if isinstance(part, dict):
+        return isinstance(whole, dict) and all(k in whole and contains(whole[k], v) for k, v in part.items())
+    if isinstance(part, list):
+        return isinstance(whole, list) and len(whole) == len(part) and all(map(contains, whole, part))
+    return whole == part
+
+
+NESTED = g.Tool("book", "Book a trip", {
+    "type": "object", "required": ["trip"], "additionalProperties": False,
+    "properties": {"trip": {"type": "object", "description": "Where and when",
+                            "properties": {"city": {"type": "string"}, "nights": {"type": "integer", "minimum": 1}},
+                            "required": ["city"]}}})
+
+
+@pytest.mark.parametrize("request_", [
+    chat(messages=(g.Message("system", "Be brief."), g.Message("user", "Trip?", images=(b"\x89PNG",)),
+                   g.Message("assistant", "", tool_calls=(g.ToolCall("c1", "book", '{"trip": {"city": "Oslo"}}'),),
+                             reasoning="Book it."),
+                   g.Message("tool", "booked", tool_call_id="c1", name="book")),
+         tools=(NESTED, WEATHER), think=parse_think({"think": "high"}), logprobs=True, top_logprobs=3,
+         keep_alive=300.0, max_tokens=9, stop=("END",), sampling=g.Sampling(seed=4, temperature=0.5),
+         response_format=g.ResponseFormat("json_schema", {"type": "object"})),
+    g.GenerationRequest(model="m", prompt="Hello", system="Be kind.", suffix="Bye", context=(5, 6), images=(b"i",),
+                        raw=True, response_format=g.ResponseFormat("json")),
+], ids=["chat", "generate"])
+def test_what_is_sent_holds_all_the_official_client_sends_for_the_same_fields(up, request_):
+    backend = make_backend(up)
+    run(backend, request_)
+    sent = up.requests[0]
+    fields = {k: v for k, v in sent.json.items() if k != "stream"}  # both stream
+    official = ollama.Client(host=up.url)
+    list(getattr(official, sent.path.rsplit("/", 1)[1])(**fields, stream=True))
+    assert up.requests[1].path == sent.path and contains(sent.json, up.requests[1].json)
+    if sent.path == "/api/chat":  # what the official types drop, Ollama reads
+        assert sent.json["messages"][3]["tool_call_id"] == "c1" and "tool_call_id" not in up.requests[1].json["messages"][3]
+        assert sent.json["tools"][0]["function"]["parameters"] == dict(NESTED.parameters)
+        assert up.requests[1].json["tools"][0]["function"]["parameters"]["properties"]["trip"] == {
+            "type": "object", "description": "Where and when"}
 
 
 def test_tool_call_arguments_that_are_not_an_object_become_empty(up):
@@ -433,7 +476,22 @@ def test_a_whole_answers_thinking_counts_no_reasoning_tokens_it_cannot_know(up):
     ([{"done": True}], 200, "cannot read"),
     ({"model": "m", "message": "hi", "done": True}, 200, "cannot read"),
     ({"model": "m", "message": {"role": "assistant", "content": "cut"}, "done": False}, 200, "before it was done"),
-], ids=["error-500", "error-in-200", "not-json", "not-an-object", "message-not-an-object", "not-done"])
+    ({"model": "m", "message": {"role": "assistant", "content": 5}, "done": True}, 200, "text is not a string"),
+    ({"model": "m", "message": {"role": "assistant", "content": "", "thinking": ["a"]}, "done": True}, 200,
+     "thinking is not a string"),
+    (chat_done(eval_count="3"), 200, "eval_count is not a whole number"),
+    (chat_done(total_duration=1.5), 200, "total_duration is not a whole number"),
+    (chat_done(done_reason=7), 200, "done_reason is not a string"),
+    (chat_done(context=["a"]), 200, "context is not a list of whole numbers"),
+    (chat_done(message={"role": "assistant", "content": "", "tool_calls": [{"function": {"name": "f",
+                                                                                         "arguments": "{}"}}]}),
+     200, "arguments not a JSON object"),
+    (chat_done(message={"role": "assistant", "content": "", "tool_calls": ["f"]}), 200, "cannot read"),
+    (chat_done(logprobs=[{"token": 1, "logprob": -0.5}]), 200, "logprob not a number"),
+    (chat_done(logprobs=[{"token": "a", "logprob": "-0.5"}]), 200, "logprob not a number"),
+], ids=["error-500", "error-in-200", "not-json", "not-an-object", "message-not-an-object", "not-done", "text-a-number",
+        "thinking-a-list", "count-a-string", "duration-a-float", "reason-a-number", "context-of-strings",
+        "arguments-a-string", "call-a-string", "logprob-token-a-number", "logprob-a-string"])
 def test_a_whole_answer_that_is_an_error_or_unreadable_is_an_upstream_error(up, body, status, message):
     text = body if isinstance(body, str) else json.dumps(body)
     up.handler = lambda r: Response(text, status=status, mimetype="application/json")
@@ -679,6 +737,12 @@ def test_in_stream_error_is_an_upstream_error(up, parts):
     assert text_of(events) == ("Hel" if len(parts) == 2 else "")
 
 
+def test_a_part_of_the_wrong_shape_after_text_is_an_upstream_error_naming_it(up):
+    up.handler = lambda r: ndjson(chat_part("Hel"), chat_part(["lo"]))
+    err, events = first_error(make_backend(up), chat())
+    assert isinstance(err, UpstreamError) and "text is not a string" in err.message and text_of(events) == "Hel"
+
+
 def test_garbage_after_text_is_an_upstream_error(up):
     up.handler = lambda r: Response(json.dumps(chat_part("Hel")) + "\n{not json\n", mimetype="application/x-ndjson")
     err, events = first_error(make_backend(up), chat())
@@ -885,8 +949,8 @@ def test_a_failing_model_list_lists_nothing(up, caplog, handler):
 # ---------------------------------------------------------------- the pure helpers directly
 
 def test_upstream_call_for_a_chat_leaves_out_tools_when_told_none():
-    method, kwargs = protocol.upstream_call(chat(tools=(WEATHER,), tool_choice=choice_of("none")))
-    assert method == "chat" and kwargs["tools"] is None
+    path, body = protocol.upstream_call(chat(tools=(WEATHER,), tool_choice=choice_of("none")))
+    assert path == "/api/chat" and "tools" not in body
 
 
 def test_upstream_reader_generate_and_chat_parts():

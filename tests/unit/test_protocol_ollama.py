@@ -407,7 +407,7 @@ def test_upstream_call_sends_the_tools_a_choice_offers():
     for choice, sent in ((g.ToolChoice.named("none"), ["none"]), (g.ToolChoice("none"), None),
                          (g.ToolChoice("auto", allowed=("other",)), ["other"])):
         request = g.GenerationRequest(model="m", messages=(g.Message("user", "Hi"),), tools=tools, tool_choice=choice)
-        wire = ol.upstream_call(request)[1]["tools"]
+        wire = ol.upstream_call(request)[1].get("tools")
         assert (wire and [t["function"]["name"] for t in wire]) == sent
 
 

@@ -32,27 +32,29 @@ def upstream_options(request, seed_offset=0):
 
 
 def upstream_call(request, seed_offset=0):
-    """("chat" or "generate", keyword arguments) for the ollama client's method that serves this request: streamed,
-    or whole for a client that reads the answer whole."""
-    common = {"model": request.model, "stream": request.stream, "options": upstream_options(request, seed_offset)}
+    """(path, body) of the call an Ollama instance serves this request with: /api/chat or /api/generate, streamed,
+    or whole for a client that reads the answer whole. The body is Ollama's own JSON, nothing in it null."""
+    body = {"model": request.model, "stream": request.stream, "options": upstream_options(request, seed_offset)}
     if request.response_format:
-        common["format"] = "json" if request.response_format.kind == "json" else dict(request.response_format.schema)
+        body["format"] = "json" if request.response_format.kind == "json" else dict(request.response_format.schema)
     if request.keep_alive is not None:
-        common["keep_alive"] = request.keep_alive
+        body["keep_alive"] = request.keep_alive
     if request.think is not None:
-        common["think"] = opts.think_value(request.think)
+        body["think"] = opts.think_value(request.think)
     if request.logprobs:
-        common["logprobs"] = True
+        body["logprobs"] = True
         if request.top_logprobs:
-            common["top_logprobs"] = request.top_logprobs
+            body["top_logprobs"] = request.top_logprobs
     if request.messages is None:
         extra = {"prompt": request.prompt, "raw": request.raw or None, "system": request.system,
                  "suffix": request.suffix, "context": list(request.context) or None,
                  "images": [base64.b64encode(i).decode() for i in request.images] or None}
-        return "generate", {**common, **{k: v for k, v in extra.items() if v is not None}}
-    messages = [_upstream_message(m) for m in request.messages]
+        return "/api/generate", {**body, **{k: v for k, v in extra.items() if v is not None}}
+    body["messages"] = [_upstream_message(m) for m in request.messages]
     tools = [tool_fields.render_tool(t) for t in request.tool_choice.offered(request.tools)]
-    return "chat", {**common, "messages": messages, "tools": tools or None}
+    if tools:
+        body["tools"] = tools
+    return "/api/chat", body
 
 
 def _upstream_message(message):
@@ -85,12 +87,20 @@ class UpstreamReader:
         "Reading one whole answer: its thinking is not split into tokens, so how many it took is not known."
 
     def events(self, part):
-        """The events one response object carries."""
+        """The events one response object carries; ValueError for what no Ollama answers."""
+        if not isinstance(part, dict):
+            raise ValueError("an answer part is not a JSON object")
         if part.get("error"):
             raise ValueError(str(part["error"]))
-        message = part.get("message") or {}
-        text = message.get("content") if "message" in part else part.get("response")
-        thinking = message.get("thinking") if "message" in part else part.get("thinking")
+        message = part.get("message")
+        if message is None:
+            message, text, thinking = {}, part.get("response"), part.get("thinking")
+        elif isinstance(message, dict):
+            text, thinking = message.get("content"), message.get("thinking")
+        else:
+            raise ValueError("its message is not a JSON object")
+        _check_text(text, "the text")
+        _check_text(thinking, "the thinking")
         logprobs = tuple(_logprob_from_wire(i) for i in part.get("logprobs") or ())
         events: list[g.Event] = []
         if thinking:
@@ -99,28 +109,52 @@ class UpstreamReader:
         if text or logprobs:
             events.append(g.TextDelta(text or "", self.index, logprobs))
         for call in message.get("tool_calls") or ():
-            function = call.get("function") or {}
-            events.append(g.ToolCallDelta(g.ToolCall(call.get("id") or self.new_call_id(), function.get("name", ""),
-                                                     json.dumps(function.get("arguments") or {})),
-                                          self.index, self.calls))
+            events.append(g.ToolCallDelta(self._call(call), self.index, self.calls))
             self.calls += 1
         if part.get("done"):
             events.append(self._finish(part))
         return events
 
+    def _call(self, call):
+        function = call.get("function") or {}
+        name, arguments = function.get("name", ""), function.get("arguments") or {}
+        if not isinstance(name, str) or not isinstance(arguments, dict):
+            raise ValueError("a tool call's name is not a string or its arguments not a JSON object")
+        return g.ToolCall(call.get("id") or self.new_call_id(), name, json.dumps(arguments))
+
     def _finish(self, part):
         reason = part.get("done_reason") or "stop"
+        _check_text(reason, "done_reason")
+        count, context = _count(part, "eval_count"), part.get("context") or ()
+        if not all(type(token) is int for token in context):
+            raise ValueError("its context is not a list of whole numbers")
         return g.Finish("tool_calls" if self.calls and reason == "stop" else reason, self.index,
-                        g.Usage(part.get("prompt_eval_count") or 0, part.get("eval_count") or 0, 0,
-                                0 if self.whole else min(self.thinking_parts, part.get("eval_count") or 0)),
-                        g.Timings(part.get("total_duration") or 0, part.get("load_duration") or 0,
-                                  part.get("prompt_eval_duration") or 0, part.get("eval_duration") or 0),
-                        tuple(part.get("context") or ()))
+                        g.Usage(_count(part, "prompt_eval_count"), count, 0,
+                                0 if self.whole else min(self.thinking_parts, count)),
+                        g.Timings(*(_count(part, name) for name in _DURATIONS)), tuple(context))
+
+
+_DURATIONS = ("total_duration", "load_duration", "prompt_eval_duration", "eval_duration")
+
+
+def _check_text(value, what):
+    if value is not None and not isinstance(value, str):
+        raise ValueError(f"{what} is not a string")
+
+
+def _count(part, name):
+    """A count or duration of the answer (0 when missing); ValueError for anything but a whole number."""
+    value = part.get(name) or 0
+    if type(value) is not int:
+        raise ValueError(f"its {name} is not a whole number")
+    return value
 
 
 def _logprob_from_wire(item):
-    token = item.get("token", "")
-    return g.TokenLogprob(token, item.get("logprob", 0.0), tuple(item.get("bytes") or token.encode()),
+    token, logprob = item.get("token", ""), item.get("logprob", 0.0)
+    if not isinstance(token, str) or type(logprob) not in (int, float):
+        raise ValueError("a logprob's token is not a string or its logprob not a number")
+    return g.TokenLogprob(token, logprob, tuple(item.get("bytes") or token.encode()),
                           tuple(_logprob_from_wire(t) for t in item.get("top_logprobs") or ()))
 
 
