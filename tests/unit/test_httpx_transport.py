@@ -151,3 +151,68 @@ def test_silences_read_within_cancelled_by_idle_are_signalled_between_the_lines_
     assert sender.last.idle == 0.5 and sender.last.closed
     assert read == ['{"a": 1}', PAUSE, HEARTBEAT, HEARTBEAT, '{"b": 2}', PAUSE, '{"c": 3}']
 
+
+
+class Pieces(httpx.SyncByteStream):
+    """A body streamed as it would come off a connection (in-memory content httpx reads at once)."""
+
+    def __init__(self, *pieces):
+        self.pieces = pieces
+
+    def __iter__(self):
+        yield from self.pieces
+
+
+def answer_with(status, headers=(), body=b"{}"):
+    return lambda request: httpx.Response(status, headers=list(headers), stream=Pieces(body[:3], body[3:]))
+
+
+def sent_by(cls, handler, stream, **client_options):
+    """(the response, what was seen of it) sent through a client of cls over handler."""
+    client = cls(base_url="http://h:1", transport=httpx.MockTransport(handler), **client_options)
+    request = client.build_request("POST", "/api/chat", json={"a": 1})
+    response = client.send(request, stream=stream)
+    before = (response.is_stream_consumed, response.is_closed)
+    body = response.read()
+    response.close()
+    return response, (response.status_code, list(response.headers.multi_items()), body, before,
+                      response.request is request, [r.status_code for r in response.history], response.encoding,
+                      response.next_request and str(response.next_request.url), response.elapsed.total_seconds() >= 0,
+                      client.is_closed)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("answer", [answer_with(200, [("Content-Type", "application/json")], b'{"a": 1}'),
+                                    answer_with(404, body=b'{"error": "no"}'),
+                                    answer_with(307, [("Location", "/elsewhere")], b""),
+                                    answer_with(302, body=b"moved, no Location")],
+                         ids=["200", "404", "redirect", "redirect-without-location"])
+def test_a_request_is_sent_and_answered_as_httpx_does_it(stream, answer):
+    lean, seen = sent_by(LeanClient, answer, stream)
+    assert seen == sent_by(httpx.Client, answer, stream)[1]
+
+
+@pytest.mark.parametrize("options", [{"auth": ("u", "p")}, {"follow_redirects": True},
+                                     {"event_hooks": {"request": [lambda r: r.headers.update({"X-Hook": "1"})]}}],
+                         ids=["auth", "follow-redirects", "hooks"])
+def test_auth_redirects_and_hooks_are_left_to_httpx(options):
+    seen = []
+
+    def handler(request):
+        seen.append(request)
+        if request.url.path == "/api/chat":
+            return answer_with(307, [("Location", "/there")], b"")(request)
+        return answer_with(200, body=b'{"at": "/there"}')(request)
+    lean = sent_by(LeanClient, handler, False, **options)[1]
+    plain = sent_by(httpx.Client, handler, False, **options)[1]
+    assert lean == plain
+    halves = seen[:len(seen) // 2], seen[len(seen) // 2:]
+    assert [(r.url.path, r.headers.get("authorization"), r.headers.get("x-hook")) for r in halves[0]] == [
+        (r.url.path, r.headers.get("authorization"), r.headers.get("x-hook")) for r in halves[1]]
+
+
+def test_a_closed_client_refuses_to_send_as_httpx_does():
+    client = LeanClient(base_url="http://h:1", transport=httpx.MockTransport(echo))
+    client.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        client.get("/a")
