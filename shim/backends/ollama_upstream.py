@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import logging
 import urllib.parse
@@ -82,7 +83,7 @@ class OllamaBackend(upstream.UpstreamBackend):
         done = False
         with self.pool.use(endpoint):
             try:
-                for part in _prepend(first, parts):
+                for part in itertools.chain(() if first is None else (first,), parts):
                     if cancel.is_set():
                         return
                     yield from reader.events(part)
@@ -228,12 +229,6 @@ class _OllamaClient(ollama.Client):
 def _nothing_more():
     """The parts after a whole answer: none, in a generator that closes as a stream's parts do."""
     yield from ()
-
-
-def _prepend(first, rest):
-    if first is not None:
-        yield first
-    yield from rest
 
 
 def _as_tool_call(events, request, index):

@@ -99,9 +99,12 @@ class UpstreamReader:
             text, thinking = message.get("content"), message.get("thinking")
         else:
             raise ValueError("its message is not a JSON object")
-        _check_text(text, "the text")
-        _check_text(thinking, "the thinking")
-        logprobs = tuple(_logprob_from_wire(i) for i in part.get("logprobs") or ())
+        if text is not None and type(text) is not str:
+            raise ValueError("the text is not a string")
+        if thinking is not None and type(thinking) is not str:
+            raise ValueError("the thinking is not a string")
+        wire_logprobs = part.get("logprobs")  # most parts have none: no generator is made for them (this runs per token)
+        logprobs = tuple(map(_logprob_from_wire, wire_logprobs)) if wire_logprobs else ()
         events: list[g.Event] = []
         if thinking:
             self.thinking_parts += 1
@@ -124,7 +127,8 @@ class UpstreamReader:
 
     def _finish(self, part):
         reason = part.get("done_reason") or "stop"
-        _check_text(reason, "done_reason")
+        if type(reason) is not str:
+            raise ValueError("its done_reason is not a string")
         count, context = _count(part, "eval_count"), part.get("context") or ()
         if not all(type(token) is int for token in context):
             raise ValueError("its context is not a list of whole numbers")
@@ -135,11 +139,6 @@ class UpstreamReader:
 
 
 _DURATIONS = ("total_duration", "load_duration", "prompt_eval_duration", "eval_duration")
-
-
-def _check_text(value, what):
-    if value is not None and not isinstance(value, str):
-        raise ValueError(f"{what} is not a string")
 
 
 def _count(part, name):
