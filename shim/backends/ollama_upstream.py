@@ -211,18 +211,16 @@ def _redirect_text(err):
 
 
 class _OllamaClient(ollama.Client):
-    """The official client over a LeanClient instead of an httpx.Client (its requests, answers and types unchanged)."""
+    """The official client over a LeanClient instead of an httpx.Client."""
 
     def __init__(self, host=None, **kwargs):
         BaseClient.__init__(self, LeanClient, host, **kwargs)
 
     def post(self, path, body, stream):
-        """The instance's answer to body at path, as dicts: one, or the parts of a stream.
-
-        The client's own sending, status and error handling, and reading of NDJSON, without its typed models: they
-        cost a request about 22 µs and a stream about 8 µs a part, and they drop fields Ollama reads (a tool
-        message's tool_call_id, the schemas of a tool's nested parameters). shim builds and checks the JSON itself.
-        """
+        """The instance's answer to body at path, as dicts: one, or the parts of a stream."""
+        # The client's own sending, status and error handling and NDJSON reading, without its typed models: they
+        # cost a request about 22 µs and a stream about 8 µs a part, and drop fields Ollama reads (a tool message's
+        # tool_call_id, the schemas of a tool's nested parameters). shim builds the JSON, and its reader checks it.
         return self._request(dict, "POST", path, json=body, stream=stream)
 
 

@@ -119,6 +119,7 @@ class UpstreamReader:
         return events
 
     def _call(self, call):
+        """The ToolCall of one of Ollama's tool calls."""
         function = call.get("function") or {}
         name, arguments = function.get("name", ""), function.get("arguments") or {}
         if not isinstance(name, str) or not isinstance(arguments, dict):
