@@ -90,7 +90,9 @@ def test_non_streaming_disconnect_stops_generation(server):
 
 
 def test_sigterm_lets_a_running_stream_finish():
-    with running_shim() as url:
+    # One llama.cpp thread: two spinning on cores other test servers share (pytest -n 2) decoded a token every few
+    # seconds, and the 120 tokens outlasted the 30 s the worker is given to finish.
+    with running_shim(env={"SHIM_N_THREADS": "1"}) as url:
         body = {"model": MODEL, "messages": LONG, "max_tokens": 120, "temperature": 0, "stream": True}
         response = requests.post(url + "/v1/chat/completions", json=body, stream=True, timeout=60)
         lines = response.iter_lines()
