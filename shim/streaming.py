@@ -115,9 +115,20 @@ class NDJSON:
         return b""
 
 
+_EVENT_HEADS: dict = {}
+"The bytes before the data of a named event, per name: a stream names few, and writes one for each token."
+_EVENT_HEADS_KEPT = 256
+
+
 def sse_named_frame(obj):
     """One SSE event whose name is the object's `type`."""
-    return b"event: " + obj["type"].encode() + b"\ndata: " + dumpb(obj) + b"\n\n"
+    kind = obj["type"]
+    head = _EVENT_HEADS.get(kind)
+    if head is None:
+        head = b"event: " + kind.encode() + b"\ndata: "
+        if len(_EVENT_HEADS) < _EVENT_HEADS_KEPT:  # names an upstream passes through are not bounded
+            _EVENT_HEADS[kind] = head
+    return head + dumpb(obj) + b"\n\n"
 
 
 def parse_sse(pieces):

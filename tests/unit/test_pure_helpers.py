@@ -823,3 +823,13 @@ def test_a_generation_request_replaced_is_what_dataclasses_replace_makes():
         request.replaced(modle="b")
     with pytest.raises(dataclasses.FrozenInstanceError):
         copy.model = "c"
+
+
+def test_a_named_event_is_framed_alike_the_first_time_its_name_is_seen_and_after_even_past_the_names_kept(monkeypatch):
+    from shim import streaming
+    monkeypatch.setattr(streaming, "_EVENT_HEADS", {})
+    monkeypatch.setattr(streaming, "_EVENT_HEADS_KEPT", 2)
+    events = [{"type": f"kind.{n % 3}", "delta": "\u00e9\u2028", "n": n} for n in range(6)]
+    frames = [streaming.sse_named_frame(e) for e in events]
+    assert frames == [b"event: " + e["type"].encode() + b"\ndata: " + streaming.dumpb(e) + b"\n\n" for e in events]
+    assert sorted(streaming._EVENT_HEADS) == ["kind.0", "kind.1"]
