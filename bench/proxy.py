@@ -155,11 +155,23 @@ def rows(up, bares, shims):
     return [r for r in found if only.search(r[0]) or not r[5] or r[0].startswith("bare")]
 
 
+def in_turn(table, round_):
+    """The rows in the order a round measures them: each baseline row beside the same row of this tree, which goes
+    first in every other round, so the machine's drift over a round falls on both alike."""
+    named = {row[0]: row for row in table}
+    order = []
+    for row in table:
+        twin = named.get("baseline: " + row[0].removeprefix("shim: ")) if row[0].startswith("shim: ") else None
+        if not row[0].startswith("baseline: "):
+            order += [row] if twin is None else [row, twin] if round_ % 2 == 0 else [twin, row]
+    return order
+
+
 def measure(table, rounds, seconds, count):
     """{row name: (latencies, [JSON req/s], [streams/s])}, the rows taken in turn, round after round."""
     results = {name: ([], [], []) for name, *_ in table}
     for round_ in range(rounds):
-        for name, port, path, body, stream, _ in table:
+        for name, port, path, body, stream, _ in in_turn(table, round_):
             lat, json_rate, stream_rate = results[name]
             pids = listening_pids(port)
             lat.extend(latencies(port, path, body, count))
