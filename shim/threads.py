@@ -1,11 +1,8 @@
 """Run blocking work (llama.cpp calls) on real OS threads and stream its results back, gevent or not."""
 import contextlib
-import contextvars
 import queue
 import sys
 import threading
-
-import greenlet
 
 from .streaming import HEARTBEAT, PAUSE
 
@@ -67,52 +64,6 @@ def with_heartbeats(items, interval):
             yield from _batches(channel, interval, queue.Empty)
         finally:
             stop.set()  # a running generator can only be closed by its own thread: the feeder stops at the next item
-
-
-_HAND = contextvars.ContextVar("shim_signal_hand", default=None)
-
-
-def signal(marker):
-    """Hand marker (PAUSE, HEARTBEAT) to whoever iterates the items this code runs under (see signalling); where it
-    runs under none, nothing."""
-    hand = _HAND.get()
-    if hand is not None:
-        hand(marker)
-
-
-def signalling(items):
-    """The items, and between them the markers that code running deep inside them signal()."""
-    # A generator of another library's (the ollama client's) cannot pass a marker from shim's code below it on. The
-    # items run on a greenlet of their own, which switches back at each item and each signal: no queue and no wait
-    # on the hub, as a feeder greenlet (with_heartbeats) has. Blocking I/O inside still waits on gevent's hub (from
-    # the items' greenlet), or blocks the thread.
-    consumer = None
-
-    def run():
-        for item in items:
-            consumer.switch(item)
-        return _END
-
-    def hand(marker):
-        consumer.switch(marker)
-
-    inner = greenlet.greenlet(run)
-    context = contextvars.copy_context()
-    context.run(_HAND.set, hand)
-    inner.gr_context = context
-    try:
-        while True:
-            # Whoever iterates now is where items, markers and errors go (an error ends the inner greenlet).
-            consumer = inner.parent = greenlet.getcurrent()
-            item = inner.switch()
-            if item is _END:
-                return
-            yield item
-    finally:
-        if inner:  # started and not done: unwind the items' own frames where they run, then come back here
-            consumer = inner.parent = greenlet.getcurrent()
-            inner.throw()
-        close(items)
 
 
 def _batches(channel, interval, empty_error):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import codecs
 import contextlib
 import contextvars
+import secrets
 import time
 from json import dumps
 
@@ -12,13 +13,16 @@ import httpx
 from httpx._client import BoundSyncStream, ClientState
 
 from ..streaming import HEARTBEAT, PAUSE
-from ..threads import signal
 from .httpclient import Client, ConnectError, HTTPError, ReadTimeout
 
 CANCEL: contextvars.ContextVar = contextvars.ContextVar("shim_transport_cancel", default=None)
 "The cancel flag of the generation sending requests from this greenlet or thread, if any (see cancelled_by)."
 IDLE: contextvars.ContextVar = contextvars.ContextVar("shim_transport_idle", default=None)
-"Seconds of an answer's silence after which its reader signals HEARTBEAT, if any (see cancelled_by)."
+"Seconds of an answer's silence after which its NDJSON lines carry a HEARTBEAT, if any (see cancelled_by)."
+SILENCE = "shim.silence." + secrets.token_hex(16)
+"The one key of the object a silence's line holds (see cancelled_by): unknown to any upstream, so none can forge it."
+SILENCES = {"pause": PAUSE, "heartbeat": HEARTBEAT}
+"What a silence's object names, by its SILENCE value."
 
 
 class BrokenOff(httpx.ReadError):
@@ -28,8 +32,8 @@ class BrokenOff(httpx.ReadError):
 @contextlib.contextmanager
 def cancelled_by(cancel, idle=None):
     """Requests sent meanwhile from this greenlet or thread stop waiting for their answer once cancel is set; with
-    idle, their bodies are read signalling PAUSE before each wait and HEARTBEAT after each idle silent seconds
-    (threads.signal: to whoever iterates them through threads.signalling).
+    idle, the NDJSON lines of their answers carry their silences: a line {SILENCE: "pause"} before each wait for
+    more, {SILENCE: "heartbeat"} after each idle silent seconds (SILENCES: what each stands for).
 
     The httpx client in between cannot carry these: they stay in this context, which each greenlet and thread has
     its own of. Waiting stops with httpclient.Interrupted, which httpx and the ollama client pass on untouched.
@@ -148,8 +152,11 @@ class Transport(httpx.BaseTransport):
             raise _httpx_error(err, request) from err
         # shim's client decoded the head as latin-1: encoding it back gives httpx the bytes as they came.
         headers = [(name.encode("latin-1"), value.encode("latin-1")) for name, value in answer.headers.items()]
-        return _Response(answer.status, headers=headers, stream=_Body(answer, request, IDLE.get()),
-                         extensions={"reason_phrase": answer.reason.encode("latin-1", "replace")})
+        body = _Body(answer, request, IDLE.get())
+        response = _Response(answer.status, headers=headers, stream=body,
+                             extensions={"reason_phrase": answer.reason.encode("latin-1", "replace")})
+        response.body = body
+        return response
 
     def close(self):
         """Close the pooled connections."""
@@ -157,7 +164,11 @@ class Transport(httpx.BaseTransport):
 
 
 class _Response(httpx.Response):
-    """httpx's response, whose lines (NDJSON: what the ollama client reads a stream as) are split at newlines only."""
+    """httpx's response, whose lines (NDJSON: what the ollama client reads a stream as) are split at newlines only,
+    and carry the body's silences (see cancelled_by)."""
+
+    body = None
+    "The _Body under it."
 
     def iter_lines(self):
         """The body's lines, split at \\n (or \\r\\n) as bytes, then decoded; httpx's own reading where it decodes
@@ -170,7 +181,11 @@ class _Response(httpx.Response):
         # httpx splits decoded text at every Unicode line boundary, U+0085 and U+2028 among them, which JSON strings
         # may hold unescaped (Ollama leaves U+0085 so): the line, cut short, is no longer JSON.
         held: list = []  # the start of a line whose end has not come yet
+        self.body.marking = True
         for piece in self.iter_raw():
+            if type(piece) is _Silence:
+                yield _SILENCE_LINES[piece]
+                continue
             if b"\n" not in piece:
                 held.append(piece)
                 continue
@@ -189,19 +204,27 @@ def _text(line):
     return line.removesuffix(b"\r").decode("utf-8", "replace")
 
 
+class _Silence(bytes):
+    """A silence in an answer's body, as a piece that httpx passes on as it is (not empty: httpx drops empty ones)."""
+
+
+_PAUSE, _HEARTBEAT = _Silence(b"p"), _Silence(b"h")
+_SILENCE_LINES = {_PAUSE: dumps({SILENCE: "pause"}), _HEARTBEAT: dumps({SILENCE: "heartbeat"})}
+
+
 class _Body(httpx.SyncByteStream):
     """An answer's body as httpx reads it: pieces as they arrive; closing pools or closes the connection."""
 
     def __init__(self, answer, request, idle=None):
         self.answer, self.request, self.idle = answer, request, idle
+        self.marking = False
+        "Whether its silences are pieces too: only for _Response.iter_lines, which makes lines of them."
 
     def __iter__(self):
         try:
-            for piece in self.answer.pieces(self.idle):
-                if piece:
-                    yield piece
-                else:  # a wait begins (None), or went on for idle seconds (b""): httpx and ollama cannot pass it on
-                    signal(PAUSE if piece is None else HEARTBEAT)
+            # A wait begins (None), or went on for idle seconds (b""); a body read whole has no silences to pass on.
+            for piece in self.answer.pieces(self.idle if self.marking else None):
+                yield piece or (_PAUSE if piece is None else _HEARTBEAT)
         except HTTPError as err:
             raise BrokenOff(str(err), request=self.request) from err
 

@@ -14,10 +14,10 @@ from ollama._client import BaseClient
 from .. import generation as g
 from ..errors import ShimError, UpstreamError
 from ..protocols import ollama as protocol
-from ..threads import signalling
+from ..streaming import HEARTBEAT, PAUSE
 from . import toolcalls, upstream
 from .httpclient import Client, Interrupted
-from .httpx_transport import BrokenOff, LeanClient, Transport, cancelled_by
+from .httpx_transport import SILENCE, SILENCES, BrokenOff, LeanClient, Transport, cancelled_by
 
 log = logging.getLogger("shim.ollama_upstream")
 # httpx logs every request it sends at INFO (shim's default level): a line per Ollama call no other backend writes.
@@ -54,9 +54,7 @@ class OllamaBackend(upstream.UpstreamBackend):
                                           tool_choice=g.ToolChoice("none"))
         opened = self._open_choice(request, 0, cancel)
         yield g.Accepted()
-        events = self._choices(request, opened, cancel, forced)
-        # The transport under the ollama client signals the silences it reads; the client's generator cannot pass them.
-        yield from signalling(events) if request.heartbeat_seconds else events
+        yield from self._choices(request, opened, cancel, forced)
 
     def _choices(self, request, opened, cancel, forced):
         """The events of the n choices, the first already opened."""
@@ -73,7 +71,7 @@ class OllamaBackend(upstream.UpstreamBackend):
         """(endpoint, first part, the rest) of one choice's call, failing over before anything is read."""
         path, body = protocol.upstream_call(request, seed_offset=index)
         endpoint, (first, parts) = upstream.with_failover(
-            self.pool, lambda e: self._open(e, path, body, request, cancel))
+            self.pool, lambda e: self._open(e, path, body, request, cancel, quiet=index == 0))
         return endpoint, first, parts
 
     def _stream(self, opened, index, cancel, whole=False):
@@ -86,6 +84,9 @@ class OllamaBackend(upstream.UpstreamBackend):
                 for part in itertools.chain(() if first is None else (first,), parts):
                     if cancel.is_set():
                         return
+                    if SILENCE in part:  # a line of the transport's, not Ollama's (see httpx_transport.cancelled_by)
+                        yield SILENCES[part[SILENCE]]
+                        continue
                     yield from reader.events(part)
                     done = done or bool(part.get("done"))
             except _STREAM_ERRORS as err:
@@ -97,8 +98,9 @@ class OllamaBackend(upstream.UpstreamBackend):
         if not done:
             raise UpstreamError(f"{self.name} ended the stream before it was done")
 
-    def _open(self, endpoint, path, body, request, cancel):
-        """(first part, the rest) of the call: read before any output, so failures can fail over.
+    def _open(self, endpoint, path, body, request, cancel, quiet):
+        """(first part, the rest) of the call: read before any output, so failures can fail over; quiet, the silences
+        before it are not kept (nothing is yielded before the first choice's Accepted), else the first may be one.
 
         Waiting for the first part stops once cancel is set (the client went away): Ollama sees the connection close,
         and stops generating.
@@ -108,7 +110,10 @@ class OllamaBackend(upstream.UpstreamBackend):
                 answer = self.clients[endpoint.url].post(path, body, body["stream"])
                 if not body["stream"]:
                     return answer, _nothing_more()
-                return next(answer, None), answer
+                first = next(answer, None)
+                while quiet and first is not None and SILENCE in first:
+                    first = next(answer, None)
+                return first, answer
         except Interrupted:
             raise upstream.client_left(self.name) from None
         except (ollama.ResponseError, ConnectionError, httpx.HTTPError, ValueError, TypeError, AttributeError) as err:
@@ -236,7 +241,9 @@ def _as_tool_call(events, request, index):
     """
     text = ""
     for event in events:
-        if isinstance(event, g.TextDelta):
+        if event is PAUSE or event is HEARTBEAT:
+            yield event
+        elif isinstance(event, g.TextDelta):
             text += event.text
         elif isinstance(event, g.Finish):
             calls = toolcalls.parse_calls(text, request.tools)

@@ -109,8 +109,9 @@ def test_sigterm_lets_a_running_stream_finish():
 
 
 def test_a_silent_ollama_stream_beats_under_the_gevent_worker_and_finishes_after_sigterm():
-    """The Ollama backend's heartbeats come from its own greenlet-switching reader (threads.signalling), which must
-    wait on gevent's hub as any request does, and let a stream in a silence finish when the worker is told to stop."""
+    """The Ollama backend's heartbeats come from the silences its transport reads (lines of their own in the NDJSON the
+    official client reads); its reads must wait on gevent's hub as any request's do, and a stream in a silence must
+    finish when the worker is told to stop."""
     upstream = slow_ollama(1.5)
     config = f'[backends.oll]\ntype = "ollama"\nurl = "http://127.0.0.1:{upstream.server_port}"\nmodels = ["slow"]\n'
     try:

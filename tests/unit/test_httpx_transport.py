@@ -1,12 +1,12 @@
 """LeanClient (the httpx client under the official ollama client) and Transport, against in-memory answers."""
 import gzip
+import json
 
 import httpx
 import pytest
 
-from shim.backends.httpx_transport import LeanClient, Transport, cancelled_by
+from shim.backends.httpx_transport import SILENCE, SILENCES, LeanClient, Transport, cancelled_by
 from shim.streaming import HEARTBEAT, PAUSE
-from shim.threads import signalling
 
 
 def echo(request):
@@ -141,15 +141,36 @@ def test_a_body_to_decode_first_is_read_by_httpx(headers, pieces):
     assert lean == plain and "\u00e9" in lean[0]
 
 
-def test_silences_read_within_cancelled_by_idle_are_signalled_between_the_lines_not_read_as_lines():
-    sender = Sender([b'{"a": 1}\n{"b"', None, b"", b"", b': 2}\n', None, b'{"c": 3}\n'],
-                    {"content-type": "application/x-ndjson"})
+def silence(line):
+    """PAUSE or HEARTBEAT for a silence's line, else the line."""
+    part = json.loads(line)
+    return SILENCES[part[SILENCE]] if SILENCE in part else line
+
+
+def sent_within_idle(pieces, stream=True):
+    sender = Sender(pieces, {"content-type": "application/x-ndjson"})
     with cancelled_by(None, idle=0.5):
         response = LeanClient(base_url="http://h:1", transport=Transport(sender)).send(
-            LeanClient(base_url="http://h:1").build_request("POST", "/api/chat", json={}), stream=True)
-    read = list(signalling(response.iter_lines()))
+            LeanClient(base_url="http://h:1").build_request("POST", "/api/chat", json={}), stream=stream)
+    return sender, response
+
+
+def test_silences_read_within_cancelled_by_idle_are_lines_of_their_own_between_the_lines_not_in_them():
+    sender, response = sent_within_idle([b'{"a": 1}\n{"b"', None, b"", b"", b': 2}\n', None, b'{"c": 3}\n'])
+    read = [silence(line) for line in response.iter_lines()]
     assert sender.last.idle == 0.5 and sender.last.closed
     assert read == ['{"a": 1}', PAUSE, HEARTBEAT, HEARTBEAT, '{"b": 2}', PAUSE, '{"c": 3}']
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_body_read_whole_within_cancelled_by_idle_is_read_without_silences(stream):
+    sender, response = sent_within_idle([b'{"a": ', b'1}\n'], stream)
+    assert response.read() == b'{"a": 1}\n' and response.json() == {"a": 1} and sender.last.idle is None
+
+
+def test_a_silence_line_names_a_key_no_upstream_knows():
+    assert SILENCE.startswith("shim.silence.") and len(SILENCE) >= len("shim.silence.") + 32
+    assert sorted(SILENCES.values(), key=id) == sorted([PAUSE, HEARTBEAT], key=id)
 
 
 
