@@ -5,12 +5,13 @@ from __future__ import annotations
 import codecs
 import contextlib
 import contextvars
+import datetime
 import secrets
 import time
 from json import dumps
 
 import httpx
-from httpx._client import BoundSyncStream, ClientState
+from httpx._client import ClientState
 
 from ..streaming import HEARTBEAT, PAUSE
 from .httpclient import Client, ConnectError, HTTPError, ReadTimeout
@@ -47,8 +48,8 @@ def cancelled_by(cancel, idle=None):
 
 
 class LeanClient(httpx.Client):
-    """An httpx client that keeps no cookies (shim's own client keeps none either) and merges each path it is asked
-    for with its base URL once."""
+    """An httpx client that keeps no cookies (shim's own client keeps none either), merges each path it is asked
+    for with its base URL once, and sends a plain JSON request straight through shim's Transport (see request)."""
 
     MAX_URLS = 64
     "Paths whose merged URL is kept: the ollama client asks for a handful (and one per blob digest it uploads)."
@@ -71,8 +72,7 @@ class LeanClient(httpx.Client):
         if content is not None or any(value is not None for value in more.values()):
             return super().build_request(method, url, content=content, json=json, timeout=timeout,
                                          extensions=extensions, **more)
-        body = None if json is None else dumps(json, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
-        data = None if body is None else body.encode()
+        data = _json_bytes(json)
         extensions = {} if extensions is None else extensions
         if "timeout" not in extensions:
             chosen = self.timeout if timeout is httpx.USE_CLIENT_DEFAULT else httpx.Timeout(timeout)
@@ -80,28 +80,50 @@ class LeanClient(httpx.Client):
         return httpx.Request(method, url, headers=self._request_headers(method.upper(), url, data),
                              stream=httpx.ByteStream(data or b""), extensions=extensions)
 
-    def send(self, request, *, stream=False, auth=httpx.USE_CLIENT_DEFAULT, follow_redirects=httpx.USE_CLIENT_DEFAULT):
-        """httpx's send; for a client with no auth, event hooks or redirects to follow (the ollama client's, unless
-        its URL carries credentials), without the generators and loops that serve those."""
-        follow = self.follow_redirects if follow_redirects is httpx.USE_CLIENT_DEFAULT else follow_redirects
-        if (follow or auth is not httpx.USE_CLIENT_DEFAULT or self._auth is not None or self._event_hooks["request"]
-                or self._event_hooks["response"] or self.is_closed):
-            return super().send(request, stream=stream, auth=auth, follow_redirects=follow_redirects)
+    def request(self, method, url, *, json=None, **more):
+        """httpx's request; one carrying JSON or nothing, with nothing else asked of it, sent straight through
+        shim's Transport: its httpx Request is built only if something asks for it (an error, a redirect)."""
+        if not self._sends_lean(more):
+            return super().request(method, url, json=json, **more)
+        response = self._sent_lean(method, url, json)
+        try:
+            response.read()
+        except BaseException:
+            response.close()
+            raise
+        return response
+
+    @contextlib.contextmanager
+    def stream(self, method, url, *, json=None, **more):
+        """httpx's stream, sent as request sends it."""
+        if not self._sends_lean(more):
+            with super().stream(method, url, json=json, **more) as response:
+                yield response
+            return
+        response = self._sent_lean(method, url, json)
+        try:
+            yield response
+        finally:
+            response.close()
+
+    def _sends_lean(self, more):
+        """Whether a request with these options needs nothing of httpx's but what _sent_lean does."""
+        return (type(self._transport) is Transport and not self._mounts and self._auth is None
+                and not self.follow_redirects and not self._event_hooks["request"]
+                and not self._event_hooks["response"] and not self.is_closed
+                and all(value is None or value is httpx.USE_CLIENT_DEFAULT for value in more.values()))
+
+    def _sent_lean(self, method, url, json):
+        """The answer to a request with this JSON (or none), its body not read yet."""
+        url = self._merged(url)
+        method = method.upper()
+        data = _json_bytes(json)
         self._state = ClientState.OPENED
-        self._set_timeout(request)
-        start = time.perf_counter()
-        response = self._transport_for_url(request.url).handle_request(request)
-        response.request, response.history = request, []
-        response.stream = BoundSyncStream(response.stream, response=response, start=start)
+        response = self._transport.answer(method, url, self._request_headers(method, url, data), data or b"",
+                                          lambda: self.build_request(method, url, json=json))
         response.default_encoding = self._default_encoding
         if response.has_redirect_location:
-            response.next_request = self._build_redirect_request(request, response)
-        if not stream:
-            try:
-                response.read()
-            except BaseException:
-                response.close()
-                raise
+            response.next_request = self._build_redirect_request(response.request, response)
         return response
 
     def _merged(self, url):
@@ -129,6 +151,11 @@ class LeanClient(httpx.Client):
         return first + own + last
 
 
+def _json_bytes(json):
+    """A request's JSON body as httpx encodes it, None for none."""
+    return None if json is None else dumps(json, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
+
+
 class _Jarless(httpx.Cookies):
     """A cookie jar that ignores the cookies answers set."""
 
@@ -145,18 +172,17 @@ class Transport(httpx.BaseTransport):
     def handle_request(self, request):
         """The answer to request, its body streamed."""
         # The request's body is read whole: what shim asks of Ollama is JSON (it uploads no blobs).
+        return self.answer(request.method, request.url, request.headers.raw, request.read(), lambda: request)
+
+    def answer(self, method, url, headers, body, request):
+        """The answer to method url with these headers (raw) and body; request gives the httpx Request it answers
+        (called only if something asks for it)."""
+        started = time.perf_counter()
         try:
-            answer = self.client.send(request.method, str(request.url), request.headers.raw, request.read(),
-                                      cancel=CANCEL.get())
+            answer = self.client.send(method, str(url), headers, body, cancel=CANCEL.get())
         except HTTPError as err:
-            raise _httpx_error(err, request) from err
-        # shim's client decoded the head as latin-1: encoding it back gives httpx the bytes as they came.
-        headers = [(name.encode("latin-1"), value.encode("latin-1")) for name, value in answer.headers.items()]
-        body = _Body(answer, request, IDLE.get())
-        response = _Response(answer.status, headers=headers, stream=body,
-                             extensions={"reason_phrase": answer.reason.encode("latin-1", "replace")})
-        response.body = body
-        return response
+            raise _httpx_error(err, request()) from err
+        return _Response(answer, request, IDLE.get(), started)
 
     def close(self):
         """Close the pooled connections."""
@@ -164,28 +190,92 @@ class Transport(httpx.BaseTransport):
 
 
 class _Response(httpx.Response):
-    """httpx's response, whose lines (NDJSON: what the ollama client reads a stream as) are split at newlines only,
-    and carry the body's silences (see cancelled_by)."""
+    """httpx's response to an answer of shim's client, made without the parts of httpx's that no caller may ask for
+    (its request and headers are made when first asked for), read straight from the answer where httpx would not
+    decode it; its lines (NDJSON: what the ollama client reads a stream as) are split at newlines only, and carry
+    the body's silences (see cancelled_by)."""
 
-    body = None
-    "The _Body under it."
+    def __init__(self, answer, request, idle, started):
+        # httpx.Response.__init__ is not called: these are the attributes it sets, but its request and headers,
+        # which are properties here (made when asked for), and its stream, which is the answer's body.
+        self.answer, self._make_request, self._made = answer, request, {}
+        self.status_code = answer.status
+        self.next_request = None
+        self.extensions = {"reason_phrase": answer.reason.encode("latin-1", "replace")}
+        self.history = []
+        self.is_closed = self.is_stream_consumed = False
+        self.default_encoding = "utf-8"
+        self.stream = self.body = _Body(answer, self, idle)
+        self._num_bytes_downloaded = 0
+        self._started = started
+
+    @property
+    def _request(self):
+        """The httpx Request answered, made when first asked for."""
+        if "request" not in self._made:
+            self._made["request"] = self._make_request()
+        return self._made["request"]
+
+    @_request.setter
+    def _request(self, value):
+        self._made["request"] = value
+
+    @property
+    def headers(self):
+        """The answer's headers, made when first asked for."""
+        if "headers" not in self._made:
+            # shim's client decoded the head as latin-1: encoding it back gives httpx the bytes as they came.
+            self._made["headers"] = httpx.Headers([(name.encode("latin-1"), value.encode("latin-1"))
+                                                   for name, value in self.answer.headers.items()])
+        return self._made["headers"]
+
+    @headers.setter
+    def headers(self, value):
+        self._made["headers"] = value
+
+    def raise_for_status(self):
+        """httpx's, which a success passes without making the request."""
+        return self if 200 <= self.status_code < 300 else super().raise_for_status()
+
+    def read(self):
+        """httpx's: the whole body, then closed; read straight from the answer unless it has a Content-Encoding."""
+        if hasattr(self, "_content") or "content-encoding" in self.answer.headers:
+            return super().read()
+        self._consume()
+        try:
+            self._content = b"".join(self.body)
+        finally:
+            self.close()
+        self._num_bytes_downloaded = len(self._content)
+        return self._content
+
+    def close(self):
+        """httpx's: done with the answer."""
+        if not self.is_closed:
+            self.is_closed = True
+            if self._started is not None and self.stream is self.body:  # else httpx's stream times it
+                self.elapsed = datetime.timedelta(seconds=time.perf_counter() - self._started)
+            self.stream.close()
 
     def iter_lines(self):
         """The body's lines, split at \\n (or \\r\\n) as bytes, then decoded; httpx's own reading where it decodes
         the body first (a Content-Encoding, or a charset other than UTF-8)."""
-        kind = self.headers.get("content-type", "").lower()
-        if "content-encoding" in self.headers or ("charset" in kind and "charset=utf-8" not in kind
-                                                  and codecs.lookup(self.encoding or "utf-8").name != "utf-8"):
+        kind = self.answer.headers.get("content-type", "").lower()
+        if "content-encoding" in self.answer.headers or (
+                "charset" in kind and "charset=utf-8" not in kind
+                and codecs.lookup(self.encoding or "utf-8").name != "utf-8"):
             yield from super().iter_lines()
             return
+        self._consume()
         # httpx splits decoded text at every Unicode line boundary, U+0085 and U+2028 among them, which JSON strings
         # may hold unescaped (Ollama leaves U+0085 so): the line, cut short, is no longer JSON.
         held: list = []  # the start of a line whose end has not come yet
         self.body.marking = True
-        for piece in self.iter_raw():
+        for piece in self.body:
             if type(piece) is _Silence:
                 yield _SILENCE_LINES[piece]
                 continue
+            self._num_bytes_downloaded += len(piece)
             if b"\n" not in piece:
                 held.append(piece)
                 continue
@@ -197,6 +287,15 @@ class _Response(httpx.Response):
                 yield _text(line)
         if held:
             yield _text(b"".join(held))
+        self.close()
+
+    def _consume(self):
+        """Mark the body read, as httpx does before reading it (refusing to read it twice)."""
+        if self.is_stream_consumed:
+            raise httpx.StreamConsumed()
+        if self.is_closed:
+            raise httpx.StreamClosed()
+        self.is_stream_consumed = True
 
 
 def _text(line):
@@ -215,8 +314,8 @@ _SILENCE_LINES = {_PAUSE: dumps({SILENCE: "pause"}), _HEARTBEAT: dumps({SILENCE:
 class _Body(httpx.SyncByteStream):
     """An answer's body as httpx reads it: pieces as they arrive; closing pools or closes the connection."""
 
-    def __init__(self, answer, request, idle=None):
-        self.answer, self.request, self.idle = answer, request, idle
+    def __init__(self, answer, response, idle=None):
+        self.answer, self.response, self.idle = answer, response, idle
         self.marking = False
         "Whether its silences are pieces too: only for _Response.iter_lines, which makes lines of them."
 
@@ -226,7 +325,7 @@ class _Body(httpx.SyncByteStream):
             for piece in self.answer.pieces(self.idle if self.marking else None):
                 yield piece or (_PAUSE if piece is None else _HEARTBEAT)
         except HTTPError as err:
-            raise BrokenOff(str(err), request=self.request) from err
+            raise BrokenOff(str(err), request=self.response._request) from err
 
     def close(self):
         """Done with the answer."""

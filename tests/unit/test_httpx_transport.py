@@ -1,11 +1,13 @@
 """LeanClient (the httpx client under the official ollama client) and Transport, against in-memory answers."""
+import contextlib
 import gzip
 import json
 
 import httpx
 import pytest
 
-from shim.backends.httpx_transport import SILENCE, SILENCES, LeanClient, Transport, cancelled_by
+from shim.backends.httpclient import ConnectError, HTTPError, ReadTimeout
+from shim.backends.httpx_transport import SILENCE, SILENCES, BrokenOff, LeanClient, Transport, cancelled_by
 from shim.streaming import HEARTBEAT, PAUSE
 
 
@@ -78,14 +80,19 @@ def test_requests_are_built_exactly_as_httpx_builds_them(case, own):
 class Answer:
     """What shim's Client.send gives back: a head read, a body in pieces."""
 
-    def __init__(self, pieces, headers):
-        self.status, self.reason, self.headers, self._pieces = 200, "OK", headers, pieces
+    def __init__(self, pieces, headers, status=200, reason="OK"):
+        self.status, self.reason, self.headers, self._pieces = status, reason, headers, pieces
         self.closed = False
 
     def pieces(self, idle=None):
-        """The pieces; None (a wait begins) and b"" (idle seconds of silence) only when asked with idle, as shim's."""
+        """The pieces; None (a wait begins) and b"" (idle seconds of silence) only when asked with idle, as shim's;
+        an exception among them is raised there."""
         self.idle = idle
-        yield from (p for p in self._pieces if idle is not None or p)
+        for piece in self._pieces:
+            if isinstance(piece, Exception):
+                raise piece
+            if idle is not None or piece:
+                yield piece
 
     def close(self):
         self.closed = True
@@ -94,12 +101,15 @@ class Answer:
 class Sender:
     """A shim Client stand-in answering every request with the same pieces."""
 
-    def __init__(self, pieces, headers):
-        self.answer_with = lambda: Answer(pieces, headers)
+    def __init__(self, pieces, headers, status=200, reason="OK", refusal=None):
+        self.answer_with = lambda: Answer(pieces, headers, status, reason)
+        self.refusal = refusal
         self.sent = []
 
     def send(self, method, url, headers, body=b"", cancel=None):
         self.sent.append((method, url, headers, body))
+        if self.refusal:
+            raise self.refusal
         self.last = self.answer_with()
         return self.last
 
@@ -237,3 +247,137 @@ def test_a_closed_client_refuses_to_send_as_httpx_does():
     client.close()
     with pytest.raises(RuntimeError, match="closed"):
         client.get("/a")
+
+
+ANSWERS = {
+    "json": (200, "OK", {"content-type": "application/json", "content-length": "8"}, [b'{"a":', b' 1}']),
+    "ndjson": (200, "OK", {"content-type": "application/x-ndjson"}, [b'{"a": 1}\n', b'{"b": 2}\n']),
+    "404": (404, "Not Found", {"content-type": "application/json"}, [b'{"error": "model \'m\' not found"}']),
+    "500-text": (500, "Internal Server Error", {"content-type": "text/plain; charset=utf-8"}, [b"boom \xc3\xa9"]),
+    "redirect": (307, "Temporary Redirect", {"location": "/elsewhere"}, []),
+    "redirect-without-location": (302, "Found", {}, [b"moved"]),
+    "gzip": (200, "OK", {"content-encoding": "gzip", "content-type": "application/json"}, [gzip.compress(b'{"z": 1}')]),
+    "latin-1": (200, "OK", {"content-type": "text/plain; charset=latin-1"}, ["caf\u00e9".encode("latin-1")]),
+    "no-reason": (200, "", {}, [b"{}"]),
+}
+
+
+def answered(cls, case, stream, **options):
+    """What is seen of the answer to a JSON request made through a client of cls (LeanClient over shim's Transport,
+    or httpx.Client over an httpx transport answering the same)."""
+    status, reason, headers, pieces = ANSWERS[case]
+    if cls is LeanClient:
+        transport = Transport(Sender(pieces, headers, status, reason))
+    else:
+        transport = httpx.MockTransport(lambda r: httpx.Response(
+            status, headers=list(headers.items()), stream=Pieces(*pieces), extensions={"reason_phrase": reason.encode()}))
+    client = cls(base_url="http://h:1/v/", headers=OLLAMA_HEADERS, transport=transport, **options)
+    if stream:
+        with client.stream("POST", "/api/chat", json={"model": "m\u00e9"}) as response:
+            before = (response.is_stream_consumed, response.is_closed)
+            body = response.read()
+    else:
+        response = client.request("POST", "/api/chat", json={"model": "m\u00e9"})
+        before = (response.is_stream_consumed, response.is_closed)
+        body = response.read()
+    try:
+        response.raise_for_status()
+        raised = None
+    except httpx.HTTPStatusError as err:
+        raised = (str(err), err.request is response.request, err.response is response)
+    request = response.request
+    return (response.status_code, response.reason_phrase, response.http_version, list(response.headers.multi_items()),
+            body, response.text, response.encoding, response.num_bytes_downloaded, before,
+            (response.is_stream_consumed, response.is_closed), response.is_success, raised,
+            (request.method, str(request.url), request.headers.raw, request.read(), request.extensions),
+            response.next_request and (response.next_request.method, str(response.next_request.url)),
+            response.history, response.elapsed.total_seconds() >= 0, str(response.url))
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["request", "stream"])
+@pytest.mark.parametrize("case", ANSWERS)
+def test_a_json_request_sent_straight_through_the_transport_is_answered_as_httpx_answers_it(case, stream):
+    assert answered(LeanClient, case, stream) == answered(httpx.Client, case, stream)
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["request", "stream"])
+def test_an_answer_that_passes_makes_no_request_or_headers_of_httpx(stream):
+    sender = Sender([b'{"a": 1}'], {"content-type": "application/json"})
+    client = LeanClient(base_url="http://h:1", transport=Transport(sender))
+    with client.stream("POST", "/api/chat", json={"a": 1}) if stream else contextlib.nullcontext(
+            client.request("POST", "/api/chat", json={"a": 1})) as response:
+        assert json.loads(response.raise_for_status().read()) == {"a": 1}
+    assert response._made == {} and response.is_closed and sender.last.closed
+    assert sender.sent == [("POST", "http://h:1/api/chat", [
+        (b"Host", b"h:1"), (b"Accept", b"*/*"), (b"Accept-Encoding", b"gzip, deflate"), (b"Connection", b"keep-alive"),
+        (b"User-Agent", f"python-httpx/{httpx.__version__}".encode()), (b"Content-Length", b"7"),
+        (b"Content-Type", b"application/json")], b'{"a":1}')]
+
+
+@pytest.mark.parametrize("options", [{"params": {"q": "1"}}, {"headers": {"X-A": "b"}}, {"content": b"blob"},
+                                     {"timeout": 3.0}, {"extensions": {"trace": None}}],
+                         ids=["params", "headers", "content", "timeout", "extensions"])
+def test_a_request_asking_more_than_json_is_built_and_sent_by_httpx(options):
+    sender = Sender([b"{}"], {})
+    client = LeanClient(base_url="http://h:1", transport=Transport(sender))
+    sent = client.request("POST", "/api/x", **({"json": {"a": 1}} if "content" not in options else {}), **options)
+    expected = httpx.Client(base_url="http://h:1").build_request(
+        "POST", "/api/x", **({"json": {"a": 1}} if "content" not in options else {}), **options)
+    assert sent.request is not None and sender.sent == [
+        ("POST", str(expected.url), expected.headers.raw, expected.read())]
+
+
+@pytest.mark.parametrize("options, header", [
+    ({"auth": ("u", "p")}, (b"Authorization", b"Basic dTpw")), ({"follow_redirects": True}, None),
+    ({"event_hooks": {"request": [lambda r: r.headers.update({"X-Hook": "1"})]}}, (b"X-Hook", b"1")),
+], ids=["auth", "follow-redirects", "hooks"])
+def test_a_client_with_auth_redirects_or_hooks_sends_through_httpx(options, header):
+    sender = Sender([b"{}"], {})
+    response = LeanClient(base_url="http://h:1", transport=Transport(sender), **options).request("POST", "/api/x",
+                                                                                                json={})
+    assert "request" in response._made  # httpx built it, and sent it
+    assert header is None or header in sender.sent[0][2]
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["request", "stream"])
+@pytest.mark.parametrize("failure, expected", [(ConnectError("refused"), httpx.ConnectError),
+                                               (ReadTimeout("no answer"), httpx.ReadTimeout),
+                                               (HTTPError("reset"), httpx.ReadError)],
+                         ids=["connect", "timeout", "read"])
+def test_a_request_that_fails_raises_httpx_error_naming_the_request_httpx_would_build(failure, expected, stream):
+    client = LeanClient(base_url="http://h:1/v/", transport=Transport(Sender([], {}, refusal=failure)))
+    with pytest.raises(expected, match=str(failure)) as raised:
+        if stream:
+            with client.stream("POST", "/api/chat", json={"a": 1}):
+                pass
+        else:
+            client.request("POST", "/api/chat", json={"a": 1})
+    built = httpx.Client(base_url="http://h:1/v/").build_request("POST", "/api/chat", json={"a": 1})
+    made = raised.value.request
+    assert (made.method, made.url, made.headers.raw, made.read()) == (built.method, built.url, built.headers.raw,
+                                                                      built.read())
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["request", "stream"])
+def test_an_answer_broken_off_raises_broken_off_naming_the_request(stream):
+    sender = Sender([b'{"a": 1}\n', HTTPError("the connection closed in the middle of an answer")],
+                    {"content-type": "application/x-ndjson"})
+    client = LeanClient(base_url="http://h:1", transport=Transport(sender))
+    with pytest.raises(BrokenOff, match="closed in the middle") as raised:
+        if stream:
+            with client.stream("POST", "/api/chat", json={}) as response:
+                list(response.iter_lines())
+        else:
+            client.request("POST", "/api/chat", json={})
+    assert str(raised.value.request.url) == "http://h:1/api/chat" and sender.last.closed
+
+
+def test_lines_are_read_once_as_httpx_reads_them_once():
+    sender = Sender([b'{"a": 1}\n'], {"content-type": "application/x-ndjson"})
+    with LeanClient(base_url="http://h:1", transport=Transport(sender)).stream("POST", "/api/chat") as response:
+        assert list(response.iter_lines()) == ['{"a": 1}'] and response.num_bytes_downloaded == 9
+        with pytest.raises(httpx.StreamConsumed):
+            list(response.iter_lines())
+        with pytest.raises(httpx.StreamConsumed):
+            response.read()
+    assert response.is_closed and sender.last.closed
