@@ -68,6 +68,8 @@ def one_of(value, name, choices):
 
 def type_name(value):
     """The JSON name of a value's type, for error messages."""
+    if isinstance(value, float) and not math.isfinite(value):  # JSON has none; Python's reader takes NaN, Infinity
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
     for t, name in ((bool, "a boolean"), (str, "a string"), (int, "an integer"), (float, "a number"),
                     (dict, "an object"), (list, "an array")):
         if isinstance(value, t):

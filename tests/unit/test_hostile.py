@@ -60,3 +60,19 @@ def test_lone_surrogates_anywhere_are_a_400_naming_the_field(client, data):
     message = error["error"]["message"] if path.startswith("/v1/") else error.get("message") or error["error"]
     assert "lone UTF-16 surrogate" in message and f"'{key}" in message
     CASES["count"] += 1
+
+
+@pytest.mark.parametrize("path, template, field", [
+    ("/v1/chat/completions", '{"model":"M","messages":[{"role":"user","content":"hi"}],"temperature":%s}',
+     "temperature"),
+    ("/api/chat", '{"model":"M","messages":[{"role":"user","content":"hi"}],"options":{"top_p":%s}}',
+     "options.top_p"),
+    ("/v1/messages", '{"model":"M","max_tokens":5,"messages":[{"role":"user","content":"hi"}],"top_p":%s}',
+     "top_p"),
+])
+@pytest.mark.parametrize("spelled", ["NaN", "Infinity", "-Infinity"])
+def test_a_number_json_cannot_spell_is_a_400_saying_what_it_got(client, path, template, field, spelled):
+    """Python's JSON reader takes NaN and the infinities; the field refusing them says which it got."""
+    response = client.post(path, data=template % spelled, content_type="application/json")
+    check_shape(path, response.status_code, response.get_data())
+    assert response.status_code == 400 and f"'{field}' must be a number, got {spelled}" in response.get_data(True)
