@@ -60,14 +60,29 @@ def ndjson_line(obj):
     return dumpb(obj) + b"\n"
 
 
+_EVENT_HEADS: dict = {}
+"The bytes before the data of a named event, per name: a stream names few, and writes one for each token."
+_EVENT_HEADS_KEPT = 256
+
+
+def sse_named_frame(obj):
+    """One SSE event whose name is the object's `type`."""
+    kind = obj["type"]
+    head = _EVENT_HEADS.get(kind)
+    if head is None:
+        head = b"event: " + kind.encode() + b"\ndata: "
+        if len(_EVENT_HEADS) < _EVENT_HEADS_KEPT:  # names an upstream passes through are not bounded
+            _EVENT_HEADS[kind] = head
+    return head + dumpb(obj) + b"\n\n"
+
+
 class SSE:
     """Server-Sent Events, data-only (OpenAI chat completions): `data: {...}`, `: ping`, then `data: [DONE]`."""
 
     mimetype = "text/event-stream"
 
-    def frame(self, chunk):
-        """One chunk as one event."""
-        return sse_frame(chunk)
+    frame = staticmethod(sse_frame)
+    "One chunk as one event."
 
     def heartbeat(self):
         """What keeps a silent stream open."""
@@ -84,9 +99,8 @@ class NamedSSE(SSE):
     def __init__(self, ping=None):
         self.ping = sse_named_frame(ping) if ping else SSE_PING
 
-    def frame(self, chunk):
-        """One chunk as one named event."""
-        return sse_named_frame(chunk)
+    frame = staticmethod(sse_named_frame)
+    "One chunk as one named event."
 
     def heartbeat(self):
         """A ping event where the protocol has one, else an SSE comment."""
@@ -102,9 +116,8 @@ class NDJSON:
 
     mimetype = "application/x-ndjson"
 
-    def frame(self, chunk):
-        """One chunk as one line."""
-        return ndjson_line(chunk)
+    frame = staticmethod(ndjson_line)
+    "One chunk as one line."
 
     def heartbeat(self):
         """NDJSON has no comment syntax: nothing is written."""
@@ -113,22 +126,6 @@ class NDJSON:
     def close(self):
         """Nothing follows the last line."""
         return b""
-
-
-_EVENT_HEADS: dict = {}
-"The bytes before the data of a named event, per name: a stream names few, and writes one for each token."
-_EVENT_HEADS_KEPT = 256
-
-
-def sse_named_frame(obj):
-    """One SSE event whose name is the object's `type`."""
-    kind = obj["type"]
-    head = _EVENT_HEADS.get(kind)
-    if head is None:
-        head = b"event: " + kind.encode() + b"\ndata: "
-        if len(_EVENT_HEADS) < _EVENT_HEADS_KEPT:  # names an upstream passes through are not bounded
-            _EVENT_HEADS[kind] = head
-    return head + dumpb(obj) + b"\n\n"
 
 
 def parse_sse(pieces):

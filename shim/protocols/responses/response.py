@@ -142,7 +142,7 @@ class ResponseStream(StreamRenderer):
 
     def chunks(self, event):
         """The stream events that carry one generation event."""
-        if isinstance(event, g.TextDelta):
+        if type(event) is g.TextDelta:
             return self._text(event)
         if isinstance(event, g.ReasoningDelta):
             opened = self._open("reasoning")
@@ -182,13 +182,16 @@ class ResponseStream(StreamRenderer):
         if item is None or item["type"] != "message":
             return self._open("message") + self._text(event)
         item["pieces"].append(event.text)
+        if self.quiet:
+            if self.logprobs:
+                item["logprobs"] += _logprobs(event.logprobs)
+            return []
+        # Most of a stream's events are these: one literal, not _delta's and then a key more.
         logprobs = _logprobs(event.logprobs) if self.logprobs else []
         item["logprobs"] += logprobs
-        if self.quiet:
-            return []
-        delta = self._delta("response.output_text.delta", event.text)
-        delta["logprobs"] = logprobs
-        return [delta]
+        self.sequence += 1
+        return [{"type": "response.output_text.delta", "sequence_number": self.sequence - 1, "item_id": item["id"],
+                 "output_index": len(self.output), "content_index": 0, "delta": event.text, "logprobs": logprobs}]
 
     def _delta(self, kind, text):
         """A delta event of the open item; most of a stream's events are these, so one literal (not _event, _where)."""
