@@ -1,7 +1,6 @@
 """What both upstream backends share: endpoint pools with failover, cached model lists, error mapping."""
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
 import re
@@ -50,16 +49,9 @@ class EndpointPool:
         with self._lock:
             return sorted(self.endpoints, key=lambda e: (not e.healthy, e.outstanding))
 
-    @contextlib.contextmanager
     def use(self, endpoint):
-        """Count a request as in flight at endpoint while the block runs."""
-        with self._lock:
-            endpoint.outstanding += 1
-        try:
-            yield endpoint
-        finally:
-            with self._lock:
-                endpoint.outstanding -= 1
+        """Count a request as in flight at endpoint while the block (a with statement) runs."""
+        return _InUse(self._lock, endpoint)
 
     def failed(self, endpoint, why):
         """Take endpoint out of rotation for a while."""
@@ -69,6 +61,22 @@ class EndpointPool:
     def succeeded(self, endpoint):
         """Put endpoint back into rotation."""
         endpoint.down_until = 0.0
+
+
+class _InUse:
+    """A request in flight at an endpoint, counted while a with block runs (a class: every request enters one)."""
+
+    def __init__(self, lock, endpoint):
+        self.lock, self.endpoint = lock, endpoint
+
+    def __enter__(self):
+        with self.lock:
+            self.endpoint.outstanding += 1
+        return self.endpoint
+
+    def __exit__(self, *exc):
+        with self.lock:
+            self.endpoint.outstanding -= 1
 
 
 def with_failover(pool, attempt):
