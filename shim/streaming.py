@@ -30,6 +30,18 @@ def dumps(obj):
     return text if text.isascii() else text.translate(_LINE_BREAKERS)
 
 
+def strict_dumper(ascii_only, separators):
+    """A function writing JSON exactly as json.dumps(obj, ensure_ascii=ascii_only, separators=separators,
+    allow_nan=False) writes it (ValueError for NaN), made once: json.dumps makes its encoder anew at every call."""
+    encoder = json.JSONEncoder(ensure_ascii=ascii_only, separators=separators, allow_nan=False)
+    if not c_make_encoder:
+        return encoder.encode
+    strings = json.encoder.encode_basestring_ascii if ascii_only else json.encoder.encode_basestring
+    # No markers (the circular-reference check): what shim writes was read from JSON or built of it.
+    make = c_make_encoder(None, encoder.default, strings, None, separators[1], separators[0], False, False, False)
+    return lambda obj: "".join(make(obj, 0))
+
+
 def dumpb(obj):
     """dumps(obj) as UTF-8 bytes, by orjson (a fifth of the time; some floats spelled otherwise, NaN as null)."""
     try:

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import base64
-import json
 import os
 import socket
 import ssl
@@ -11,7 +10,7 @@ import urllib.parse
 import weakref
 
 from ..sockets import sendall
-from ..streaming import loads
+from ..streaming import loads, strict_dumper
 
 READ_SIZE = 16384
 "Bytes asked of the socket per read; only what arrives is kept, so an open stream holds just its unread bytes."
@@ -24,6 +23,8 @@ IDLE_SECONDS = 60.0
 NO_BODY = (204, 304)
 CANCEL_LOOK_SECONDS = 0.25
 "How often a request waiting for its answer's head looks at its cancel flag."
+_JSON = strict_dumper(True, (", ", ": "))
+"A JSON body as json.dumps(body, allow_nan=False) writes it."
 
 
 class HTTPError(OSError):
@@ -69,7 +70,7 @@ class Client:
         """
         target = self._targets.get((method, url)) or self._target(method, url)
         if body is not None and not isinstance(body, bytes):
-            body = json.dumps(body, allow_nan=False).encode()
+            body = _JSON(body).encode()
         head = target.line + target.head
         if body is not None:
             head += b"Content-Type: %s\r\nContent-Length: %d\r\n" % (content_type.encode(), len(body))

@@ -13,7 +13,7 @@ from json import dumps
 import httpx
 from httpx._client import ClientState
 
-from ..streaming import HEARTBEAT, PAUSE, loads
+from ..streaming import HEARTBEAT, PAUSE, loads, strict_dumper
 from .httpclient import Client, ConnectError, HTTPError, ReadTimeout
 
 CANCEL: contextvars.ContextVar = contextvars.ContextVar("shim_transport_cancel", default=None)
@@ -156,9 +156,13 @@ class LeanClient(httpx.Client):
         return first + own + last
 
 
+_HTTPX_JSON = strict_dumper(False, (",", ":"))
+"JSON text as httpx writes a request's: json.dumps(ensure_ascii=False, separators=(',', ':'), allow_nan=False)."
+
+
 def _json_bytes(json):
     """A request's JSON body as httpx encodes it, None for none."""
-    return None if json is None else dumps(json, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
+    return None if json is None else _HTTPX_JSON(json).encode()
 
 
 class _Jarless(httpx.Cookies):

@@ -833,3 +833,24 @@ def test_a_named_event_is_framed_alike_the_first_time_its_name_is_seen_and_after
     frames = [streaming.sse_named_frame(e) for e in events]
     assert frames == [b"event: " + e["type"].encode() + b"\ndata: " + streaming.dumpb(e) + b"\n\n" for e in events]
     assert sorted(streaming._EVENT_HEADS) == ["kind.0", "kind.1"]
+
+
+@pytest.mark.parametrize("ascii_only, separators", [(False, (",", ":")), (True, (", ", ": "))])
+@pytest.mark.parametrize("value", [
+    {"model": "m", "messages": [{"role": "user", "content": "h\u00e9 \u2028 \U0001f600 \"q\" \\ \n"}]},
+    {"a": [1, 2.5, -0.0, 1e-05, 1e300, 12345678901234567890123, None, True, False, {}, []]},
+    "just a string", 3, None, [], {"nested": {"deeper": [{"x": 1}]}},
+])
+def test_strict_dumper_writes_as_json_dumps_writes(ascii_only, separators, value):
+    from shim.streaming import strict_dumper
+    expected = json.dumps(value, ensure_ascii=ascii_only, separators=separators, allow_nan=False)
+    assert strict_dumper(ascii_only, separators)(value) == expected
+
+
+@pytest.mark.parametrize("value", [float("nan"), {"t": float("inf")}, [float("-inf")]])
+def test_strict_dumper_refuses_nan_and_infinities_as_json_dumps_does(value):
+    from shim.streaming import strict_dumper
+    with pytest.raises(ValueError, match="Out of range float values are not JSON compliant"):
+        strict_dumper(False, (",", ":"))(value)
+    with pytest.raises(ValueError, match="Out of range float values are not JSON compliant"):
+        json.dumps(value, allow_nan=False)
