@@ -294,10 +294,12 @@ def answered(cls, case, stream, **options):
             response.history, response.elapsed.total_seconds() >= 0, str(response.url))
 
 
+@pytest.mark.parametrize("options", [{}, {"auth": ("u", "p")}], ids=["straight", "through-httpx"])
 @pytest.mark.parametrize("stream", [False, True], ids=["request", "stream"])
 @pytest.mark.parametrize("case", ANSWERS)
-def test_a_json_request_sent_straight_through_the_transport_is_answered_as_httpx_answers_it(case, stream):
-    assert answered(LeanClient, case, stream) == answered(httpx.Client, case, stream)
+def test_a_json_request_over_the_transport_is_answered_as_httpx_answers_it(case, stream, options):
+    """Sent straight through (the ollama client's requests), or by httpx's own send (a client with auth)."""
+    assert answered(LeanClient, case, stream, **options) == answered(httpx.Client, case, stream, **options)
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["request", "stream"])
