@@ -13,7 +13,7 @@ from json import dumps
 import httpx
 from httpx._client import ClientState
 
-from ..streaming import HEARTBEAT, PAUSE, loads, strict_dumper
+from ..streaming import HEARTBEAT, PAUSE, strict_dumper
 from .httpclient import Client, ConnectError, HTTPError, ReadTimeout
 
 CANCEL: contextvars.ContextVar = contextvars.ContextVar("shim_transport_cancel", default=None)
@@ -257,10 +257,6 @@ class _Response(httpx.Response):
             self.close()
         self._num_bytes_downloaded = len(self._content)
         return self._content
-
-    def json(self, **kwargs):
-        """httpx's: the body as JSON, read as json.loads reads it (by orjson when it can)."""
-        return loads(self.content) if not kwargs else super().json(**kwargs)
 
     def close(self):
         """httpx's: done with the answer."""
