@@ -49,7 +49,7 @@ class AnthropicBackend(HTTPBackend):
                     return
             else:  # a whole Message: when its first token came is not known, so none of the time is prefill
                 first = started
-                yield from self._read(reader.message, self._json(response))
+                yield from self._read(reader.message, self._json(response, exact_with=b'"tool_use"'))
             if not reader.finished and reader.reason is None:
                 raise UpstreamError(f"{self.name} ended its answer without finishing it (no message_stop)")
             now = time.perf_counter_ns()

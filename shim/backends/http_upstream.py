@@ -70,9 +70,14 @@ class HTTPBackend(upstream.UpstreamBackend):
                 raise upstream.unreachable(self.name, err) from err
         return upstream.with_failover(self.pool, attempt)[1]
 
-    def _json(self, response):
-        """A whole answer's body as JSON; a body that is not JSON is an upstream error."""
+    def _json(self, response, exact_with=None):
+        """A whole answer's body as JSON; a body that is not JSON is an upstream error. One holding the bytes
+        exact_with is read by the json module: orjson reads integers past 64 bits as floats, which a tool's input
+        (an object shim writes out again as the call's arguments) must not turn into."""
         try:
+            if exact_with is not None:
+                data = response.read()
+                return json.loads(data) if exact_with in data else loads(data)
             return response.json()
         except ValueError as err:
             raise UpstreamError(f"{self.name} sent a body that is not JSON") from err

@@ -380,3 +380,22 @@ def test_bad_backend_settings_are_refused(fields, message):
     with pytest.raises(ConfigError) as err:
         Settings.from_mapping({"backends": {"x": {"url": "http://127.0.0.1:1", **fields}}})
     assert message in str(err.value)
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
+def test_a_tool_inputs_long_integers_reach_the_arguments_exactly(stream):
+    """orjson, which reads the upstream's JSON, reads integers past 64 bits as floats: 123456789012345678901234
+    would become 1.2345678901234568e+23 in the call's arguments."""
+    arguments = {"id": 123456789012345678901234, "small": 7, "ratio": 0.5}
+
+    def app(record):
+        body = {**record.json, "stream": False}
+        message = fake_anthropic.message(body, *fake_anthropic.answer(body))
+        message["content"] = [{"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": arguments}]
+        message["stop_reason"] = "tool_use"
+        return Response(json.dumps(message), mimetype="application/json")
+    with FakeUpstream(app) as server:
+        events = run(make_backend(server.url), chat("weather?", tools=(WEATHER,), stream=stream))
+    calls = [e.call for e in events if isinstance(e, g.ToolCallDelta)]
+    assert calls == [g.ToolCall("toolu_1", "get_weather", json.dumps(arguments))]
+    assert "123456789012345678901234" in calls[0].arguments
