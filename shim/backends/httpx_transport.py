@@ -262,7 +262,7 @@ class _Response(httpx.Response):
         """httpx's: done with the answer."""
         if not self.is_closed:
             self.is_closed = True
-            if self._started is not None and self.stream is self.body:  # else httpx's stream times it
+            if self.stream is self.body:  # else it is httpx's, which times the answer itself
                 self.elapsed = datetime.timedelta(seconds=time.perf_counter() - self._started)
             self.stream.close()
 
