@@ -71,10 +71,10 @@ class HTTPBackend(upstream.UpstreamBackend):
         return upstream.with_failover(self.pool, attempt)[1]
 
     def _json(self, response, exact_with=None):
-        """A whole answer's body as JSON; a body that is not JSON is an upstream error. One holding the bytes
-        exact_with is read by the json module: orjson reads integers past 64 bits as floats, which a tool's input
-        (an object shim writes out again as the call's arguments) must not turn into."""
+        """A whole answer's body as JSON (by the json module where it holds exact_with); not JSON: an upstream error."""
         try:
+            # orjson reads integers past 64 bits as floats: a tool's input, an object written out again as the
+            # call's arguments, must keep them as they came.
             if exact_with is not None:
                 data = response.read()
                 return json.loads(data) if exact_with in data else loads(data)

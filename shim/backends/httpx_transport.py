@@ -86,8 +86,8 @@ class LeanClient(httpx.Client):
                              stream=httpx.ByteStream(data or b""), extensions=extensions)
 
     def request(self, method, url, *, json=None, **more):
-        """httpx's request; one carrying JSON or nothing, with nothing else asked of it, sent straight through
-        shim's Transport: its httpx Request is built only if something asks for it (an error, a redirect)."""
+        """httpx's request; a plain JSON one (see _sends_lean) sent straight through shim's Transport."""
+        # Its httpx Request is built only if something asks for it (an error names it, a redirect builds on it).
         if not self._sends_lean(more):
             return super().request(method, url, json=json, **more)
         response = self._sent_lean(method, url, json)
@@ -184,8 +184,7 @@ class Transport(httpx.BaseTransport):
         return self.answer(request.method, request.url, request.headers.raw, request.read(), lambda: request)
 
     def answer(self, method, url, headers, body, request):
-        """The answer to method url with these headers (raw) and body; request gives the httpx Request it answers
-        (called only if something asks for it)."""
+        """The answer to method url with these raw headers and body; request() makes the httpx Request it answers."""
         started = time.perf_counter()
         try:
             answer = self.client.send(method, str(url), headers, body, cancel=CANCEL.get())
@@ -199,10 +198,8 @@ class Transport(httpx.BaseTransport):
 
 
 class _Response(httpx.Response):
-    """httpx's response to an answer of shim's client, made without the parts of httpx's that no caller may ask for
-    (its request and headers are made when first asked for), read straight from the answer where httpx would not
-    decode it; its lines (NDJSON: what the ollama client reads a stream as) are split at newlines only, and carry
-    the body's silences (see cancelled_by)."""
+    """httpx's response to an answer of shim's client: request and headers made when asked for, the body read
+    straight from the answer, its lines split at newlines only and carrying its silences (see cancelled_by)."""
 
     def __init__(self, answer, request, idle, started):
         # httpx.Response.__init__ is not called: these are the attributes it sets, but its request and headers,
