@@ -186,12 +186,11 @@ class ResponseStream(StreamRenderer):
             if self.logprobs:
                 item["logprobs"] += _logprobs(event.logprobs)
             return []
-        # Most of a stream's events are these: one literal, not _delta's and then a key more.
         logprobs = _logprobs(event.logprobs) if self.logprobs else []
         item["logprobs"] += logprobs
-        self.sequence += 1
-        return [{"type": "response.output_text.delta", "sequence_number": self.sequence - 1, "item_id": item["id"],
-                 "output_index": len(self.output), "content_index": 0, "delta": event.text, "logprobs": logprobs}]
+        delta = self._delta("response.output_text.delta", event.text)
+        delta["logprobs"] = logprobs
+        return [delta]
 
     def _delta(self, kind, text):
         """A delta event of the open item; most of a stream's events are these, so one literal (not _event, _where)."""
