@@ -55,6 +55,9 @@ def scheme_of(fields, secure_scheme_headers, scheme):
 class PlainRequest(Request):
     """gunicorn's request, its head read by plain_head when it is plain, else by gunicorn's own parser."""
 
+    plain = False
+    "Whether the head was read the lean way (shim.http1_exchange then makes its environ and response)."
+
     def parse(self, unreader):
         """The bytes after the head: read here when the head is plain and whole in the first read."""
         if not getattr(self.cfg, "plain_http1", False):
@@ -70,6 +73,7 @@ class PlainRequest(Request):
         self.method, self.uri, self.headers, rest = head
         self.path, _, self.query = self.uri.partition("?")
         self.fragment, self.version, self.scheme = "", (1, 1), scheme
+        self.plain = True
         return rest
 
     def _trusted_scheme_headers(self, fields):

@@ -1,5 +1,8 @@
 """gunicorn's gevent worker, sending each response's head together with the first piece of its body, and ending its
 idle keep-alive connections as soon as it is told to stop."""
+import datetime
+import socket
+
 import gevent
 from gevent.monkey import get_original
 from greenlet import getcurrent
@@ -8,6 +11,7 @@ from gunicorn.http.parser import RequestParser
 from gunicorn.workers.ggevent import GeventWorker
 
 from .http1 import PlainRequest
+from .http1_exchange import PlainEnvirons
 from .sockets import sendall
 
 
@@ -18,6 +22,9 @@ STOPPING_WAIT = 1.0
 class Worker(GeventWorker):
     """The gevent worker, its responses' heads held until their first body write (one send instead of two), its idle
     connections closed when it stops."""
+
+    environs = None
+    "Makes the environs and responses of plain requests (shim.http1_exchange), once the worker has settled."
 
     def __init__(self, *args, **kwargs):
         self._idle = {}
@@ -32,6 +39,7 @@ class Worker(GeventWorker):
     def settle(self):
         """Read gunicorn's settings once; have plain request heads read the lean way (shim.http1)."""
         self.cfg = self.log.cfg = SettledConfig(self.cfg)
+        self.environs = PlainEnvirons(self.cfg)
         # gunicorn makes a parser per connection, whose requests are of this class.
         RequestParser.mesg_class = PlainRequest
 
@@ -76,9 +84,63 @@ class Worker(GeventWorker):
         # and a send on a busy worker costs about as much as a tenth of the rest of the request (measured).
         held = HeadHeld(sock)
         try:
-            return super().handle_request(listener_name, req, held, addr)
+            made = self.environs and self.environs.create(req, held, addr, listener_name)
+            if made is None:
+                return super().handle_request(listener_name, req, held, addr)
+            try:
+                self._handle_plain(req, held, *made)
+            except (gevent.GreenletExit, SystemExit):  # as gunicorn's gevent worker: the request just ends
+                pass
+            return None
         finally:
             held.flush()
+
+    def _handle_plain(self, req, sock, resp, environ):
+        """gunicorn's async worker's handle_request, for a request whose environ and response are made already."""
+        # Its own builds them with wsgi.create (general code: any head, any listener) and gunicorn's Response.
+        request_start = datetime.datetime.now()
+        try:
+            self.cfg.pre_request(self, req)
+            self.nr += 1
+            if self.nr >= self.max_requests and self.alive:
+                self.log.info("Autorestarting worker after current request.")
+                self.alive = False
+            if not self.alive or not self.cfg.keepalive:
+                resp.force_close()
+            respiter = self.wsgi(environ, resp.start_response)
+            if self.is_already_handled(respiter):
+                return False
+            try:
+                if isinstance(respiter, environ["wsgi.file_wrapper"]):
+                    resp.write_file(respiter)
+                else:
+                    for item in respiter:
+                        resp.write(item)
+                resp.close()
+            finally:
+                self.log.access(resp, req, environ, datetime.datetime.now() - request_start)
+                if hasattr(respiter, "close"):
+                    respiter.close()
+            if resp.should_close():
+                raise StopIteration()
+        except (StopIteration, OSError):
+            raise  # handle() ends the connection (an OSError quietly when the client is gone)
+        except (Exception, SystemExit):
+            if resp.headers_sent:  # a 500 written now would land inside the answer already begun
+                self.log.exception("Error handling request")
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                    sock.close()
+                except OSError:
+                    pass
+                raise StopIteration() from None
+            raise
+        finally:
+            try:
+                self.cfg.post_request(self, req, environ, resp)
+            except Exception:
+                self.log.exception("Exception in post_request hook")
+        return True
 
 
 class SettledConfig:
