@@ -249,6 +249,14 @@ class Started:
     cancel: Cancel = dataclasses.field(default_factory=Cancel)
     beats: bool = False
     "Whether the events carry their own HEARTBEATs (the backend signals silence), so none need be timed here."
+    choices: int = 0
+    "How many Finish events end the generation (one a choice); 0 when unknown: its events end it."
+
+    def stop(self):
+        """Stop the generation and close its events (its backend's connection back to the pool, its admission place
+        given back, its last metrics written)."""
+        self.cancel.set()
+        close(self.events)
 
 
 def start(generation_request):
@@ -261,7 +269,7 @@ def start(generation_request):
     if (route.target, keep_alive) != (routed.model, routed.keep_alive) or beat:  # a copy costs as much as routing
         routed = routed.replaced(model=route.target, keep_alive=keep_alive, heartbeat_seconds=beat)
     return _admitted(route, lambda cancel: route.backend.generate(routed, cancel), services_.admission,
-                     beat is not None)
+                     beat is not None, generation_request.n)
 
 
 def beat_seconds(backend, stream, settings):
@@ -277,8 +285,8 @@ def start_routed(route, open_events, beats=False):
     return _admitted(route, open_events, services().admission, beats)
 
 
-def _admitted(route, open_events, admission, beats):
-    """start_routed with the admission already looked up."""
+def _admitted(route, open_events, admission, beats, choices=0):
+    """start_routed with the admission already looked up (and the number of choices when known)."""
     exchange.current().model = route.key
     cancel = Cancel()
     events = _measured(lambda: open_events(cancel), route.key, admission)
@@ -290,7 +298,7 @@ def _admitted(route, open_events, admission, beats):
         cancel.set()
         close(events)
         raise
-    return Started(events, cancel, beats)
+    return Started(events, cancel, beats, choices)
 
 
 def keep_alive_of(generation_request):
@@ -472,7 +480,7 @@ def _framed(chunks, framing):
 def gather(started):
     """All events of a non-streaming generation; stops it if the client hangs up meanwhile."""
     gone = client_watch()
-    events = []
+    events, finished = [], 0
     # Looked at every WATCH_SECONDS, not per event: each look is a system call, and start() watched until the first.
     next_look = time.monotonic() + WATCH_SECONDS
     try:
@@ -484,10 +492,22 @@ def gather(started):
                 next_look = time.monotonic() + WATCH_SECONDS
             if event is not HEARTBEAT and event is not PAUSE:
                 events.append(event)
-        return events
-    finally:
-        started.cancel.set()
-        close(started.events)
+                if isinstance(event, Finish):
+                    finished += 1
+                    if finished == started.choices:
+                        break
+        else:
+            finished = 0
+    except BaseException:
+        started.stop()
+        raise
+    if finished:
+        # Every choice has finished: what is left (the connection back to its pool, the admission place, the last
+        # metrics) need not delay the answer, and is done once it has been written.
+        exchange.current().after_answer(started.stop)
+    else:
+        started.stop()
+    return events
 
 
 def client_watch():

@@ -17,13 +17,37 @@ _current: contextvars.ContextVar[Exchange] = contextvars.ContextVar("shim_exchan
 class Exchange:
     """A request's WSGI environ, the app's services, and what is learned of it on the way (its id, its model)."""
 
-    __slots__ = ("environ", "services", "request_id", "model")
+    __slots__ = ("environ", "services", "request_id", "model", "afterwards")
 
     def __init__(self, environ, services):
         self.environ = environ
         self.services = services
         self.request_id = environ.get("HTTP_X_REQUEST_ID") or ids.token_hex(8)
         self.model = ""
+        self.afterwards = None
+        "What is left to do once the answer has been written (see after_answer), or None."
+
+    def after_answer(self, then):
+        """Have then() called once the answer has been written (or has failed to be)."""
+        if self.afterwards is None:
+            self.afterwards = []
+        self.afterwards.append(then)
+
+    def finish(self):
+        """Call what after_answer left, each once, whatever any of them raises."""
+        left, self.afterwards = self.afterwards or (), None
+        errors = []
+        for then in left:
+            try:
+                then()
+            except Exception as err:  # noqa: BLE001 - each must run; the first error is raised after
+                errors.append(err)
+        if errors:
+            raise errors[0]
+
+    def closing(self, body):
+        """body, or (when something is left for after the answer) body that does it when closed."""
+        return body if self.afterwards is None else _ThenFinish(body, self)
 
     def header(self, name, default=None):
         """A request header's value (name in any case), or default."""
@@ -44,6 +68,25 @@ class Exchange:
     def body(self):
         """The body's stream, bounded as Flask bounds it."""
         return get_input_stream(self.environ)
+
+
+class _ThenFinish:
+    """A WSGI body whose close() (after the server has written it) also finishes its exchange."""
+
+    def __init__(self, body, exchange):
+        self.body, self.exchange = body, exchange
+
+    def __iter__(self):
+        return iter(self.body)
+
+    def close(self):
+        """Close the body, then finish the exchange."""
+        try:
+            closer = getattr(self.body, "close", None)
+            if closer is not None:
+                closer()
+        finally:
+            self.exchange.finish()
 
 
 def current() -> Exchange:

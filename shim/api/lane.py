@@ -26,12 +26,17 @@ class Lane:
         try:
             endpoint = self.routes.get(environ.get("PATH_INFO")) if environ.get("REQUEST_METHOD") == "POST" else None
             if endpoint is None:
-                return self.flask_wsgi(environ, start_response)
-            answer = endpoint.serve(exchange)
-            start_response(answer.status_line, list(answer.headers.items()))
-            return answer.body
+                body = self.flask_wsgi(environ, start_response)
+            else:
+                answer = endpoint.serve(exchange)
+                start_response(answer.status_line, list(answer.headers.items()))
+                body = answer.body
+        except BaseException:
+            exchange.finish()
+            raise
         finally:
             left(token)
+        return exchange.closing(body)
 
 
 class _Endpoint:
