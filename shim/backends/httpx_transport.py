@@ -120,12 +120,12 @@ class LeanClient(httpx.Client):
 
     def _sent_lean(self, method, url, json):
         """The answer to a request with this JSON (or none), its body not read yet."""
-        url = self._merged(url)
+        url, text, netloc = self._kept(url)[1:]
         method = method.upper()
         data = _json_bytes(json)
         self._state = ClientState.OPENED
-        response = self._transport.answer(method, url, self._request_headers(method, url, data), data or b"",
-                                          lambda: self.build_request(method, url, json=json))
+        response = self._transport.answer(method, url, self._request_headers(method, url, data, netloc), data or b"",
+                                          lambda: self.build_request(method, url, json=json), text)
         response.default_encoding = self._default_encoding
         if response.has_redirect_location:
             response.next_request = self._build_redirect_request(response.request, response)
@@ -133,19 +133,28 @@ class LeanClient(httpx.Client):
 
     def _merged(self, url):
         """url merged with the base URL as httpx merges it, kept per path and base URL."""
+        return self._kept(url)[1]
+
+    def _kept(self, url):
+        """(base URL, url merged with it, as text, its Host or None), kept per path and base URL."""
+        # httpx makes a URL's text and netloc anew each time they are asked for (3 us a request, measured).
         base = self.base_url
         kept = self._kept_urls.get(url) if isinstance(url, str) else None
         if kept is None or kept[0] is not base:
-            kept = (base, self._merge_url(url))
+            merged = self._merge_url(url)
+            kept = (base, merged, str(merged), merged.netloc if merged.host else None)
             if isinstance(url, str) and len(self._kept_urls) < self.MAX_URLS:
                 self._kept_urls[url] = kept
-        return kept[1]
+        return kept
 
-    def _request_headers(self, method, url, data):
-        """The headers httpx gives a request with this JSON body (or none): the client's, and what they lack."""
+    def _request_headers(self, method, url, data, netloc=False):
+        """The headers httpx gives a request with this JSON body (or none): the client's, and what they lack (netloc:
+        the URL's Host, None for none, when known)."""
         own = self.headers.raw
         names = {name.lower() for name, _ in own}
-        first = [(b"Host", url.netloc)] if b"host" not in names and url.host else []
+        if netloc is False:
+            netloc = url.netloc if url.host else None
+        first = [(b"Host", netloc)] if b"host" not in names and netloc is not None else []
         if data is None:
             if method in ("POST", "PUT", "PATCH") and not names & {b"content-length", b"transfer-encoding"}:
                 first.append((b"Content-Length", b"0"))
@@ -183,11 +192,12 @@ class Transport(httpx.BaseTransport):
         # The request's body is read whole: what shim asks of Ollama is JSON (it uploads no blobs).
         return self.answer(request.method, request.url, request.headers.raw, request.read(), lambda: request)
 
-    def answer(self, method, url, headers, body, request):
-        """The answer to method url with these raw headers and body; request() makes the httpx Request it answers."""
+    def answer(self, method, url, headers, body, request, text=None):
+        """The answer to method url (text: the URL as text, when known) with these raw headers and body; request()
+        makes the httpx Request it answers."""
         started = time.perf_counter()
         try:
-            answer = self.client.send(method, str(url), headers, body, cancel=CANCEL.get())
+            answer = self.client.send(method, text or str(url), headers, body, cancel=CANCEL.get())
         except HTTPError as err:
             raise _httpx_error(err, request()) from err
         return _Response(answer, request, IDLE.get(), started)
