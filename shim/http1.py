@@ -1,5 +1,6 @@
 """The plain HTTP/1.1 request heads that proxies and SDKs send, read without gunicorn's general parser; every other
 head is left to that parser, which accepts or refuses it as it always has."""
+import io
 import re
 
 from gunicorn.http.message import Request, _ip_in_allow_list
@@ -74,7 +75,19 @@ class PlainRequest(Request):
         self.path, _, self.query = self.uri.partition("?")
         self.fragment, self.version, self.scheme = "", (1, 1), scheme
         self.plain = True
+        # A body that came whole with the head is kept as it is; any other (or an odd length) is gunicorn's to read.
+        length = next((value for name, value in self.headers if name == "CONTENT-LENGTH"), "0")
+        if length.isdigit() and int(length) <= len(rest):
+            self._whole, rest = rest[:int(length)], rest[int(length):]
         return rest
+
+    def set_body_reader(self):
+        """gunicorn's body reader; for a body that came whole with the head, the body itself."""
+        whole = getattr(self, "_whole", None)
+        if whole is None:
+            return super().set_body_reader()
+        self.body = WholeBody(whole)
+        return None
 
     def _trusted_scheme_headers(self, fields):
         """The secure-scheme headers this peer may set, looked up only when one of them came."""
@@ -97,3 +110,31 @@ class PlainRequest(Request):
             trusted = known[address] = _ip_in_allow_list(address, self.cfg.forwarded_allow_ips,
                                                          self.cfg.forwarded_allow_networks())
         return trusted
+
+
+class WholeBody(io.BytesIO):
+    """A request body that came whole with its head, read as gunicorn's Body reads one, without its reader's steps."""
+
+    failed = False
+    "As gunicorn's Body: reading it never failed (its parser asks before it reads past it)."
+
+    def read(self, size=None):
+        """Up to size bytes (all of them for None or a negative size)."""
+        return super().read(_size(size))
+
+    def readline(self, size=None):
+        """The next line, of at most size bytes."""
+        return super().readline(_size(size))
+
+    def readlines(self, size=None):
+        """The lines left (gunicorn's reads them all, whatever size says)."""
+        return super().readlines()
+
+
+def _size(size):
+    """A read's size as gunicorn's Body takes it: TypeError for a size that is not an integer."""
+    if size is None:
+        return -1
+    if not isinstance(size, int):
+        raise TypeError("size must be an integral type")
+    return max(size, -1)

@@ -218,3 +218,54 @@ def test_any_head_reads_on_the_lean_way_as_gunicorn_reads_it(method, target, ver
     cfg = settled()
     for pieces in ([raw], [raw[:cut], raw[cut:]]):
         assert outcome(PlainRequest, pieces, cfg) == outcome(Request, pieces, cfg)
+
+
+BODY_READS = [("read", ()), ("read", (None,)), ("read", (-1,)), ("read", (0,)), ("read", (3,)), ("read", (500,)),
+              ("readline", ()), ("readline", (2,)), ("readline", (-5,)), ("readlines", ()), ("readlines", (1,)),
+              ("read", ("3",)), ("read", (1.5,)), ("readline", ("x",))]
+
+
+def first_request(message_class, pieces, cfg):
+    return next(type("P", (RequestParser,), {"mesg_class": message_class})(cfg, Peer(pieces), ("127.0.0.1", 5000)))
+
+
+def reads(body, steps):
+    """What each of steps (method, args) read from body (or the TypeError it raised), then what iterating gives."""
+    done = []
+    for name, args in steps:
+        try:
+            done.append(getattr(body, name)(*args))
+        except TypeError as err:
+            done.append(("TypeError", str(err)))
+    return done + [list(body)]
+
+
+@pytest.mark.parametrize("data", [b"", b"x", b'{"a":1}', b"line one\nline two\n\nlast", b"\n\n"])
+@pytest.mark.parametrize("start", range(len(BODY_READS)))
+def test_a_body_that_came_with_its_head_reads_as_gunicorns_body_reads(data, start, lean):
+    raw = b"POST /x HTTP/1.1\r\nContent-Length: %d\r\n\r\n" % len(data) + data
+    cfg = settled()
+    ours, theirs = first_request(PlainRequest, [raw], cfg), first_request(Request, [raw], cfg)
+    assert type(ours.body) is http1.WholeBody and lean == [True]
+    steps = BODY_READS[start:] + BODY_READS[:start]
+    assert reads(ours.body, steps) == reads(theirs.body, steps)
+
+
+def test_a_body_still_arriving_or_of_an_odd_length_is_gunicorns_to_read():
+    cfg = settled()
+    cases = {  # pieces: whether the body is read whole with the head
+        (b"POST /x HTTP/1.1\r\nContent-Length: 5\r\n\r\nab", b"cde"): False,
+        (b"POST /x HTTP/1.1\r\nContent-Length: 05\r\n\r\nabcde",): True,
+        (b"POST /x HTTP/1.1\r\nContent-Length: 5\r\n\r\nabcdeGET / HTTP/1.1\r\n\r\n",): True,
+        (b"POST /x HTTP/1.1\r\nContent-Length: +5\r\n\r\nabcde",): False,
+        (b"POST /x HTTP/1.1\r\nContent-Length: \xd9\xa5\r\n\r\nabcde",): False,
+    }
+    for pieces, whole in cases.items():
+        assert outcome(PlainRequest, pieces, cfg) == outcome(Request, pieces, cfg)
+        try:
+            req = first_request(PlainRequest, pieces, cfg)
+        except Exception:  # noqa: BLE001 - refused, as gunicorn refuses it (compared above)
+            assert not whole
+            continue
+        assert (type(req.body) is http1.WholeBody) == whole
+        assert req.body.read() == b"abcde"
