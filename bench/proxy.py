@@ -2,7 +2,8 @@
 
 Side by side in one run, several rounds interleaved, medians: the upstream directly, a bare Flask view and a bare WSGI
 callable under the same gunicorn + gevent settings, and shim for each client protocol through each upstream backend
-type.
+type. A row's latency is taken in turns with that of the upstream it goes to (LATENCY_CHUNK requests each), and its
+added p50 is the difference of the two: the machine's drift between figures taken minutes apart would swamp it.
 Environment: BENCH_ROUNDS (3), BENCH_SECONDS (wrk seconds per figure, 5), BENCH_COUNT (sequential requests, 1000),
 BENCH_ONLY (a regular expression the row names must match), BENCH_BASELINE (another source tree of shim, whose
 rows are measured beside this one's, marked "baseline").
@@ -53,20 +54,33 @@ def config(upstream_port):
 
 def latencies(port, path, body, count):
     """Seconds each of `count` sequential requests took, on one keep-alive connection."""
-    conn = http.client.HTTPConnection("127.0.0.1", port)
-    payload = json.dumps(body)
-    headers = {"Content-Type": "application/json"}
-    times = []
-    for i in range(count + count // 10):
-        started = time.perf_counter()
-        conn.request("POST", path, payload, headers)
-        response = conn.getresponse()
-        response.read()
-        if response.status != 200:
-            raise SystemExit(f"POST {path} answered {response.status}")
-        if i >= count // 10:  # warm-up
-            times.append(time.perf_counter() - started)
-    conn.close()
+    return latencies_beside([(port, path, body)], count)[0]
+
+
+LATENCY_CHUNK = 25
+"Sequential requests to one target before the next target's turn, when targets are measured beside each other."
+
+
+def latencies_beside(targets, count):
+    """For each (port, path, body) target, seconds each of `count` sequential requests took on its own keep-alive
+    connection, the targets taking turns every LATENCY_CHUNK requests (so the machine's drift falls on all alike)."""
+    conns = [http.client.HTTPConnection("127.0.0.1", port) for port, _, _ in targets]
+    requests_ = [(path, json.dumps(body)) for _, path, body in targets]
+    times = [[] for _ in targets]
+    warm, total = count // 10, count + count // 10
+    for start in range(0, total, LATENCY_CHUNK):
+        for conn, (path, payload), kept in zip(conns, requests_, times):
+            for index in range(start, min(start + LATENCY_CHUNK, total)):
+                started = time.perf_counter()
+                conn.request("POST", path, payload, {"Content-Type": "application/json"})
+                response = conn.getresponse()
+                response.read()
+                if response.status != 200:
+                    raise SystemExit(f"POST {path} answered {response.status}")
+                if index >= warm:
+                    kept.append(time.perf_counter() - started)
+    for conn in conns:
+        conn.close()
     return times
 
 
@@ -168,13 +182,23 @@ def in_turn(table, round_):
 
 
 def measure(table, rounds, seconds, count):
-    """{row name: (latencies, [JSON req/s], [streams/s])}, the rows taken in turn, round after round."""
-    results = {name: ([], [], []) for name, *_ in table}
+    """{row name: (latencies, [JSON req/s], [streams/s], latencies of its upstream taken beside its own)}, the rows
+    taken in turn, round after round."""
+    results = {name: ([], [], [], []) for name, *_ in table}
+    directs = {f"upstream direct ({api} API)": (port, path, body) for (api, port, path, body)
+               in ((r[0].split("(")[1].split(" API")[0], r[1], r[2], r[3]) for r in table
+                   if r[0].startswith("upstream direct"))}
     for round_ in range(rounds):
-        for name, port, path, body, stream, _ in in_turn(table, round_):
-            lat, json_rate, stream_rate = results[name]
+        for name, port, path, body, stream, compare in in_turn(table, round_):
+            lat, json_rate, stream_rate, beside = results[name]
             pids = listening_pids(port)
-            lat.extend(latencies(port, path, body, count))
+            direct = directs.get(f"upstream direct ({compare} API)") if compare else None
+            if direct is None:
+                lat.extend(latencies(port, path, body, count))
+            else:  # the upstream's own latency taken in turns with the row's: added p50 is the difference of the two
+                own, upstream = latencies_beside([(port, path, body), direct], count)
+                lat.extend(own)
+                beside.extend(upstream)
             json_rate.append(wrk(port, path, body, seconds, pids=pids))
             stream_rate.append(wrk(port, path, stream, seconds, pids=pids))
             print(f"round {round_ + 1}: {name}: p50 {median(lat) * 1000:.2f} ms, {json_rate[-1][0]:.0f} req/s "
@@ -185,17 +209,16 @@ def measure(table, rounds, seconds, count):
 
 def render(table, results):
     """The markdown table: p50 and added p50 at 1 client, JSON req/s and 16-token streams/s at 32 clients."""
-    direct = {name.split("(")[1].split(" API")[0]: median(results[name][0]) for name, *_ in table
-              if name.startswith("upstream direct")}
     lines = ["| path | p50, 1 client | added p50 | added p99 | JSON req/s, 32 clients (CPU per request) | "
              "16-token streams/s, 32 clients (CPU per stream) |", "|---|---|---|---|---|---|"]
     for name, *_, compare in table:
-        lat, json_rate, stream_rate = results[name]
+        lat, json_rate, stream_rate, beside = results[name]
         added = added99 = "—"
         if compare:
             base = [r for r in table if r[0] == f"upstream direct ({compare} API)"][0][0]
-            added = f"+{(median(lat) - direct[compare]) * 1000:.2f} ms"
-            added99 = f"+{(pct(lat, 99) - pct(results[base][0], 99)) * 1000:.2f} ms"
+            upstream = beside or results[base][0]
+            added = f"+{(median(lat) - median(upstream)) * 1000:.2f} ms"
+            added99 = f"+{(pct(lat, 99) - pct(upstream, 99)) * 1000:.2f} ms"
         lines.append(f"| {name} | {median(lat) * 1000:.2f} ms | {added} | {added99} | {_rate(json_rate)} | "
                      f"{_rate(stream_rate)} |")
     return "\n".join(lines)

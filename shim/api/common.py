@@ -480,7 +480,7 @@ def _framed(chunks, framing):
 def gather(started):
     """All events of a non-streaming generation; stops it if the client hangs up meanwhile."""
     gone = client_watch()
-    events, finished = [], 0
+    events, finished, complete = [], 0, False
     # Looked at every WATCH_SECONDS, not per event: each look is a system call, and start() watched until the first.
     next_look = time.monotonic() + WATCH_SECONDS
     try:
@@ -494,14 +494,13 @@ def gather(started):
                 events.append(event)
                 if isinstance(event, Finish):
                     finished += 1
-                    if finished == started.choices:
+                    complete = finished == started.choices
+                    if complete:
                         break
-        else:
-            finished = 0
     except BaseException:
         started.stop()
         raise
-    if finished:
+    if complete:
         # Every choice has finished: what is left (the connection back to its pool, the admission place, the last
         # metrics) need not delay the answer, and is done once it has been written.
         exchange.current().after_answer(started.stop)

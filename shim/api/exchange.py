@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextvars
 import dataclasses
 import http
+import logging
 import typing
 
 from werkzeug.sansio.utils import get_content_length
@@ -11,6 +12,7 @@ from werkzeug.wsgi import get_input_stream
 
 from .. import ids, streaming
 
+log = logging.getLogger("shim")
 _current: contextvars.ContextVar[Exchange] = contextvars.ContextVar("shim_exchange")
 
 
@@ -34,16 +36,13 @@ class Exchange:
         self.afterwards.append(then)
 
     def finish(self):
-        """Call what after_answer left, each once, whatever any of them raises."""
+        """Call what after_answer left, each once; one that fails is logged (the answer has gone, or is failing)."""
         left, self.afterwards = self.afterwards or (), None
-        errors = []
         for then in left:
             try:
                 then()
-            except Exception as err:  # noqa: BLE001 - each must run; the first error is raised after
-                errors.append(err)
-        if errors:
-            raise errors[0]
+            except Exception:  # noqa: BLE001 - a bug, but the next must still run, and the client has its answer
+                log.exception("finishing a request failed")
 
     def closing(self, body):
         """body, or (when something is left for after the answer) body that does it when closed."""
