@@ -5,6 +5,8 @@ from collections import Counter as Tally
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest, values
 
+from .threads import real_lock
+
 _pid = os.getpid()
 
 
@@ -23,7 +25,13 @@ os.register_at_fork(after_in_child=_refresh_pid)
 # In multiprocess mode every write asks for the process id to notice a fork: os.getpid() is a system call (measured,
 # 4.8% of a proxying worker's CPU). The id read once and again after each fork tells the same.
 if getattr(values.ValueClass, "_multiprocess", False):
-    values.ValueClass = values.MultiProcessValue(process_identifier=pid)
+    # Every write also takes the one lock its values share: under gevent, gevent's lock (0.53 us a write, against 0.26
+    # for an OS thread's, measured). A write never yields to another greenlet, so an OS thread's lock serves as well.
+    values.Lock, _patched_lock = real_lock, values.Lock
+    try:
+        values.ValueClass = values.MultiProcessValue(process_identifier=pid)
+    finally:
+        values.Lock = _patched_lock
 
 REQUESTS = Counter("shim_requests_total", "HTTP requests answered", ["route", "status", "model"])
 TOKENS_IN = Counter("shim_prompt_tokens_total", "Prompt tokens processed", ["model"])

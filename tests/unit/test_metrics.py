@@ -51,3 +51,24 @@ def test_shim_installs_a_value_class_that_does_not_ask_for_the_process_id_on_eve
     done = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=60)
     assert done.stdout.strip() == "0", done.stderr
     assert any(path.name.startswith("counter_") for path in tmp_path.iterdir())
+
+
+def test_under_gevent_the_values_share_an_os_threads_lock_and_still_add_up(tmp_path):
+    """A write never yields to another greenlet: the values' one lock is an OS thread's, not gevent's (half the cost);
+    prometheus_client's own Lock, for whatever else makes one, stays gevent's."""
+    import subprocess
+    import sys
+    probe = ("from gevent import monkey\nmonkey.patch_all()\nimport gevent\nfrom prometheus_client import values\n"
+             "from shim import metrics\n"
+             "kinds = [type(c.cell_contents) for c in values.ValueClass.inc.__closure__ or ()]\n"
+             "real = any((t.__module__, t.__name__) == ('_thread', 'lock') for t in kinds)\n"
+             "print(real, type(values.Lock()).__module__)\n"
+             "requests = metrics.child(metrics.REQUESTS, '/x', '200', 'm')\n"
+             "gevent.joinall([gevent.spawn(lambda: [requests.inc() for _ in range(100)]) for _ in range(5)])\n"
+             "body, _ = metrics.render(values.os.environ['PROMETHEUS_MULTIPROC_DIR'])\n"
+             "print([line for line in body.decode().splitlines() if line.startswith('shim_requests_total')])")
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    done = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=60)
+    lock_line, sample_line = done.stdout.strip().splitlines()
+    assert lock_line == "True gevent.thread", done.stderr
+    assert sample_line == "['shim_requests_total{model=\"m\",route=\"/x\",status=\"200\"} 500.0']"
