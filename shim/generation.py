@@ -1,46 +1,13 @@
 """The internal generation contract: what every protocol parses into and every backend yields. No I/O."""
 from __future__ import annotations
 
-import dataclasses
 import threading
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Mapping, Optional, TypeVar, Union
+from typing import Iterator, Mapping, Optional, Union
 
 from .errors import Unsupported
 
 
-T = TypeVar("T")
-
-
-def quick_init(cls: type[T]) -> type[T]:
-    """A frozen dataclass given an __init__ that fills the new instance's __dict__ at once (the same fields, defaults
-    and checks of the arguments)."""
-    # A frozen dataclass's own __init__ sets each field through object.__setattr__, a call per field: measured,
-    # GenerationRequest's cost 4.9 us, and every request makes one, every event another.
-    fields = dataclasses.fields(cls)  # type: ignore[arg-type]
-    if hasattr(cls, "__post_init__") or any(not f.init or f.kw_only for f in fields):
-        return cls  # kept as dataclasses makes it
-    namespace: dict[str, Any] = {"MISSING": dataclasses.MISSING}
-    params, values = [], []
-    for f in fields:
-        if f.default is not dataclasses.MISSING:
-            namespace[f"_default_{f.name}"] = f.default
-            params.append(f"{f.name}=_default_{f.name}")
-            values.append(f"'{f.name}': {f.name}")
-        elif f.default_factory is not dataclasses.MISSING:
-            namespace[f"_factory_{f.name}"] = f.default_factory
-            params.append(f"{f.name}=MISSING")
-            values.append(f"'{f.name}': _factory_{f.name}() if {f.name} is MISSING else {f.name}")
-        else:
-            params.append(f.name)
-            values.append(f"'{f.name}': {f.name}")
-    exec(f"def __init__(self, {', '.join(params)}):\n    self.__dict__.update({{{', '.join(values)}}})\n", namespace)
-    namespace["__init__"].__qualname__ = f"{cls.__qualname__}.__init__"
-    setattr(cls, "__init__", namespace["__init__"])
-    return cls
-
-
-@quick_init
 @dataclass(frozen=True)
 class ToolCall:
     """One function call the model made."""
@@ -53,7 +20,6 @@ class ToolCall:
     "Cut off (max_tokens, a stop sequence) before it was complete: arguments hold only what was written."
 
 
-@quick_init
 @dataclass(frozen=True)
 class Message:
     """One turn of a conversation."""
@@ -70,7 +36,6 @@ class Message:
     "For an assistant message: the reasoning the model wrote before this answer (kept for models that read it)."
 
 
-@quick_init
 @dataclass(frozen=True)
 class Tool:
     """A function the model may call."""
@@ -80,7 +45,6 @@ class Tool:
     parameters: Mapping = field(default_factory=dict)
 
 
-@quick_init
 @dataclass(frozen=True)
 class ToolChoice:
     """Which tools the model may call, and whether it must call one."""
@@ -113,7 +77,6 @@ class ToolChoice:
         return tuple(t for t in tools if not self.allowed or t.name in self.allowed)
 
 
-@quick_init
 @dataclass(frozen=True)
 class Think:
     """Whether a thinking model reasons before it answers, and how hard."""
@@ -125,7 +88,6 @@ class Think:
     "A cap on the reasoning tokens, for protocols that set one (Anthropic's budget_tokens)."
 
 
-@quick_init
 @dataclass(frozen=True)
 class Sampling:
     """How the next token is chosen; None means the backend's default."""
@@ -143,7 +105,6 @@ class Sampling:
     logit_bias: Mapping[int, float] = field(default_factory=dict)
 
 
-@quick_init
 @dataclass(frozen=True)
 class ResponseFormat:
     """A constraint on the output: any JSON object, or JSON valid against a schema."""
@@ -154,7 +115,6 @@ class ResponseFormat:
     name: Optional[str] = None
 
 
-@quick_init
 @dataclass(frozen=True)
 class GenerationRequest:
     """One request for generation, whichever protocol it came in by."""
@@ -209,7 +169,6 @@ class GenerationRequest:
         return copy
 
 
-@quick_init
 @dataclass(frozen=True)
 class TokenLogprob:
     """A token's log probability, with the most likely alternatives at its place."""
@@ -220,7 +179,6 @@ class TokenLogprob:
     top: tuple["TokenLogprob", ...] = ()
 
 
-@quick_init
 @dataclass(frozen=True)
 class Accepted:
     """The backend validated the request and will generate; nothing is sent to the client for it."""
@@ -228,7 +186,6 @@ class Accepted:
     prompt_tokens: Optional[int] = None
 
 
-@quick_init
 @dataclass(frozen=True)
 class TextDelta:
     """New text for one choice."""
@@ -238,7 +195,6 @@ class TextDelta:
     logprobs: tuple[TokenLogprob, ...] = ()
 
 
-@quick_init
 @dataclass(frozen=True)
 class ReasoningDelta:
     """New reasoning text of a thinking model for one choice, kept apart from the answer."""
@@ -247,7 +203,6 @@ class ReasoningDelta:
     index: int = 0
 
 
-@quick_init
 @dataclass(frozen=True)
 class ToolCallArgumentsDelta:
     """A piece of a tool call's arguments as it streams in; the whole call's ToolCallDelta still follows it."""
@@ -261,7 +216,6 @@ class ToolCallArgumentsDelta:
     "The call's place among this choice's calls."
 
 
-@quick_init
 @dataclass(frozen=True)
 class ToolCallDelta:
     """A complete tool call for one choice (after its ToolCallArgumentsDelta pieces, where a backend streams them)."""
@@ -272,7 +226,6 @@ class ToolCallDelta:
     "The call's place among this choice's calls."
 
 
-@quick_init
 @dataclass(frozen=True)
 class Usage:
     """Token counts of one request (all choices together)."""
@@ -290,7 +243,6 @@ class Usage:
         return self.prompt_tokens + self.completion_tokens
 
 
-@quick_init
 @dataclass(frozen=True)
 class Timings:
     """Measured durations in nanoseconds, as Ollama reports them."""
@@ -301,7 +253,6 @@ class Timings:
     eval_ns: int = 0
 
 
-@quick_init
 @dataclass(frozen=True)
 class Finish:
     """The end of one choice: why it stopped, and (on the last choice) what it cost."""
@@ -320,7 +271,6 @@ class Finish:
 Event = Union[Accepted, TextDelta, ReasoningDelta, ToolCallArgumentsDelta, ToolCallDelta, Finish]
 
 
-@quick_init
 @dataclass(frozen=True)
 class Embeddings:
     """Raw (not normalised) embedding vectors, one per input, and the tokens they took."""
@@ -335,7 +285,6 @@ CAPABILITIES = ("completion", "tools", "insert", "vision", "embedding", "thinkin
 "The capabilities Ollama names in /api/show, /api/tags (and shim in /v1/models)."
 
 
-@quick_init
 @dataclass(frozen=True)
 class ModelInfo:
     """What a backend says of one model it serves."""
