@@ -185,9 +185,7 @@ def measure(table, rounds, seconds, count):
     """{row name: (latencies, [JSON req/s], [streams/s], latencies of its upstream taken beside its own)}, the rows
     taken in turn, round after round."""
     results = {name: ([], [], [], []) for name, *_ in table}
-    directs = {f"upstream direct ({api} API)": (port, path, body) for (api, port, path, body)
-               in ((r[0].split("(")[1].split(" API")[0], r[1], r[2], r[3]) for r in table
-                   if r[0].startswith("upstream direct"))}
+    directs = {name: (port, path, body) for name, port, path, body, *_ in table if name.startswith("upstream direct")}
     for round_ in range(rounds):
         for name, port, path, body, stream, compare in in_turn(table, round_):
             lat, json_rate, stream_rate, beside = results[name]
@@ -215,8 +213,7 @@ def render(table, results):
         lat, json_rate, stream_rate, beside = results[name]
         added = added99 = "—"
         if compare:
-            base = [r for r in table if r[0] == f"upstream direct ({compare} API)"][0][0]
-            upstream = beside or results[base][0]
+            upstream = beside or results[f"upstream direct ({compare} API)"][0]
             added = f"+{(median(lat) - median(upstream)) * 1000:.2f} ms"
             added99 = f"+{(pct(lat, 99) - pct(upstream, 99)) * 1000:.2f} ms"
         lines.append(f"| {name} | {median(lat) * 1000:.2f} ms | {added} | {added99} | {_rate(json_rate)} | "

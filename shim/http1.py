@@ -77,8 +77,9 @@ class PlainRequest(Request):
         self.plain = True
         # A body that came whole with the head is kept as it is; any other (or an odd length) is gunicorn's to read.
         length = next((value for name, value in self.headers if name == "CONTENT-LENGTH"), "0")
-        if length.isdigit() and int(length) <= len(rest):
-            self._whole, rest = rest[:int(length)], rest[int(length):]
+        size = int(length) if length.isdigit() else None
+        if size is not None and size <= len(rest):
+            self._whole, rest = rest[:size], rest[size:]
         return rest
 
     def set_body_reader(self):

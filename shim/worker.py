@@ -109,7 +109,7 @@ class Worker(GeventWorker):
                 resp.force_close()
             respiter = self.wsgi(environ, resp.start_response)
             if self.is_already_handled(respiter):
-                return False
+                return
             try:
                 if isinstance(respiter, environ["wsgi.file_wrapper"]):
                     resp.write_file(respiter)
@@ -140,7 +140,6 @@ class Worker(GeventWorker):
                 self.cfg.post_request(self, req, environ, resp)
             except Exception:
                 self.log.exception("Exception in post_request hook")
-        return True
 
 
 class SettledConfig:

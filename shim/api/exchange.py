@@ -11,6 +11,7 @@ from werkzeug.sansio.utils import get_content_length
 from werkzeug.wsgi import get_input_stream
 
 from .. import ids, streaming
+from ..threads import close
 
 log = logging.getLogger("shim")
 _current: contextvars.ContextVar[Exchange] = contextvars.ContextVar("shim_exchange")
@@ -81,9 +82,7 @@ class _ThenFinish:
     def close(self):
         """Close the body, then finish the exchange."""
         try:
-            closer = getattr(self.body, "close", None)
-            if closer is not None:
-                closer()
+            close(self.body)
         finally:
             self.exchange.finish()
 
