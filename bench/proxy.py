@@ -2,13 +2,18 @@
 
 Side by side in one run, several rounds interleaved, medians: the upstream directly, a bare Flask view and a bare WSGI
 callable under the same gunicorn + gevent settings, and shim for each client protocol through each upstream backend
-type. A row's latency is taken in turns with that of the upstream it goes to (LATENCY_CHUNK requests each), and its
-added p50 is the difference of the two: the machine's drift between figures taken minutes apart would swamp it.
-Environment: BENCH_ROUNDS (3), BENCH_SECONDS (wrk seconds per figure, 5), BENCH_COUNT (sequential requests, 1000),
-BENCH_ONLY (a regular expression the row names must match), BENCH_BASELINE (another source tree of shim, whose
-rows are measured beside this one's, marked "baseline").
+type. Latency at 1 client is taken two ways, each in turns with the upstream the row goes to, and a row's added p50 is
+the difference of the two (the machine's drift between figures taken minutes apart would swamp it): wrk with one
+connection (the issue's own method: requests back to back, from a client that costs next to nothing), and a Python
+client sending LATENCY_CHUNK sequential requests a turn (its own work between requests leaves the server's caches
+cold, as a slow client's would).
+Environment: BENCH_ROUNDS (3), BENCH_SECONDS (wrk seconds per rate figure, 5), BENCH_LATENCY_SECONDS (wrk seconds per
+1-client turn, 1; two turns a round), BENCH_COUNT (sequential requests, 1000), BENCH_ONLY (a regular expression the
+row names must match), BENCH_BASELINE (another source tree of shim, whose rows are measured beside this one's,
+marked "baseline").
 """
 import contextlib
+import dataclasses
 import http.client
 import json
 import os
@@ -52,11 +57,6 @@ def config(upstream_port):
             f'[[models]]\nname = "instant-an"\nbackend = "an"\ntarget = "instant"\n')
 
 
-def latencies(port, path, body, count):
-    """Seconds each of `count` sequential requests took, on one keep-alive connection."""
-    return latencies_beside([(port, path, body)], count)[0]
-
-
 LATENCY_CHUNK = 25
 "Sequential requests to one target before the next target's turn, when targets are measured beside each other."
 
@@ -86,23 +86,61 @@ def latencies_beside(targets, count):
 
 def wrk(port, path, body, seconds, connections=32, pids=()):
     """(requests per second wrk measures with `connections` clients, CPU seconds the pids spent per request)."""
+    before = cpu_seconds(pids)
+    out = _wrk_output(port, path, body, seconds, connections)
+    spent = cpu_seconds(pids) - before
+    count = int(re.search(r"(\d+) requests in", out).group(1))
+    return float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)), spent / max(count, 1)
+
+
+def wrk_latency(port, path, body, seconds):
+    """(p50, p99) in seconds of requests wrk sends back to back on one connection for `seconds`."""
+    return latency_percentiles(_wrk_output(port, path, body, seconds, connections=1, latency=True))
+
+
+def latency_percentiles(out):
+    """(p50, p99) in seconds from the latency distribution wrk --latency prints."""
+    found = []
+    for percent in (50, 99):
+        match = re.search(rf"^\s+{percent}%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
+        if match is None:
+            raise SystemExit(f"wrk printed no {percent}% latency:\n{out}")
+        found.append(float(match.group(1)) * _UNITS[match.group(2)])
+    return tuple(found)
+
+
+def wrk_latencies_beside(targets, seconds, turns=2):
+    """For each (port, path, body) target, its (p50, p99) of each of `turns` wrk runs of one connection, the
+    targets taking turns (so the machine's drift falls on all alike)."""
+    found = [[] for _ in targets]
+    for _ in range(turns):
+        for (port, path, body), kept in zip(targets, found):
+            kept.append(wrk_latency(port, path, body, seconds))
+    return found
+
+
+_UNITS = {"us": 1e-6, "ms": 1e-3, "s": 1.0}
+"The units of wrk's latency figures."
+
+
+def _wrk_output(port, path, body, seconds, connections, latency=False):
+    """What wrk prints after POSTing body to path for `seconds` with `connections` clients; failures end the run."""
     if not shutil.which("wrk"):
         raise SystemExit("benchmark 3 needs wrk: apt-get install wrk")
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
         script.write(f'wrk.method = "POST"\nwrk.body = {json.dumps(json.dumps(body))}\n'
                      'wrk.headers["Content-Type"] = "application/json"\n')
-    before = cpu_seconds(pids)
+    threads = min(2, connections)
     try:
-        out = subprocess.run(["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "-s", script.name,
-                              f"http://127.0.0.1:{port}{path}"], capture_output=True, text=True, check=True).stdout
+        out = subprocess.run(["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "-s", script.name,
+                              *(["--latency"] if latency else []), f"http://127.0.0.1:{port}{path}"],
+                             capture_output=True, text=True, check=True).stdout
     finally:
         os.unlink(script.name)
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     if errors:
         raise SystemExit(f"wrk saw {errors.group(1)} failed responses on {path} {body}:\n{out}")
-    spent = cpu_seconds(pids) - before
-    count = int(re.search(r"(\d+) requests in", out).group(1))
-    return float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)), spent / max(count, 1)
+    return out
 
 
 def cpu_seconds(pids):
@@ -181,44 +219,73 @@ def in_turn(table, round_):
     return order
 
 
-def measure(table, rounds, seconds, count):
-    """{row name: (latencies, [JSON req/s], [streams/s], latencies of its upstream taken beside its own)}, the rows
-    taken in turn, round after round."""
-    results = {name: ([], [], [], []) for name, *_ in table}
+@dataclasses.dataclass
+class Figures:
+    """What the rounds measured of one row."""
+
+    latencies: list = dataclasses.field(default_factory=list)
+    "Seconds of each sequential request of the Python client."
+    upstream_latencies: list = dataclasses.field(default_factory=list)
+    "The same, of the upstream the row goes to, taken in turns with the row's."
+    wrk_latencies: list = dataclasses.field(default_factory=list)
+    "(p50, p99) in seconds of each wrk run of one connection."
+    upstream_wrk_latencies: list = dataclasses.field(default_factory=list)
+    "The same, of the upstream, taken in turns with the row's."
+    json_rates: list = dataclasses.field(default_factory=list)
+    "(requests/s, CPU seconds per request) of each wrk run of 32 clients, JSON answers."
+    stream_rates: list = dataclasses.field(default_factory=list)
+    "The same, 16-token streams."
+
+
+def measure(table, rounds, seconds, count, latency_seconds=1):
+    """{row name: Figures}, the rows taken in turn, round after round."""
+    results = {name: Figures() for name, *_ in table}
     directs = {name: (port, path, body) for name, port, path, body, *_ in table if name.startswith("upstream direct")}
     for round_ in range(rounds):
         for name, port, path, body, stream, compare in in_turn(table, round_):
-            lat, json_rate, stream_rate, beside = results[name]
+            got = results[name]
             pids = listening_pids(port)
             direct = directs.get(f"upstream direct ({compare} API)") if compare else None
-            if direct is None:
-                lat.extend(latencies(port, path, body, count))
-            else:  # the upstream's own latency taken in turns with the row's: added p50 is the difference of the two
-                own, upstream = latencies_beside([(port, path, body), direct], count)
-                lat.extend(own)
-                beside.extend(upstream)
-            json_rate.append(wrk(port, path, body, seconds, pids=pids))
-            stream_rate.append(wrk(port, path, stream, seconds, pids=pids))
-            print(f"round {round_ + 1}: {name}: p50 {median(lat) * 1000:.2f} ms, {json_rate[-1][0]:.0f} req/s "
-                  f"({json_rate[-1][1] * 1e6:.0f} µs CPU each), {stream_rate[-1][0]:.0f} streams/s "
-                  f"({stream_rate[-1][1] * 1e6:.0f} µs), load {os.getloadavg()[0]:.1f}", file=sys.stderr)
+            # The upstream's own latency taken in turns with the row's: added p50 is the difference of the two.
+            targets = [(port, path, body)] + ([direct] if direct else [])
+            by_wrk = wrk_latencies_beside(targets, latency_seconds)
+            by_client = latencies_beside(targets, count)
+            got.wrk_latencies.extend(by_wrk[0])
+            got.latencies.extend(by_client[0])
+            if direct:
+                got.upstream_wrk_latencies.extend(by_wrk[1])
+                got.upstream_latencies.extend(by_client[1])
+            got.json_rates.append(wrk(port, path, body, seconds, pids=pids))
+            got.stream_rates.append(wrk(port, path, stream, seconds, pids=pids))
+            print(f"round {round_ + 1}: {name}: p50 {_wrk_p50(got.wrk_latencies) * 1000:.3f} ms by wrk, "
+                  f"{median(got.latencies) * 1000:.2f} ms by the Python client, {got.json_rates[-1][0]:.0f} req/s "
+                  f"({got.json_rates[-1][1] * 1e6:.0f} µs CPU each), {got.stream_rates[-1][0]:.0f} streams/s "
+                  f"({got.stream_rates[-1][1] * 1e6:.0f} µs), load {os.getloadavg()[0]:.1f}", file=sys.stderr)
     return results
 
 
 def render(table, results):
-    """The markdown table: p50 and added p50 at 1 client, JSON req/s and 16-token streams/s at 32 clients."""
-    lines = ["| path | p50, 1 client | added p50 | added p99 | JSON req/s, 32 clients (CPU per request) | "
-             "16-token streams/s, 32 clients (CPU per stream) |", "|---|---|---|---|---|---|"]
+    """The markdown table: p50 and added p50 at 1 client (by wrk, and by a Python client), JSON req/s and 16-token
+    streams/s at 32 clients."""
+    lines = ["| path | p50, 1 client (wrk) | added p50 (wrk) | p50, 1 client (Python client) | added p50 (Python "
+             "client) | added p99 (Python client) | JSON req/s, 32 clients (CPU per request) | 16-token streams/s, "
+             "32 clients (CPU per stream) |", "|---|---|---|---|---|---|---|---|"]
     for name, *_, compare in table:
-        lat, json_rate, stream_rate, beside = results[name]
-        added = added99 = "—"
+        got = results[name]
+        added_wrk = added = added99 = "—"
         if compare:
-            upstream = beside or results[f"upstream direct ({compare} API)"][0]
-            added = f"+{(median(lat) - median(upstream)) * 1000:.2f} ms"
-            added99 = f"+{(pct(lat, 99) - pct(upstream, 99)) * 1000:.2f} ms"
-        lines.append(f"| {name} | {median(lat) * 1000:.2f} ms | {added} | {added99} | {_rate(json_rate)} | "
-                     f"{_rate(stream_rate)} |")
+            added_wrk = f"{(_wrk_p50(got.wrk_latencies) - _wrk_p50(got.upstream_wrk_latencies)) * 1000:+.3f} ms"
+            added = f"{(median(got.latencies) - median(got.upstream_latencies)) * 1000:+.2f} ms"
+            added99 = f"{(pct(got.latencies, 99) - pct(got.upstream_latencies, 99)) * 1000:+.2f} ms"
+        lines.append(f"| {name} | {_wrk_p50(got.wrk_latencies) * 1000:.3f} ms | {added_wrk} | "
+                     f"{median(got.latencies) * 1000:.2f} ms | {added} | {added99} | {_rate(got.json_rates)} | "
+                     f"{_rate(got.stream_rates)} |")
     return "\n".join(lines)
+
+
+def _wrk_p50(figures):
+    """The median of wrk runs' p50s."""
+    return median([p50 for p50, _ in figures])
 
 
 def _rate(figures):
@@ -231,6 +298,7 @@ def run():
     rounds = int(os.environ.get("BENCH_ROUNDS", "3"))
     seconds = int(os.environ.get("BENCH_SECONDS", "5"))
     count = int(os.environ.get("BENCH_COUNT", "1000"))
+    latency_seconds = int(os.environ.get("BENCH_LATENCY_SECONDS", "1"))
     baseline = os.environ.get("BENCH_BASELINE")
     with contextlib.ExitStack() as stack:
         up = stack.enter_context(instant_upstream())
@@ -240,4 +308,4 @@ def run():
             shims.append(("baseline", stack.enter_context(running_shim(config(up), cwd=baseline))))
         shims = [(label, int(url.rsplit(":", 1)[1])) for label, url in shims]
         table = rows(up, bares, shims)
-        return render(table, measure(table, rounds, seconds, count))
+        return render(table, measure(table, rounds, seconds, count, latency_seconds))
