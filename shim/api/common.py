@@ -12,6 +12,7 @@ import socket
 import time
 import typing
 
+import orjson
 from flask import request
 from werkzeug.exceptions import HTTPException
 
@@ -48,13 +49,30 @@ def read_json():
     if not data.strip():
         raise InvalidRequest("missing request body")
     try:
-        return reject_lone_surrogates(json.loads(data), data)
+        return parse_body(data)
     except UnicodeDecodeError:
         raise InvalidRequest("request body is not valid UTF-8") from None
     except ValueError as err:
         raise InvalidRequest(f"request body is not valid JSON: {err}") from None
     except RecursionError:
         raise InvalidRequest("request body is nested too deeply") from None
+
+
+_LONG_DIGITS = re.compile(rb"[0-9]{19}")
+"A run of digits that may be an integer past 64 bits, which orjson reads as a float (json.loads: exactly)."
+
+
+def parse_body(data):
+    """A request body's JSON as json.loads reads it, a lone surrogate in it refused (reject_lone_surrogates)."""
+    # orjson reads a small body in a fifth of the time, and refuses (rather than reads otherwise) all json.loads takes
+    # that it does not: lone surrogates, NaN and Infinity, a BOM, UTF-16 and UTF-32. Those go to json.loads, as does a
+    # long run of digits, so every body is read exactly as before.
+    if _LONG_DIGITS.search(data) is None:
+        try:
+            return orjson.loads(data)
+        except orjson.JSONDecodeError:
+            pass
+    return reject_lone_surrogates(json.loads(data), data)
 
 
 def reject_lone_surrogates(body, data=None):

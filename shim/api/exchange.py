@@ -62,12 +62,20 @@ class Exchange:
     @property
     def content_length(self):
         """The body's declared length, or None (chunked, absent or unreadable), as Flask reads it."""
-        return get_content_length(self.environ.get("CONTENT_LENGTH"), self.environ.get("HTTP_TRANSFER_ENCODING"))
+        environ = self.environ
+        declared = environ.get("CONTENT_LENGTH")
+        # What every client sends, read without werkzeug's general parsing (a regular expression, a set header parsed).
+        if declared is not None and declared.isdigit() and declared.isascii() and (
+                "HTTP_TRANSFER_ENCODING" not in environ):
+            return int(declared)
+        return get_content_length(declared, environ.get("HTTP_TRANSFER_ENCODING"))
 
     @property
     def body(self):
         """The body's stream, bounded as Flask bounds it."""
-        return get_input_stream(self.environ)
+        environ = self.environ
+        # A server that ends the stream itself at the body's end (gunicorn does) has it read as it is, as werkzeug would.
+        return environ["wsgi.input"] if "wsgi.input_terminated" in environ else get_input_stream(environ)
 
 
 class _ThenFinish:
