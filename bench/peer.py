@@ -64,13 +64,14 @@ def run():
             for name in names[round_ % len(names):] + names[:round_ % len(names)]:
                 one, same, distinct = found[name]
                 first, last, tokens = time_sse(urls[name] + "/v1/chat/completions", one_stream)
-                one.append((tokens / last, first, tokens, 1))
+                one.append((tokens / last, first))
                 same.append(_clients_round(urls[name], 4, False))
                 distinct.append(_clients_round(urls[name], 4, True))
     return _table(found)
 
 
 def _table(found):
+    """The markdown table of {server: (one-stream runs, four-stream runs with one prompt, with distinct ones)}."""
     lines = ["| server | one stream: tokens/s (TTFT) | 4 streams, same prompt: aggregate tokens/s (TTFT p50, complete) "
              "| 4 streams, distinct prompts | 4 streams against the peer's |", "|---|---|---|---|---|"]
     peer = median([r[0] for r in found[PEER][1]]), median([r[0] for r in found[PEER][2]])
